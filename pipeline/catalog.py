@@ -1,0 +1,195 @@
+"""Scan extracted folders into the catalogue: data/train.csv, data/test.csv and a report of bad files.
+
+Every image is verified by decoding it; unreadable files are reported and left out, never kept.
+Labels come from the file-name prefix (``cat.12.jpg``, ``dog_7.jpg``) or a class folder
+(``cats/``, ``Dog/``); unlabelled files with a numeric name (``123.jpg``) are test images.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import imagehash
+import pandas as pd
+from PIL import Image, ImageFile
+
+from pipeline.errors import DataError
+from pipeline.fileio import write_csv
+from pipeline.progress import track
+
+_logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+_PREFIX = re.compile(r"^(cat|dog)s?[._\- ]", re.IGNORECASE)
+_CLASS_FOLDERS = {"cat": 0, "cats": 0, "dog": 1, "dogs": 1}
+_VERIFY_COLUMNS = ["path", "size", "mtime_ns", "ok", "width", "height", "mode", "phash", "error"]
+
+# A truncated JPEG must fail, not be padded with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass
+class Catalog:
+    """What the catalogue stage found. ``train``: path,label,width,height,phash; ``test``: id,path,..."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    problems: pd.DataFrame  # path, reason (corrupt images and files whose label cannot be inferred)
+    skipped: int  # non-image files (Thumbs.db, .DS_Store, ...)
+
+
+def label_from_path(path: Path) -> int | None:
+    """1 for dog, 0 for cat, None when neither the file name nor a parent folder says.
+
+    Args:
+        path: an image path such as ``train/cat.12.jpg`` or ``PetImages/Dog/7.jpg``.
+    """
+    m = _PREFIX.match(path.name)
+    if m:
+        return 1 if m.group(1).lower() == "dog" else 0
+    for parent in reversed(path.parent.parts):
+        if parent.lower() in _CLASS_FOLDERS:
+            return _CLASS_FOLDERS[parent.lower()]
+    return None
+
+
+def verify_image(path: str) -> dict:
+    """Decode ``path`` completely; return size, mode and perceptual hash, or the error."""
+    row = {"path": path, "ok": False, "width": 0, "height": 0, "mode": "", "phash": "", "error": ""}
+    try:
+        with Image.open(path) as img:
+            row.update(width=img.width, height=img.height, mode=img.mode)
+            img.draft("RGB", (64, 64))  # JPEG: decode at reduced scale; every byte is still read
+            img.load()
+            row["phash"] = str(imagehash.phash(img.convert("RGB")))
+            row["ok"] = True
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means "unreadable"
+        row["error"] = f"{type(exc).__name__}: {exc}"
+    return row
+
+
+def _list_files(roots: Iterable[Path]) -> tuple[list[Path], int]:
+    images, skipped = [], 0
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise DataError(f"Folder {root} does not exist; run `pipeline download` first.")
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(("__MACOSX", ".")))
+            for name in sorted(filenames):
+                p = Path(dirpath, name)
+                if p.suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("._"):
+                    images.append(p.resolve())
+                elif not name.startswith(".extracted"):
+                    skipped += 1
+    return images, skipped
+
+
+def _verify_all(paths: list[Path], cache_csv: Path | None, workers: int, progress: bool) -> pd.DataFrame:
+    """Verify every path, reusing earlier results for files whose size and mtime are unchanged."""
+    stats = {str(p): p.stat() for p in paths}
+    known = {}
+    if cache_csv is not None and cache_csv.exists():
+        old = pd.read_csv(cache_csv, dtype={"phash": str, "error": str, "mode": str}, keep_default_na=False)
+        known = {r.path: r._asdict() for r in old.itertuples(index=False)}
+    rows, todo = [], []
+    for path, st in stats.items():
+        k = known.get(path)
+        if k is not None and int(k["size"]) == st.st_size and int(k["mtime_ns"]) == st.st_mtime_ns:
+            rows.append(k)
+        else:
+            todo.append(path)
+    if todo:
+        if workers > 1 and len(todo) > 64:
+            with ProcessPoolExecutor(workers) as pool:
+                results = pool.map(verify_image, todo, chunksize=32)
+                fresh = list(track(results, total=len(todo), description="verify images", enabled=progress))
+        else:
+            fresh = list(track(map(verify_image, todo), total=len(todo), description="verify images", enabled=progress))
+        for r in fresh:
+            r["size"], r["mtime_ns"] = stats[r["path"]].st_size, stats[r["path"]].st_mtime_ns
+        rows.extend(fresh)
+    df = pd.DataFrame(rows, columns=_VERIFY_COLUMNS)
+    df["ok"] = df["ok"].astype(str).str.lower().isin(["true", "1"])
+    df = df.sort_values("path", kind="stable").reset_index(drop=True)
+    if cache_csv is not None:
+        write_csv(cache_csv, df)
+    return df
+
+
+def scan(roots: Iterable[Path], *, cache_csv: Path | None = None, workers: int | None = None,
+         progress: bool = False) -> Catalog:
+    """Find, verify and label every image under ``roots``.
+
+    Args:
+        roots: folders to scan recursively.
+        cache_csv: where verification results are kept so a second run re-decodes only changed files.
+        workers: decoding processes (default: all cores).
+        progress: show a progress bar.
+    """
+    paths, skipped = _list_files(roots)
+    if not paths:
+        raise DataError(f"No images found under {', '.join(str(r) for r in roots)}; check the download.")
+    verified = _verify_all(paths, cache_csv, workers or os.cpu_count() or 1, progress)
+
+    train, test, problems = [], [], []
+    for r in verified.itertuples(index=False):
+        p = Path(r.path)
+        if not r.ok:
+            problems.append({"path": r.path, "reason": f"unreadable image ({r.error})"})
+            continue
+        label = label_from_path(p)
+        if label is not None:
+            train.append({"path": r.path, "label": label, "width": r.width, "height": r.height, "phash": r.phash})
+        elif p.stem.isdigit():
+            test.append({"id": int(p.stem), "path": r.path, "width": r.width, "height": r.height})
+        else:
+            problems.append({"path": r.path, "reason": "label unknown: the name has no cat/dog prefix, no "
+                             "cat(s)/dog(s) folder holds it, and it is not a numeric test id"})
+    train_df = pd.DataFrame(train, columns=["path", "label", "width", "height", "phash"])
+    test_df = pd.DataFrame(test, columns=["id", "path", "width", "height"]).sort_values("id", kind="stable")
+    dup = test_df["id"][test_df["id"].duplicated()]
+    if len(dup):
+        clash = test_df[test_df["id"].isin(dup)]["path"].tolist()[:4]
+        raise DataError(f"Test id {int(dup.iloc[0])} appears more than once ({', '.join(clash)}); "
+                        "catalogue one test folder at a time.")
+    return Catalog(train_df, test_df.reset_index(drop=True),
+                   pd.DataFrame(problems, columns=["path", "reason"]), skipped)
+
+
+def write_catalog(catalog: Catalog, data_dir: Path) -> dict[str, Path]:
+    """Write train.csv, test.csv and catalog_problems.csv into ``data_dir``; return their paths."""
+    data_dir = Path(data_dir)
+    out = {
+        "train": write_csv(data_dir / "train.csv", catalog.train),
+        "test": write_csv(data_dir / "test.csv", catalog.test),
+        "problems": write_csv(data_dir / "catalog_problems.csv", catalog.problems),
+    }
+    return out
+
+
+def read_train(data_dir: Path) -> pd.DataFrame:
+    """Load data/train.csv, with a clear error when it is missing or malformed."""
+    return _read(Path(data_dir) / "train.csv", ["path", "label"])
+
+
+def read_test(data_dir_or_csv: Path) -> pd.DataFrame:
+    """Load data/test.csv (or the CSV given), with a clear error when it is missing or malformed."""
+    p = Path(data_dir_or_csv)
+    return _read(p / "test.csv" if p.is_dir() else p, ["id", "path"])
+
+
+def _read(csv: Path, columns: list[str]) -> pd.DataFrame:
+    if not csv.exists():
+        raise DataError(f"{csv} does not exist; run `pipeline download` first.")
+    df = pd.read_csv(csv, dtype={"phash": str})
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{csv} lacks column(s) {', '.join(missing)}; rebuild it with `pipeline download`.")
+    return df

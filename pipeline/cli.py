@@ -1,0 +1,334 @@
+"""The command line: one thin function per command; the work happens in the stage modules."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from pipeline.errors import PipelineError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Cats-vs-dogs competition pipeline: download -> train (k-fold) -> predict -> submit.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class Tta(str, Enum):
+    none = "none"
+    hflip = "hflip"
+
+
+class Fmt(str, Enum):
+    course = "course"
+    kaggle = "kaggle"
+    redux = "redux"
+
+
+class EnsembleMethod(str, Enum):
+    fit = "fit"
+    mean = "mean"
+
+
+DataDir = Annotated[Path, typer.Option(help="Where the catalogue, folds and cache live.")]
+RunsDir = Annotated[Path, typer.Option(help="Where run folders live.")]
+
+
+def friendly(fn):
+    """Turn the errors a user can cause into one red line and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PipelineError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            from pipeline.training import Interrupted
+
+            raise typer.Exit(130 if isinstance(exc, Interrupted) else 1) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]; files already written are complete.")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage's details.")] = False):
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err_console, show_path=False)], force=True)
+
+
+# ---- download / split ------------------------------------------------------------------------
+@app.command()
+@friendly
+def download(
+    source: Annotated[Optional[str], typer.Option(help="Named source: course (default, 猫狗大战), petimages, "
+                                                  "kaggle, kaggle-redux.")] = None,
+    url: Annotated[Optional[list[str]], typer.Option("--url", help="Archive URL to fetch (repeatable).")] = None,
+    from_: Annotated[Optional[list[Path]], typer.Option("--from", exists=True,
+                     help="Local zip or folder to use instead of downloading (repeatable).")] = None,
+    data_dir: DataDir = Path("data"),
+    folds: Annotated[int, typer.Option(help="Number of folds K.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the fold assignment.")] = 0,
+    dup_threshold: Annotated[int, typer.Option(help="Perceptual-hash distance (bits of 64) under which two "
+                                               "photos count as duplicates and share a fold; -1: off.")] = 4,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+):
+    """Fetch, verify and unpack the data; write data/train.csv, data/test.csv and data/folds.csv."""
+    from pipeline import stages
+
+    summary = stages.download(source=source, urls=url or [], from_paths=from_ or [], data_dir=data_dir,
+                              n_folds=folds, seed=seed, dup_threshold=dup_threshold, progress=progress)
+    _print_catalog(summary)
+
+
+@app.command()
+@friendly
+def split(
+    data_dir: DataDir = Path("data"),
+    folds: Annotated[int, typer.Option(help="Number of folds K.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the fold assignment.")] = 0,
+    dup_threshold: Annotated[int, typer.Option(help="Perceptual-hash distance for duplicates; -1: off.")] = 4,
+):
+    """Rebuild data/folds.csv from data/train.csv without downloading."""
+    from pipeline.folds import write_folds
+
+    f = write_folds(data_dir, folds, seed, dup_threshold)
+    console.print(f"{len(f)} images in {folds} folds ({', '.join(str(n) for n in f.fold.value_counts().sort_index())}); "
+                  f"{int((f.group.value_counts() > 1).sum())} duplicate groups -> {data_dir / 'folds.csv'}")
+
+
+def _print_catalog(s: dict) -> None:
+    console.print(f"train: {s['train']} images ({s['cats']} cats, {s['dogs']} dogs) -> {s['train_csv']}")
+    console.print(f"test:  {s['test']} images -> {s['test_csv']}")
+    if s["problems"]:
+        console.print(f"[yellow]left out: {s['problems']} files (unreadable or unlabelled), listed in "
+                      f"{s['problems_csv']}[/]")
+    console.print(f"folds: {s['folds']} folds, {s['dup_groups']} duplicate groups -> {s['folds_csv']}")
+
+
+# ---- train -----------------------------------------------------------------------------------
+def _parse_folds(text: str) -> list[int] | None:
+    if text == "all":
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected 'all' or comma-separated fold numbers like 0,1,2, got {text!r}") from None
+
+
+@app.command()
+@friendly
+def train(
+    arch: Annotated[str, typer.Option(help="lenet, resnet34, resnet50 or any timm model name.")] = "lenet",
+    folds: Annotated[str, typer.Option(help="Folds to train: 'all' or e.g. 0,1,2.")] = "all",
+    epochs: Annotated[int, typer.Option(help="Epochs per fold (early stopping may end sooner).")] = 12,
+    img_size: Annotated[Optional[int], typer.Option(help="Input side in pixels (default: 64 for LeNet, "
+                                                    "the model's own, usually 224, otherwise).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per step; on a GPU raise to 128-256.")] = 64,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 1e-3, or 3e-4 from weights).")] = None,
+    optimizer: Annotated[str, typer.Option(help="adamw or sgd (momentum 0.9, Nesterov).")] = "adamw",
+    schedule: Annotated[str, typer.Option(help="cosine (with warm-up) or onecycle.")] = "cosine",
+    patience: Annotated[int, typer.Option(help="Stop a fold after this many epochs without a better "
+                                          "validation loss; 0: never.")] = 4,
+    device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
+    precision: Annotated[Precision, typer.Option(help="auto: bf16 (or fp16 + loss scaling) on CUDA, fp32 on CPU.")] = Precision.auto,
+    pretrained: Annotated[bool, typer.Option("--pretrained", help="Start from timm's ImageNet weights (needs the network).")] = False,
+    weights: Annotated[Optional[Path], typer.Option(help="Start from a local weights file (offline route).",
+                                                    exists=True, dir_okay=False)] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Loader processes (default: 2 on CPU, up to 8 on CUDA).")] = None,
+    cache: Annotated[bool, typer.Option(help="Read photos from the decoded-image cache (built once per size).")] = True,
+    seed: Annotated[int, typer.Option(help="Seed for weights, order and augmentation.")] = 0,
+    run_name: Annotated[Optional[str], typer.Option(help="Run folder name (default: <arch>-<time>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue --run-name (or the latest run): skip "
+                                         "finished folds, continue the interrupted one.")] = False,
+    data_dir: DataDir = Path("data"),
+    runs_dir: RunsDir = Path("runs"),
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+):
+    """k-fold cross-validation: one checkpoint per fold, out-of-fold predictions and the CV score.
+
+    On a GPU: --arch resnet50 --pretrained --batch-size 128 --workers 8 (AMP and channels_last are on by
+    default); raise --epochs to 20-30 from scratch.
+    """
+    from pipeline.training import TrainConfig, run
+
+    cfg = TrainConfig(arch=arch, folds=_parse_folds(folds), epochs=epochs, img_size=img_size,
+                      batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, patience=patience,
+                      device=device.value, precision=precision.value, pretrained=pretrained,
+                      weights=str(weights) if weights else None, workers=workers, cache=cache, seed=seed,
+                      data_dir=str(data_dir), runs_dir=str(runs_dir), run_name=run_name, progress=progress)
+    cv = run(cfg, resume=resume)
+    _print_cv(cv, Path(runs_dir) / cv["run"])
+    from pipeline.report import build_report
+
+    console.print(f"report: {build_report(Path(runs_dir) / cv['run'])}")
+
+
+def _print_cv(cv: dict, run_dir: Path) -> None:
+    table = Table(title=f"cross-validation of {cv['run']}")
+    for col in ("fold", "n", "accuracy", "log-loss", "ROC-AUC", "best epoch"):
+        table.add_column(col, justify="right")
+    rows = [(k, v) for k, v in cv["folds"].items()] + [("all", cv["overall"])]
+    for k, v in rows:
+        auc = "-" if v.get("roc_auc") is None else f"{v['roc_auc']:.4f}"
+        table.add_row(str(k), str(v["n"]), f"{v['accuracy']:.4f}", f"{v['log_loss']:.4f}", auc,
+                      str(v.get("best_epoch", "")))
+    console.print(table)
+    if "seconds" in cv:
+        console.print(f"took {cv['seconds']:.0f} s; run folder: {run_dir}")
+
+
+# ---- predict / validate / score --------------------------------------------------------------
+@app.command()
+@friendly
+def predict(
+    run: Annotated[Optional[list[Path]], typer.Option("--run", help="Run folder or name (repeatable; "
+                                                      "default: the latest run).")] = None,
+    test: Annotated[Path, typer.Option(help="The test catalogue (id,path).")] = Path("data/test.csv"),
+    tta: Annotated[Tta, typer.Option(help="Test-time augmentation, averaged in probability space.")] = Tta.hflip,
+    ensemble: Annotated[EnsembleMethod, typer.Option(help="How to blend several runs: weights fitted on "
+                                                     "out-of-fold log-loss, or a plain mean.")] = EnsembleMethod.fit,
+    format: Annotated[Fmt, typer.Option("--format", help="course (猫狗大战: id,label 0/1), kaggle (Dogs vs. Cats: "
+                                        "0/1), redux (probabilities, clipped).")] = Fmt.course,
+    threshold: Annotated[float, typer.Option(help="P(dog) at or above which label is 1 (0/1 formats).")] = 0.5,
+    eps: Annotated[float, typer.Option(help="Clip probabilities to [eps, 1-eps] (redux).")] = 0.005,
+    out: Annotated[Optional[Path], typer.Option(help="Submission path (default: submissions/<runs>-<time>.csv).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per batch.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+):
+    """Predict the test set with every fold of each run (and TTA), blend runs, write a validated CSV."""
+    from pipeline import stages
+
+    result = stages.predict(runs=run or [], test_csv=test, tta=tta.value, ensemble=ensemble.value,
+                            fmt=format.value, threshold=threshold, eps=eps, out=out, force=force,
+                            device=device.value, batch_size=batch_size, runs_dir=runs_dir, progress=progress)
+    blend = result["blend"]
+    if blend is not None and len(blend.runs) > 1:
+        table = Table(title=f"out-of-fold scores ({blend.method} blend)")
+        for col in ("run", "weight", "accuracy", "log-loss"):
+            table.add_column(col, justify="right")
+        for name, w in zip(blend.runs, blend.weights):
+            s = blend.run_scores[name]
+            table.add_row(name, f"{w:.3f}", f"{s['accuracy']:.4f}", f"{s['log_loss']:.4f}")
+        table.add_row("blend", "1.000", f"{blend.blend_score['accuracy']:.4f}", f"{blend.blend_score['log_loss']:.4f}")
+        console.print(table)
+    console.print(f"wrote {result['path']} ({result['rows']} rows, format {format.value}); it passes "
+                  f"`pipeline validate`. Upload it to the competition site.")
+
+
+@app.command()
+@friendly
+def validate(
+    submission: Annotated[Path, typer.Argument(help="The CSV to check.", exists=True, dir_okay=False)],
+    test: Annotated[Path, typer.Option(help="The test catalogue (id,path) the ids must match.")] = Path("data/test.csv"),
+    format: Annotated[Fmt, typer.Option("--format", help="Submission format.")] = Fmt.course,
+):
+    """Check a submission: header, every test id exactly once, integer ids, valid labels, row count."""
+    from pipeline.submission import read_test_ids, validate_submission
+
+    problems = validate_submission(submission, read_test_ids(test), format.value)
+    if problems:
+        err_console.print(f"[bold red]invalid:[/] {submission}: {len(problems)} problem(s)", highlight=False)
+        for p in problems:
+            err_console.print(f"  - {p}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"valid: {submission} ({format.value} format)")
+
+
+@app.command("score")
+@friendly
+def score_cmd(
+    submission: Annotated[Path, typer.Argument(help="The submission CSV.", exists=True, dir_okay=False)],
+    solution: Annotated[Path, typer.Argument(help="id,label with the true labels.", exists=True, dir_okay=False)],
+):
+    """Accuracy (and log-loss for a probability file) against known labels."""
+    from pipeline.submission import score_submission
+
+    s = score_submission(submission, solution)
+    ll = "" if s.get("log_loss") is None else f", log-loss {s['log_loss']:.4f}"
+    console.print(f"{submission}: accuracy {s['accuracy']:.4f} on {s['n']} images{ll}")
+
+
+# ---- reports ---------------------------------------------------------------------------------
+@app.command()
+@friendly
+def report(
+    run: Annotated[Optional[Path], typer.Argument(help="Run folder or name (default: the latest run).")] = None,
+    runs_dir: RunsDir = Path("runs"),
+):
+    """Write PNG plots and one self-contained HTML page for a run."""
+    from pipeline.report import build_report
+    from pipeline.training import find_run
+
+    console.print(f"report: {build_report(find_run(runs_dir, str(run) if run else None))}")
+
+
+@app.command()
+@friendly
+def runs(runs_dir: RunsDir = Path("runs")):
+    """List runs, best cross-validation log-loss first."""
+    from pipeline.report import list_runs
+
+    df = list_runs(runs_dir)
+    if df.empty:
+        console.print(f"no runs in {runs_dir}")
+        return
+    table = Table()
+    for col in df.columns:
+        table.add_column(col, justify="right")
+    for row in df.itertuples(index=False):
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+
+
+@app.command()
+@friendly
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Folder for the demo's data, runs and submission.")] = Path("demo"),
+    epochs: Annotated[int, typer.Option(help="Epochs per fold.")] = 8,
+    folds: Annotated[int, typer.Option(help="Number of folds.")] = 3,
+):
+    """The whole workflow on the bundled real sample, offline, in a few minutes on a laptop CPU."""
+    from pipeline import stages
+
+    stages.demo(workdir, epochs=epochs, n_folds=folds, console=console)
+
+
+@app.command()
+@friendly
+def doctor(data_dir: DataDir = Path("data"), runs_dir: RunsDir = Path("runs")):
+    """Versions, CUDA and devices, bf16 support, free disk, where data and runs are: paste it into a bug report."""
+    from pipeline import stages
+
+    for key, value in stages.doctor(data_dir, runs_dir).items():
+        console.print(f"{key:>16}: {value}", highlight=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

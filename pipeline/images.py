@@ -1,0 +1,167 @@
+"""Decoding, augmentation pipelines (albumentations) and the Dataset the training and prediction use.
+
+Every image goes through one function, :func:`decode_resized` (decode, fix orientation, convert to
+RGB, resize to a square "base" size), whether it comes from the decoded-image cache or straight
+from disk; so the cache changes speed, never pixels. Augmentation runs on uint8 in the loader
+workers; the float conversion and normalisation run once per batch on the device
+(:class:`BatchNormalizer`), which keeps worker-to-main transfers four times smaller.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import albumentations as A
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from pipeline.errors import DataError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def base_size_for(img_size: int) -> int:
+    """The decoded ("base") size for a training size: 1/8 margin for random crops, a multiple of 8."""
+    return int(math.ceil(img_size * 1.125 / 8) * 8)
+
+
+def decode_resized(path: str | Path, size: int) -> np.ndarray:
+    """Decode ``path`` to a ``size x size x 3`` uint8 RGB array.
+
+    JPEG draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is much larger
+    than ``size``; EXIF orientation is applied; grayscale, CMYK, palette and alpha images are
+    converted to RGB.
+
+    Args:
+        path: image file.
+        size: side of the square output.
+    """
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (size, size))
+            img = ImageOps.exif_transpose(img)
+            if img.mode != "RGB":
+                img = img.convert("RGBA").convert("RGB") if img.mode == "P" else img.convert("RGB")
+            img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
+            return np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"Cannot decode image {path} ({exc}); re-run `pipeline download` to rebuild "
+                        "the catalogue without it.") from None
+
+
+def build_train_transform(img_size: int, preset: str = "light") -> A.Compose:
+    """Training augmentation on a uint8 base image (no normalisation here; see BatchNormalizer).
+
+    Args:
+        img_size: output side.
+        preset: ``light`` (random resized crop + horizontal flip + mild colour jitter) or ``none``.
+    """
+    if preset == "none":
+        return build_eval_transform(img_size)
+    if preset != "light":
+        raise ValueError(f"unknown augmentation preset {preset!r}; use 'light' or 'none'")
+    return A.Compose([
+        A.RandomResizedCrop(size=(img_size, img_size), scale=(0.6, 1.0)),
+        A.HorizontalFlip(p=0.5),
+        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0, p=0.5),
+    ])
+
+
+def build_eval_transform(img_size: int) -> A.Compose:
+    """Deterministic resize of the base image to ``img_size`` (validation, test)."""
+    return A.Compose([A.Resize(img_size, img_size)])
+
+
+def reseed(transform: A.Compose, seed: int) -> None:
+    """Give the pipeline and each of its transforms its own generator derived from ``seed``.
+
+    Per-sample seeds (drawn in the main process, see :class:`SeededSampler`) make augmentation
+    independent of worker count and of whether the cache is used.
+    """
+    children = np.random.SeedSequence(seed).spawn(len(transform.transforms) + 1)
+    transform.set_random_seed(int(children[0].generate_state(1)[0]))
+    for t, ss in zip(transform.transforms, children[1:]):
+        t.set_random_seed(int(ss.generate_state(1)[0]))
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images as uint8 CHW tensors, with labels (or -1) and their row index.
+
+    Items are requested as ``(index, seed)`` pairs (see :class:`SeededSampler`) or plain indices.
+
+    Args:
+        paths: image files.
+        labels: 0/1 per image, or None for test images.
+        base_size: the decoded square size (see :func:`base_size_for`).
+        transform: an albumentations pipeline producing uint8 HWC output.
+        cache: a :class:`pipeline.cache.DecodedCache` of this base size, or None to decode from disk.
+    """
+
+    def __init__(self, paths: Sequence[str], labels: Sequence[int] | None, base_size: int,
+                 transform: A.Compose, cache=None):
+        self.paths = [str(p) for p in paths]
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
+        self.base_size = base_size
+        self.transform = transform
+        self.cache = cache
+        if cache is not None and cache.size != base_size:
+            raise ValueError(f"cache size {cache.size} != base size {base_size}")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def base_image(self, i: int) -> np.ndarray:
+        if self.cache is not None:
+            img = self.cache.get(self.paths[i])
+            if img is not None:
+                return img
+        return decode_resized(self.paths[i], self.base_size)
+
+    def __getitem__(self, item):
+        i, seed = item if isinstance(item, tuple) else (item, 0)
+        reseed(self.transform, seed)
+        img = self.transform(image=self.base_image(i))["image"]
+        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        y = -1.0 if self.labels is None else float(self.labels[i])
+        return x, torch.tensor(y), i
+
+
+class SeededSampler(torch.utils.data.Sampler):
+    """Yields ``(index, seed)``: a shuffled (or sequential) order and one augmentation seed per sample.
+
+    Both come from a generator seeded by ``(seed, epoch)``, so an epoch is reproducible.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool):
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
+        seeds = torch.randint(0, 2**31 - 1, (self.n,), generator=g)
+        return iter(zip(order.tolist(), seeds.tolist()))
+
+
+class BatchNormalizer:
+    """uint8 NCHW batch -> normalised float batch on the device (channels_last for conv nets)."""
+
+    def __init__(self, mean, std, device: torch.device, channels_last: bool):
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        self.device = device
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True).float()
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=self.memory_format)

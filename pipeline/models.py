@@ -1,0 +1,178 @@
+"""Models by name: our own LeNet, and timm for ResNet-34/50 and every other timm architecture.
+
+Every model ends in one logit (the log-odds that the photo is a dog).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from pipeline.errors import ConfigError
+from pipeline.images import IMAGENET_MEAN, IMAGENET_STD
+
+_logger = logging.getLogger(__name__)
+HUB_HOST = "huggingface.co"
+
+
+class LeNet(nn.Module):
+    """LeNet-5 (LeCun et al., 1998) adapted to RGB input of any size and a one-logit head.
+
+    Layers as in the paper: C1 6@5x5, S2 2x2 pool, C3 16@5x5, S4 2x2 pool, C5 120@5x5,
+    F6 84, output. Modern choices: ReLU instead of scaled tanh, max instead of average
+    pooling, dropout before F6; the flattened C5 size follows from ``img_size``.
+    """
+
+    def __init__(self, img_size: int = 32, num_classes: int = 1, dropout: float = 0.25):
+        super().__init__()
+        if img_size < 32:
+            raise ConfigError(f"LeNet needs --img-size of at least 32, got {img_size}.")
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(16, 120, 5), nn.ReLU(inplace=True),
+        )
+        side = ((img_size - 4) // 2 - 4) // 2 - 4
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(120 * side * side, 84), nn.ReLU(inplace=True),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+OWN_MODELS = {"lenet": LeNet}
+
+
+def check_arch(name: str) -> str:
+    """Return ``name`` if it is ``lenet`` or a timm model; otherwise a ConfigError with close matches."""
+    import timm
+
+    if name in OWN_MODELS or timm.is_model(name):
+        return name
+    close = difflib.get_close_matches(name, list(OWN_MODELS) + timm.list_models(), n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else " See `timm.list_models()` for names."
+    raise ConfigError(f"Unknown architecture {name!r}.{hint}")
+
+
+def default_img_size(arch: str) -> int:
+    """64 px for LeNet; the pretrained input size timm records for anything else (usually 224)."""
+    if arch in OWN_MODELS:
+        return 64
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    return int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
+
+
+def normalization(model: nn.Module) -> tuple[tuple, tuple]:
+    """Mean and std the model expects (timm's pretrained config; ImageNet's for our own)."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg and cfg.get("mean") and cfg.get("std"):
+        return tuple(cfg["mean"]), tuple(cfg["std"])
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
+    """True when a TCP connection to ``host:443`` opens within ``timeout`` seconds."""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def build_model(arch: str, img_size: int, *, pretrained: bool = False, weights: str | Path | None = None,
+                drop_rate: float = 0.0) -> nn.Module:
+    """Create ``arch`` with a one-logit head.
+
+    Args:
+        arch: ``lenet`` or any timm model name.
+        img_size: input side (LeNet sizes its classifier from it).
+        pretrained: load timm's hub weights (ImageNet); needs the network or a filled hub cache.
+        weights: a local file to start from: one of our checkpoints, a state dict, or a timm
+            ``.safetensors``/``.pth`` ImageNet file (its classifier is dropped and re-initialised).
+        drop_rate: dropout before the classifier of timm models.
+    """
+    check_arch(arch)
+    if pretrained and weights:
+        raise ConfigError("Use either --pretrained or --weights FILE, not both.")
+    if arch in OWN_MODELS:
+        if pretrained:
+            raise ConfigError(f"{arch} has no pretrained weights; drop --pretrained (or pass --weights FILE).")
+        model = OWN_MODELS[arch](img_size=img_size, num_classes=1)
+    else:
+        import timm
+
+        model = _create_pretrained(arch, drop_rate) if pretrained else \
+            timm.create_model(arch, pretrained=False, num_classes=1, drop_rate=drop_rate)
+    if weights:
+        load_weights(model, weights)
+    return model
+
+
+def _create_pretrained(arch: str, drop_rate: float) -> nn.Module:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    url = (cfg.url or "") if cfg is not None else ""
+    host = urlparse(url).hostname if url and not (cfg and cfg.hf_hub_id) else HUB_HOST
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable(host)
+    if offline:
+        # timm has no offline switch of its own; huggingface_hub reads this flag at call time,
+        # so a filled hub cache still works and an empty one fails at once instead of retrying.
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        return timm.create_model(arch, pretrained=True, num_classes=1, drop_rate=drop_rate)
+    except Exception as exc:  # noqa: BLE001 - any hub/cache failure gets the same advice
+        why = f"cannot reach {host} (no network?)" if offline else f"{type(exc).__name__}: {exc}"
+        raise ConfigError(f"Could not load pretrained weights for {arch}: {why}; download the weights "
+                          "file elsewhere and pass it with --weights FILE.") from None
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a checkpoint, a state dict or a timm weights file into ``model``.
+
+    Tensors whose shape does not fit (an ImageNet classifier against our one-logit head) are
+    skipped and stay freshly initialised; any other missing or unexpected key is an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--weights file {path} does not exist.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"Cannot read --weights file {path} ({type(exc).__name__}: {exc}).") from None
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise ConfigError(f"--weights file {path} holds no state dict.")
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+    own = model.state_dict()
+    head = {k for k, v in state.items() if k in own and own[k].shape != v.shape}
+    fitting = {k: v for k, v in state.items() if k not in head}
+    missing, unexpected = model.load_state_dict(fitting, strict=False)
+    unexplained = [k for k in missing if k not in head] + list(unexpected)
+    if unexplained:
+        raise ConfigError(f"--weights file {path} does not fit this architecture: "
+                          f"{len(unexplained)} tensors differ (e.g. {', '.join(unexplained[:3])}).")
+    if head:
+        _logger.info("weights %s: re-initialised %s (shape differs)", path, ", ".join(sorted(head)))
+
