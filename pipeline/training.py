@@ -158,7 +158,10 @@ def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, seed: 
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=SeededSampler(len(dataset), seed, shuffle),
         num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None, drop_last=False)
+        prefetch_factor=4 if workers > 0 else None, drop_last=False,
+        # its own generator: the loader's seed draw must not consume the global RNG (dropout's),
+        # or runs with and without persistent workers would diverge after the first epoch
+        generator=torch.Generator().manual_seed(seed))
 
 
 def open_cache(cfg: TrainConfig, paths, base_size: int):

@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pipeline.catalog as catalog
+from pipeline.catalog import label_from_path, scan
+from pipeline.errors import DataError
+from pipeline.images import decode_resized
+from tests.images import sample_image, sample_jpeg, save
+
+
+@pytest.mark.parametrize("path,label", [
+    ("train/cat.12.jpg", 0), ("train/dog.7.jpg", 1), ("x/dog_7.jpg", 1), ("x/Cat-3.png", 0),
+    ("PetImages/Dog/11702.jpg", 1), ("data/cats/a.jpg", 0), ("train/dogs/b.jpeg", 1),
+    ("test/12.jpg", None), ("x/catalog.jpg", None), ("x/hotdog.1.jpg", None),
+])
+def test_label_from_name_or_folder(path, label):
+    assert label_from_path(Path(path)) == label
+
+
+@pytest.fixture
+def messy(tmp_path) -> Path:
+    """One folder with every kind of file a real archive holds."""
+    root = tmp_path / "raw"
+    good = sample_image(0)
+    save(good, root / "train" / "cat.1.jpg")
+    save(good.convert("L"), root / "train" / "cat.2.jpg")  # grayscale JPEG
+    save(good.convert("CMYK"), root / "train" / "dog.3.jpg")  # CMYK JPEG
+    save(sample_image(1, "dog").quantize(64), root / "train" / "dog.4.png")  # palette PNG
+    save(sample_image(2, "dog").convert("RGBA"), root / "train" / "dogs" / "x.png")  # RGBA in a class folder
+    data = sample_jpeg(3)
+    (root / "train" / "cat.5.jpg").write_bytes(data[: len(data) // 2])  # truncated
+    (root / "train" / "dog.6.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)  # corrupt
+    (root / "train" / "cat.666.jpg").write_bytes(b"")  # zero-length, as in PetImages
+    (root / "train" / "Thumbs.db").write_bytes(b"\x00" * 100)
+    save(good, root / "train" / "holiday.jpg")  # no label
+    save(sample_image(4), root / "test" / "10.jpg")
+    save(sample_image(5), root / "test" / "2.jpg")
+    return root
+
+
+def test_scan_keeps_readable_images_and_reports_the_rest(messy):
+    c = scan([messy], workers=1)
+    names = sorted(Path(p).name for p in c.train.path)
+    assert names == ["cat.1.jpg", "cat.2.jpg", "dog.3.jpg", "dog.4.png", "x.png"]
+    assert dict(zip((Path(p).name for p in c.train.path), c.train.label)) == {
+        "cat.1.jpg": 0, "cat.2.jpg": 0, "dog.3.jpg": 1, "dog.4.png": 1, "x.png": 1}
+    assert c.test.id.tolist() == [2, 10]  # numeric order
+    reasons = {Path(p).name: r for p, r in zip(c.problems.path, c.problems.reason)}
+    assert set(reasons) == {"cat.5.jpg", "dog.6.jpg", "cat.666.jpg", "holiday.jpg"}
+    assert "truncated" in reasons["cat.5.jpg"]
+    assert reasons["holiday.jpg"].startswith("label unknown")
+    assert c.skipped == 1  # Thumbs.db
+    assert all(len(h) == 16 for h in c.train.phash)
+
+
+def test_odd_modes_decode_to_rgb(messy):
+    for name in ("cat.2.jpg", "dog.3.jpg", "dog.4.png", "dogs/x.png"):
+        arr = decode_resized(messy / "train" / name, 40)
+        assert arr.shape == (40, 40, 3) and arr.dtype == np.uint8
+    with pytest.raises(DataError, match="cat.5.jpg"):
+        decode_resized(messy / "train" / "cat.5.jpg", 40)
+
+
+def test_second_scan_decodes_only_changed_files(messy, tmp_path, monkeypatch):
+    cache = tmp_path / "verified.csv"
+    scan([messy], cache_csv=cache, workers=1)
+    calls = []
+    real = catalog.verify_image
+    monkeypatch.setattr(catalog, "verify_image", lambda p: calls.append(p) or real(p))
+    again = scan([messy], cache_csv=cache, workers=1)
+    assert calls == [] and len(again.train) == 5
+    good = messy / "train" / "cat.1.jpg"
+    good.write_bytes(good.read_bytes()[:300])  # the photo is damaged after the first scan
+    third = scan([messy], cache_csv=cache, workers=1)
+    assert calls == [str(good.resolve())]
+    assert str(good.resolve()) in set(third.problems.path)
+
+
+def test_duplicate_test_ids_are_refused(tmp_path):
+    save(sample_image(0), tmp_path / "a" / "test" / "1.jpg")
+    save(sample_image(1), tmp_path / "b" / "test" / "1.jpg")
+    with pytest.raises(DataError, match="Test id 1 appears more than once"):
+        scan([tmp_path], workers=1)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="No images found"):
+        scan([tmp_path], workers=1)

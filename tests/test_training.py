@@ -1,0 +1,99 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import pipeline.training as training
+from pipeline.errors import ConfigError
+from pipeline.training import Interrupted, run
+from tests.conftest import tiny_config
+
+TIMING = ["images_per_s", "seconds"]
+
+
+def test_run_folder_is_complete_and_consistent(tiny_run, sample_data):
+    folds = pd.read_csv(sample_data / "folds.csv")
+    for k in range(3):
+        best = torch.load(tiny_run / f"fold{k}" / "best.pt", weights_only=False)
+        assert {"model", "epoch", "metrics", "config"} <= set(best)
+        assert (tiny_run / f"fold{k}" / "last.pt").exists()
+    metrics = pd.read_csv(tiny_run / "metrics.csv")
+    assert list(metrics.columns) == training.METRIC_COLUMNS
+    assert sorted(zip(metrics.fold, metrics.epoch)) == [(k, e) for k in range(3) for e in range(2)]
+    assert (metrics.images_per_s > 0).all()
+    oof = pd.read_csv(tiny_run / "oof.csv")
+    assert sorted(oof.path) == sorted(folds.path)  # every training image exactly once
+    assert oof.set_index("path").fold.equals(folds.set_index("path").fold.loc[oof.path])
+    assert oof.prob_dog.between(0, 1).all()
+    cv = json.loads((tiny_run / "cv.json").read_text())
+    assert cv["overall"]["accuracy"] == pytest.approx(((oof.prob_dog >= 0.5) == oof.label).mean())
+    for k in range(3):
+        part = oof[oof.fold == k]
+        assert cv["folds"][str(k)]["accuracy"] == pytest.approx(((part.prob_dog >= 0.5) == part.label).mean())
+        assert cv["folds"][str(k)]["n"] == len(part)
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["config"]["seed"] == 0 and config["environment"]["torch"] == torch.__version__
+
+
+def _metrics(run_dir):
+    return pd.read_csv(run_dir / "metrics.csv").drop(columns=TIMING)
+
+
+def test_same_seed_same_metrics_with_and_without_cache(data_copy, tmp_path):
+    runs = tmp_path / "runs"
+    run(tiny_config(data_copy, runs, run_name="a", folds=[0]))
+    run(tiny_config(data_copy, runs, run_name="b", folds=[0], workers=1))  # a loader process
+    run(tiny_config(data_copy, runs, run_name="c", folds=[0], cache=False))
+    pd.testing.assert_frame_equal(_metrics(runs / "a"), _metrics(runs / "b"))
+    pd.testing.assert_frame_equal(_metrics(runs / "a"), _metrics(runs / "c"))
+    run(tiny_config(data_copy, runs, run_name="d", folds=[0], seed=1))
+    assert not _metrics(runs / "a").equals(_metrics(runs / "d"))
+
+
+def test_resume_after_a_finished_fold_and_mid_fold(data_copy, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    run(tiny_config(data_copy, runs, run_name="straight", epochs=3))
+
+    real_append = training._append_metrics
+
+    def interrupt_fold1_epoch1(csv, row):
+        if row["fold"] == 1 and row["epoch"] == 1:
+            raise KeyboardInterrupt
+        real_append(csv, row)
+
+    monkeypatch.setattr(training, "_append_metrics", interrupt_fold1_epoch1)
+    with pytest.raises(Interrupted, match="--resume"):
+        run(tiny_config(data_copy, runs, run_name="cut", epochs=3))
+    assert not (runs / "cut" / "oof.csv").exists()
+    fold0_mtime = (runs / "cut" / "fold0" / "best.pt").stat().st_mtime_ns
+    monkeypatch.setattr(training, "_append_metrics", real_append)
+
+    trained = []
+    real_fold = training.train_fold
+    monkeypatch.setattr(training, "train_fold", lambda cfg, k, *a: trained.append(k) or real_fold(cfg, k, *a))
+    run(tiny_config(data_copy, runs, run_name="cut"), resume=True)
+    assert trained == [1, 2]  # fold 0 was not retrained
+    assert (runs / "cut" / "fold0" / "best.pt").stat().st_mtime_ns == fold0_mtime
+    # the resumed run continued fold 1 from its epoch 0 and reproduces the uninterrupted run exactly
+    pd.testing.assert_frame_equal(_metrics(runs / "cut").sort_values(["fold", "epoch"]).reset_index(drop=True),
+                                  _metrics(runs / "straight"))
+    a, b = pd.read_csv(runs / "cut" / "oof.csv"), pd.read_csv(runs / "straight" / "oof.csv")
+    np.testing.assert_allclose(a.sort_values("path").prob_dog, b.sort_values("path").prob_dog, rtol=1e-5)
+
+
+def test_existing_run_needs_resume_and_folds_must_exist(tiny_run, sample_data):
+    with pytest.raises(ConfigError, match="--resume"):
+        run(tiny_config(sample_data, tiny_run.parent, run_name="tiny"))
+    with pytest.raises(ConfigError, match="out of range"):
+        run(tiny_config(sample_data, tiny_run.parent, run_name="bad-folds", folds=[7]))
+
+
+def test_early_stopping_ends_a_fold(data_copy, tmp_path):
+    runs = tmp_path / "runs"
+    run(tiny_config(data_copy, runs, run_name="es", folds=[0], epochs=30, patience=1, lr=0.05))
+    metrics = pd.read_csv(runs / "es" / "metrics.csv")
+    assert len(metrics) < 30
+    best = metrics.val_loss.idxmin()
+    assert len(metrics) - 1 - best == 1  # stopped one epoch after the last improvement
