@@ -144,7 +144,7 @@ def _parse_folds(text: str) -> list[int] | None:
 def train(
     arch: Annotated[str, typer.Option(help="lenet, resnet34, resnet50 or any timm model name.")] = "lenet",
     folds: Annotated[str, typer.Option(help="Folds to train: 'all' or e.g. 0,1,2.")] = "all",
-    epochs: Annotated[int, typer.Option(help="Epochs per fold (early stopping may end sooner).")] = 12,
+    epochs: Annotated[int, typer.Option(help="Epochs per fold (early stopping may end sooner).")] = 20,
     img_size: Annotated[Optional[int], typer.Option(help="Input side in pixels (default: 64 for LeNet, "
                                                     "the model's own, usually 224, otherwise).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per step; on a GPU raise to 128-256.")] = 64,
@@ -152,7 +152,7 @@ def train(
     optimizer: Annotated[str, typer.Option(help="adamw or sgd (momentum 0.9, Nesterov).")] = "adamw",
     schedule: Annotated[str, typer.Option(help="cosine (with warm-up) or onecycle.")] = "cosine",
     patience: Annotated[int, typer.Option(help="Stop a fold after this many epochs without a better "
-                                          "validation loss; 0: never.")] = 4,
+                                          "validation loss; 0: never.")] = 5,
     device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
     precision: Annotated[Precision, typer.Option(help="auto: bf16 (or fp16 + loss scaling) on CUDA, fp32 on CPU.")] = Precision.auto,
     pretrained: Annotated[bool, typer.Option("--pretrained", help="Start from timm's ImageNet weights (needs the network).")] = False,

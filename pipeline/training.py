@@ -54,7 +54,7 @@ class TrainConfig:
 
     arch: str = "lenet"
     folds: list[int] | None = None  # None: every fold in folds.csv
-    epochs: int = 12
+    epochs: int = 20
     img_size: int | None = None  # None: 64 for LeNet, the model's pretrained size otherwise
     batch_size: int = 64
     lr: float | None = None  # None: 1e-3 from scratch, 3e-4 when starting from weights
@@ -62,7 +62,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | sgd
     schedule: str = "cosine"  # cosine (linear warm-up, cosine decay) | onecycle
     warmup_epochs: float = 1.0
-    patience: int = 4  # epochs without a better validation loss before stopping; 0 = never stop early
+    patience: int = 5  # epochs without a better validation loss before stopping; 0 = never stop early
     augment: str = "light"
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | fp32 | fp16 | bf16
@@ -419,12 +419,10 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict:
                 raise Interrupted(f"Interrupted during fold {k}; finished epochs are saved. Continue with "
                                   f"`pipeline train --run-name {cfg.run_name} --resume`.") from None
             _logger.info("fold %d: %s", k, result)
-    cv = write_cv(run_dir, selected)
-    cv["seconds"] = time.perf_counter() - t0
-    return cv
+    return write_cv(run_dir, selected, seconds=time.perf_counter() - t0)
 
 
-def write_cv(run_dir: Path, selected: list[int]) -> dict:
+def write_cv(run_dir: Path, selected: list[int], seconds: float | None = None) -> dict:
     """Merge the folds' OOF predictions into oof.csv and score them into cv.json."""
     parts = [pd.read_csv(run_dir / f"fold{k}" / "oof.csv") for k in selected]
     oof = pd.concat(parts, ignore_index=True)
@@ -434,6 +432,8 @@ def write_cv(run_dir: Path, selected: list[int]) -> dict:
         best = torch.load(run_dir / f"fold{k}" / "best.pt", map_location="cpu", weights_only=False)
         per_fold[str(k)] = score(part.label, part.prob_dog) | {"best_epoch": int(best["epoch"])}
     cv = {"run": run_dir.name, "folds": per_fold, "overall": score(oof.label, oof.prob_dog)}
+    if seconds is not None:
+        cv["seconds"] = seconds  # this session's training time (a resumed run counts only its own part)
     write_json(run_dir / "cv.json", cv)
     return cv
 

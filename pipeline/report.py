@@ -1,0 +1,315 @@
+"""Run reports: learning curves, the out-of-fold confusion matrix and ROC, the most confidently wrong
+photos, and one self-contained HTML page; plus a table of all runs, best first.
+
+Report folder ``runs/<name>/report/``::
+
+    curves.png  confusion.png  roc.png  wrong.png
+    report.html   the four figures embedded as data: URIs, so the page can be mailed or moved alone
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from PIL import Image
+from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+
+from pipeline.errors import DataError
+from pipeline.fileio import atomic_path, write_text
+
+matplotlib.use("Agg")  # files only, no display; must precede the pyplot import
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+_logger = logging.getLogger(__name__)
+
+DPI = 100
+CLASSES = ("cat", "dog")
+RUN_COLUMNS = ["run", "arch", "img_size", "epochs", "folds", "accuracy", "log_loss", "roc_auc", "created", "status"]
+FIGURES = {"curves.png": "Learning curves", "confusion.png": "Out-of-fold confusion matrix (threshold 0.5)",
+           "roc.png": "Out-of-fold ROC curve", "wrong.png": "Most confidently wrong training photos"}
+
+
+# ---- reading a run ----------------------------------------------------------------------------
+def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict]:
+    """config.json, metrics.csv, oof.csv and cv.json of a finished run.
+
+    Args:
+        run_dir: the run folder.
+
+    Raises:
+        DataError: when one of the files is missing.
+    """
+    for name in ("config.json", "metrics.csv", "oof.csv", "cv.json"):
+        if not (run_dir / name).exists():
+            raise DataError(f"Run folder {run_dir} has no {name}; train the run first (`pipeline train`).")
+    return (json.loads((run_dir / "config.json").read_text()), pd.read_csv(run_dir / "metrics.csv"),
+            pd.read_csv(run_dir / "oof.csv"), json.loads((run_dir / "cv.json").read_text()))
+
+
+def most_confident_wrong(oof: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The ``n`` wrongly classified rows (threshold 0.5) with the largest ``|prob_dog - label|``.
+
+    Args:
+        oof: out-of-fold predictions with ``label`` and ``prob_dog`` columns.
+        n: how many rows at most; ties keep the order of ``oof``.
+    """
+    wrong = oof[(oof.prob_dog >= 0.5).astype(int) != oof.label]
+    error = (wrong.prob_dog - wrong.label).abs()
+    order = np.argsort(-error.to_numpy(), kind="stable")
+    return wrong.iloc[order[:n]].reset_index(drop=True)
+
+
+# ---- figures ----------------------------------------------------------------------------------
+def _save(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG atomically and close it."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plot_curves(metrics: pd.DataFrame, path: Path) -> Path:
+    """Loss, accuracy and learning rate against epoch, one colour per fold (dashed: train, solid: val).
+
+    Args:
+        metrics: the run's metrics.csv.
+        path: the PNG to write.
+    """
+    fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(12, 4), layout="constrained")
+    for i, (fold, m) in enumerate(metrics.sort_values(["fold", "epoch"]).groupby("fold")):
+        color = f"C{i % 10}"
+        loss_ax.plot(m.epoch, m.train_loss, "--", color=color)
+        loss_ax.plot(m.epoch, m.val_loss, "-o", color=color, ms=3, label=f"fold {fold}")
+        acc_ax.plot(m.epoch, m.train_acc, "--", color=color)
+        acc_ax.plot(m.epoch, m.val_acc, "-o", color=color, ms=3, label=f"fold {fold}")
+        lr_ax.plot(m.epoch, m.lr, "-o", color=color, ms=3, label=f"fold {fold}")
+    for ax, title in ((loss_ax, "loss (dashed: train, solid: val)"),
+                      (acc_ax, "accuracy (dashed: train, solid: val)"), (lr_ax, "learning rate")):
+        ax.set(title=title, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_confusion(oof: pd.DataFrame, path: Path) -> Path:
+    """Counts and row percentages of true vs predicted class at threshold 0.5.
+
+    Args:
+        oof: out-of-fold predictions (``label``, ``prob_dog``).
+        path: the PNG to write.
+    """
+    counts = confusion_matrix(oof.label, (oof.prob_dog >= 0.5).astype(int), labels=[0, 1])
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(5, 4.5), layout="constrained")
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(counts):
+        ax.text(j, i, f"{count}\n{share[i, j]:.1%}", ha="center", va="center", fontsize=12,
+                color="white" if share[i, j] > 0.5 else "black")
+    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=CLASSES, yticklabels=CLASSES, xlabel="predicted",
+           ylabel="true", title=f"out-of-fold, n={len(oof)}, accuracy {np.trace(counts) / max(1, len(oof)):.3f}")
+    return _save(fig, path)
+
+
+def plot_roc(oof: pd.DataFrame, path: Path) -> Path:
+    """The overall out-of-fold ROC curve with its AUC, and each fold's as a thin line.
+
+    Args:
+        oof: out-of-fold predictions (``label``, ``prob_dog``, ``fold``).
+        path: the PNG to write.
+    """
+    fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+    parts = [(f"fold {k}", part, dict(lw=0.8, alpha=0.6)) for k, part in oof.groupby("fold")]
+    for label, part, style in parts + [("all", oof, dict(lw=2.5, color="black"))]:
+        if part.label.nunique() < 2:  # ROC needs both classes
+            continue
+        fpr, tpr, _ = roc_curve(part.label, part.prob_dog)
+        ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(part.label, part.prob_dog):.3f})", **style)
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (cats called dogs)",
+           ylabel="true positive rate (dogs found)", title="out-of-fold ROC")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_wrong(wrong: pd.DataFrame, path: Path, cols: int = 4) -> Path:
+    """A gallery of ``wrong``'s photos titled with file name, true label and P(dog); unreadable ones skipped.
+
+    Args:
+        wrong: rows from :func:`most_confident_wrong`.
+        path: the PNG to write.
+        cols: photos per row.
+    """
+    photos = []
+    for row in wrong.itertuples():
+        try:
+            with Image.open(row.path) as img:
+                img = img.convert("RGB")
+        except OSError as e:
+            _logger.warning("skipping %s in the gallery: %s", row.path, e)
+            continue
+        img.thumbnail((256, 256))
+        photos.append((img, f"{Path(row.path).name}\ntrue {CLASSES[int(row.label)]}, P(dog) {row.prob_dog:.3f}"))
+    if not photos:
+        fig = plt.figure(figsize=(6, 3))
+        fig.text(0.5, 0.5, "No wrongly classified training photos to show.", ha="center", va="center", fontsize=12)
+        return _save(fig, path)
+    cols = min(cols, len(photos))
+    rows = math.ceil(len(photos) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(3 * cols, 6), 3.3 * rows), squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (img, title) in zip(axes.flat, photos):
+        ax.imshow(img)
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+# ---- the HTML page ----------------------------------------------------------------------------
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1250px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.7em; text-align: right; }
+th { background: #f2f2f2; }
+td.text { text-align: left; font-family: monospace; }
+img { max-width: 100%; border: 1px solid #eee; }
+"""
+
+
+def _table(header: list[str], rows: list[list], text_columns: frozenset[int] = frozenset(), css: str = "") -> str:
+    """An HTML table; every cell is escaped, columns in ``text_columns`` are left-aligned."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    cell = ['<td class="text">' if i in text_columns else "<td>" for i in range(len(header))]
+    body = "".join("<tr>" + "".join(f"{cell[i]}{html.escape(str(v))}</td>" for i, v in enumerate(row)) + "</tr>\n"
+                   for row in rows)
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table>'
+
+
+def _score(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _config_table(config: dict, cv: dict) -> str:
+    c, env = config["config"], config.get("environment", {})
+    device = env.get("device", c.get("device")) + (f" ({env['gpu']})" if "gpu" in env else "")
+    items = [("arch", c["arch"]), ("image size", c["img_size"]), ("epochs", c["epochs"]),
+             ("batch size", c["batch_size"]), ("learning rate", c["lr"]),
+             ("folds", f"{len(c['folds'])} of {config.get('n_folds', '?')}"), ("seed", c.get("seed")),
+             ("precision", env.get("precision", c.get("precision"))), ("device", device),
+             ("created", config.get("created", "?"))]
+    if "seconds" in cv:
+        items.append(("training time", f"{cv['seconds']:.0f} s"))
+    return _table(["setting", "value"], [list(item) for item in items], frozenset({0, 1}), "config")
+
+
+def _cv_table(cv: dict) -> str:
+    rows = [(k, v) for k, v in cv["folds"].items()] + [("all", cv["overall"])]
+    return _table(["fold", "n", "accuracy", "log-loss", "ROC-AUC", "best epoch"],
+                  [[k, v["n"], _score(v["accuracy"]), _score(v["log_loss"]), _score(v.get("roc_auc")),
+                    v.get("best_epoch", "")] for k, v in rows], css="cv")
+
+
+def _wrong_table(wrong: pd.DataFrame) -> str:
+    if wrong.empty:
+        return "<p>Every training photo is on the right side of 0.5.</p>"
+    return _table(["path", "fold", "label", "P(dog)"],
+                  [[r.path, r.fold, CLASSES[int(r.label)], f"{r.prob_dog:.3f}"] for r in wrong.itertuples()],
+                  frozenset({0}), "wrong")
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def build_report(run_dir: str | Path, out_dir: str | Path | None = None, n_wrong: int = 16) -> Path:
+    """Write the four PNGs and ``report.html`` (self-contained) for a finished run.
+
+    Args:
+        run_dir: the run folder (with config.json, metrics.csv, oof.csv and cv.json).
+        out_dir: where to write; default ``run_dir/report``.
+        n_wrong: how many of the most confidently wrong photos to show.
+
+    Returns:
+        The path of report.html.
+
+    Raises:
+        DataError: when the run has not been trained (a file is missing).
+    """
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir else run_dir / "report"
+    config, metrics, oof, cv = read_run(run_dir)
+    wrong = most_confident_wrong(oof, n_wrong)
+    plot_curves(metrics, out_dir / "curves.png")
+    plot_confusion(oof, out_dir / "confusion.png")
+    plot_roc(oof, out_dir / "roc.png")
+    plot_wrong(wrong, out_dir / "wrong.png")
+
+    name = html.escape(cv.get("run", run_dir.name))
+    figures = "\n".join(f"<h2>{html.escape(title)}</h2>\n{_img(out_dir / file, title)}"
+                        for file, title in FIGURES.items())
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Run {name}</title><style>{_CSS}</style></head>
+<body>
+<h1>Run {name}</h1>
+<h2>Configuration</h2>
+{_config_table(config, cv)}
+<h2>Cross-validation</h2>
+{_cv_table(cv)}
+{figures}
+<h2>Most confidently wrong files</h2>
+{_wrong_table(wrong)}
+</body></html>
+"""
+    path = write_text(out_dir / "report.html", page)
+    _logger.info("report written to %s", path)
+    return path
+
+
+# ---- all runs ---------------------------------------------------------------------------------
+def _nan_if_none(value) -> float:
+    return math.nan if value is None else value
+
+
+def _run_row(run_dir: Path) -> dict:
+    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+    c = config.get("config", {})
+    cv_path = run_dir / "cv.json"
+    overall = json.loads(cv_path.read_text())["overall"] if cv_path.exists() else {}
+    return {"run": run_dir.name, "arch": c.get("arch"), "img_size": c.get("img_size"), "epochs": c.get("epochs"),
+            "folds": len(c["folds"]) if c.get("folds") else None,
+            **{k: _nan_if_none(overall.get(k)) for k in ("accuracy", "log_loss", "roc_auc")},
+            "created": config.get("created"),
+            "status": "done" if cv_path.exists() else "unfinished"}
+
+
+def list_runs(runs_dir: str | Path) -> pd.DataFrame:
+    """One row per run folder, finished runs first, best (lowest log-loss, then highest accuracy) first.
+
+    Args:
+        runs_dir: the folder holding the run folders; missing is the same as empty.
+
+    Returns:
+        Columns ``run, arch, img_size, epochs, folds, accuracy, log_loss, roc_auc, created, status``;
+        unfinished runs (no cv.json) have NaN scores and status ``unfinished``.
+    """
+    runs_dir = Path(runs_dir)
+    folders = sorted(p for p in runs_dir.glob("*") if (p / "config.json").exists() or (p / "cv.json").exists())
+    if not folders:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    df = pd.DataFrame([_run_row(p) for p in folders], columns=RUN_COLUMNS)
+    # "done" sorts before "unfinished"
+    return df.sort_values(["status", "log_loss", "accuracy"], ascending=[True, True, False],
+                          kind="stable").reset_index(drop=True)

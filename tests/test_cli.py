@@ -1,0 +1,119 @@
+"""The commands as a user types them (typer's CliRunner), and the demo through the installed entry point."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from tests.conftest import SAMPLE
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A user's project folder after `download` and a tiny `train` (shared by this module's tests)."""
+    wd = tmp_path_factory.mktemp("user")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(wd)
+    r = invoke("download", "--from", SAMPLE / "train.zip", "--from", SAMPLE / "test.zip", "--folds", "3",
+               "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "300 images (150 cats, 150 dogs)" in r.output
+    r = invoke("train", "--arch", "lenet", "--img-size", "32", "--epochs", "2", "--workers", "0",
+               "--run-name", "cli", "--no-progress")
+    assert r.exit_code == 0, r.output
+    yield wd
+    mp.undo()
+
+
+def test_download_writes_catalogue_and_folds(workdir):
+    train, test = pd.read_csv(workdir / "data/train.csv"), pd.read_csv(workdir / "data/test.csv")
+    folds = pd.read_csv(workdir / "data/folds.csv")
+    assert len(train) == 300 and train.label.sum() == 150
+    assert test.id.tolist() == list(range(100))
+    assert sorted(folds.fold.unique()) == [0, 1, 2]
+
+
+def test_split_rebuilds_folds(workdir):
+    r = invoke("split", "--folds", "4", "--seed", "3", "--data-dir", workdir / "data")
+    assert r.exit_code == 0, r.output
+    assert sorted(pd.read_csv(workdir / "data/folds.csv").fold.unique()) == [0, 1, 2, 3]
+    invoke("split", "--folds", "3", "--data-dir", workdir / "data")  # back as the other tests expect
+
+
+def test_train_prints_cv_and_writes_the_run(workdir):
+    run_dir = workdir / "runs" / "cli"
+    assert (run_dir / "cv.json").exists() and (run_dir / "report" / "report.html").exists()
+    r = invoke("runs", "--runs-dir", workdir / "runs")
+    assert r.exit_code == 0 and "cli" in r.output
+
+
+def test_predict_validate_score(workdir):
+    out = workdir / "submissions" / "first.csv"
+    r = invoke("predict", "--run", "cli", "--out", out, "--no-progress")
+    assert r.exit_code == 0, r.output
+    sub = pd.read_csv(out)
+    assert list(sub.columns) == ["id", "label"] and sub.id.tolist() == list(range(100))
+    assert set(sub.label) <= {0, 1}
+    assert invoke("validate", out, "--test", workdir / "data/test.csv").exit_code == 0
+    r = invoke("score", out, SAMPLE / "solution.csv")
+    assert r.exit_code == 0 and "accuracy" in r.output and "on 100 images" in r.output
+    again = invoke("predict", "--run", "cli", "--out", out, "--no-progress")
+    assert again.exit_code == 1 and "--force" in again.output
+    assert invoke("predict", "--run", "cli", "--out", out, "--force", "--format", "redux", "--no-progress").exit_code == 0
+    assert pd.read_csv(out).label.between(0.005, 0.995).all()
+
+
+def test_validate_lists_the_problems(workdir):
+    bad = workdir / "bad.csv"
+    bad.write_text("id,label\n0,1\n0,1\n1,2\n")
+    r = invoke("validate", bad, "--test", workdir / "data/test.csv")
+    assert r.exit_code == 1
+    assert "invalid" in r.output and "duplicate" in r.output.lower() and "missing" in r.output.lower()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_request_without_cuda_is_one_clear_line(workdir):
+    r = invoke("train", "--device", "cuda", "--run-name", "nocuda", "--no-progress")
+    assert r.exit_code == 1
+    assert "no CUDA GPU" in r.output and "Traceback" not in r.output
+
+
+def test_unknown_arch_and_missing_data_are_clear(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = invoke("train", "--arch", "resnet343", "--no-progress")
+    assert r.exit_code == 1 and "Did you mean" in r.output
+    r = invoke("train", "--no-progress")
+    assert r.exit_code == 1 and "pipeline download" in r.output
+
+
+def test_doctor_reports_versions(workdir):
+    r = invoke("doctor", "--data-dir", workdir / "data")
+    assert r.exit_code == 0 and torch.__version__ in r.output and "300 rows" in r.output
+
+
+@pytest.mark.slow
+def test_demo_through_the_installed_entry_point(tmp_path):
+    exe = Path(sys.executable).parent / "pipeline"
+    if not exe.exists():
+        pytest.skip("the package is not installed (pip install -e .)")
+    proc = subprocess.run([str(exe), "demo", "--workdir", str(tmp_path / "demo")], capture_output=True,
+                          text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    subs = list((tmp_path / "demo" / "submissions").glob("*.csv"))
+    assert len(subs) == 1
+    check = subprocess.run([str(exe), "validate", str(subs[0]), "--test", str(tmp_path / "demo/data/test.csv")],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "CV accuracy" in proc.stdout
+    assert list((tmp_path / "demo" / "runs").glob("*/report/report.html"))

@@ -1,0 +1,155 @@
+import base64
+import io
+import json
+import math
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline.errors import DataError
+from pipeline.report import RUN_COLUMNS, build_report, list_runs, most_confident_wrong
+
+PNGS = ["curves.png", "confusion.png", "roc.png", "wrong.png"]
+
+
+class Page(HTMLParser):
+    """The src/href values, <img> sources and tables (lists of rows of cell texts) of an HTML page."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.links, self.images, self.tables, self._cell = [], [], [], None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.links += [attrs[k] for k in ("src", "href") if k in attrs]
+        if tag == "img":
+            self.images.append(attrs["src"])
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append(self._cell)
+            self._cell = None
+
+    def table(self, header: list[str]) -> list[list[str]]:
+        """The body rows of the one table whose header row is ``header``."""
+        (rows,) = [t[1:] for t in self.tables if t[0] == header]
+        return rows
+
+
+def _copy_run(tiny_run: Path, run_dir: Path, files=("config.json", "metrics.csv", "cv.json")) -> Path:
+    run_dir.mkdir(parents=True)
+    for name in files:
+        shutil.copy(tiny_run / name, run_dir / name)
+    return run_dir
+
+
+def test_report_renders_self_contained(tiny_run, tmp_path):
+    out = tmp_path / "out"
+    page_path = build_report(tiny_run, out)
+    assert page_path == out / "report.html"
+    assert not (tiny_run / "report").exists()  # out_dir was honoured
+    for name in PNGS:
+        with Image.open(out / name) as img:
+            assert img.format == "PNG" and 300 <= img.width <= 2500 and 200 <= img.height <= 2500, (name, img.size)
+
+    page = Page(page_path.read_text())
+    assert len(page.images) == 4
+    for link in page.links:
+        assert link.startswith("data:") or (page_path.parent / link).exists(), link[:80]
+    for src in page.images:
+        header, data = src.split(",", 1)
+        assert header == "data:image/png;base64"
+        Image.open(io.BytesIO(base64.b64decode(data))).verify()
+
+    cv = json.loads((tiny_run / "cv.json").read_text())
+    cv_rows = page.table(["fold", "n", "accuracy", "log-loss", "ROC-AUC", "best epoch"])
+    assert [r[0] for r in cv_rows] == ["0", "1", "2", "all"]
+    assert cv_rows[-1][1:3] == [str(cv["overall"]["n"]), f"{cv['overall']['accuracy']:.4f}"]
+    wrong_rows = page.table(["path", "fold", "label", "P(dog)"])
+    expected = most_confident_wrong(pd.read_csv(tiny_run / "oof.csv"), 16)
+    assert [r[0] for r in wrong_rows] == list(expected.path)
+
+
+def test_most_confident_wrong_order_and_in_the_report(tiny_run, tmp_path):
+    real = pd.read_csv(tiny_run / "oof.csv").path.tolist()
+    gone = str(tmp_path / "gone.jpg")  # a file deleted since training: listed, left out of the gallery
+    rows = [  # path, label, prob_dog
+        (real[0], 1, 0.10),  # wrong by 0.90
+        (real[1], 0, 0.97),  # wrong by 0.97
+        (real[2], 1, 0.95),  # right
+        (real[3], 0, 0.50),  # wrong: 0.5 counts as dog
+        (real[4], 0, 0.02),  # right
+        (real[5], 1, 0.49),  # wrong by 0.51
+        (real[6], 1, 0.10),  # wrong by 0.90, after real[0]
+        (gone, 0, 0.99),  # wrong by 0.99
+    ]
+    oof = pd.DataFrame(rows, columns=["path", "label", "prob_dog"]).assign(fold=[0, 1, 2, 0, 1, 2, 0, 1])
+    chosen = most_confident_wrong(oof, 10)
+    assert list(chosen.path) == [gone, real[1], real[0], real[6], real[5], real[3]]
+    assert list(chosen.prob_dog) == [0.99, 0.97, 0.10, 0.10, 0.49, 0.50]
+    assert list(most_confident_wrong(oof, 3).path) == [gone, real[1], real[0]]
+
+    run_dir = _copy_run(tiny_run, tmp_path / "run")
+    oof.to_csv(run_dir / "oof.csv", index=False)
+    page = Page(build_report(run_dir, n_wrong=3).read_text())
+    assert [r[:3] for r in page.table(["path", "fold", "label", "P(dog)"])] == [
+        [gone, "1", "cat"], [real[1], "1", "cat"], [real[0], "0", "dog"]]
+    with Image.open(run_dir / "report" / "wrong.png") as img:
+        assert img.width >= 300 and img.height >= 200
+
+
+def test_report_when_nothing_is_wrong(tiny_run, tmp_path):
+    run_dir = _copy_run(tiny_run, tmp_path / "run")
+    oof = pd.read_csv(tiny_run / "oof.csv")
+    oof.assign(prob_dog=oof.label * 0.8 + 0.1).to_csv(run_dir / "oof.csv", index=False)
+    page = build_report(run_dir).read_text()
+    assert "Every training photo is on the right side of 0.5." in page
+    assert len(Page(page).images) == 4
+
+
+def test_missing_cv_json_is_a_data_error(tiny_run, tmp_path):
+    run_dir = _copy_run(tiny_run, tmp_path / "run", files=("config.json", "metrics.csv", "oof.csv"))
+    with pytest.raises(DataError, match=r"no cv\.json; train the run first"):
+        build_report(run_dir)
+
+
+def _write_cv(run_dir: Path, accuracy: float, log_loss: float) -> None:
+    overall = {"n": 300, "accuracy": accuracy, "log_loss": log_loss, "roc_auc": 0.9}
+    (run_dir / "cv.json").write_text(json.dumps({"run": run_dir.name, "folds": {}, "overall": overall}))
+
+
+def test_list_runs_best_first_unfinished_last(tiny_run, tmp_path):
+    runs = tmp_path / "runs"
+    for name, accuracy, log_loss in [("good", 0.90, 0.30), ("best", 0.85, 0.20), ("good-tie", 0.95, 0.30)]:
+        _write_cv(_copy_run(tiny_run, runs / name, files=("config.json",)), accuracy, log_loss)
+    _copy_run(tiny_run, runs / "aaa-unfinished", files=("config.json",))
+    (runs / "notes").mkdir()  # not a run
+
+    df = list_runs(runs)
+    assert list(df.columns) == RUN_COLUMNS
+    assert list(df.run) == ["best", "good-tie", "good", "aaa-unfinished"]
+    assert list(df.status) == ["done", "done", "done", "unfinished"]
+    assert list(df.log_loss[:3]) == [0.20, 0.30, 0.30] and math.isnan(df.log_loss[3])
+    config = json.loads((tiny_run / "config.json").read_text())["config"]
+    assert (df.arch == config["arch"]).all() and (df.folds == len(config["folds"])).all()
+
+
+def test_list_runs_of_nothing(tmp_path):
+    for folder in (tmp_path, tmp_path / "missing"):
+        df = list_runs(folder)
+        assert df.empty and list(df.columns) == RUN_COLUMNS
