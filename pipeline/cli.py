@@ -18,8 +18,8 @@ from pipeline.errors import PipelineError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cats-vs-dogs competition pipeline: download -> train (k-fold) -> predict -> submit.")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # no hard line breaks: paths and figures stay greppable
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 class Device(str, Enum):

@@ -79,7 +79,7 @@ def test_validate_lists_the_problems(workdir):
     bad.write_text("id,label\n0,1\n0,1\n1,2\n")
     r = invoke("validate", bad, "--test", workdir / "data/test.csv")
     assert r.exit_code == 1
-    assert "invalid" in r.output and "duplicate" in r.output.lower() and "missing" in r.output.lower()
+    assert "invalid" in r.output and "more than once: 0" in r.output and "missing" in r.output and "not 0 or 1" in r.output
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -117,3 +117,26 @@ def test_demo_through_the_installed_entry_point(tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
     assert "CV accuracy" in proc.stdout
     assert list((tmp_path / "demo" / "runs").glob("*/report/report.html"))
+
+
+@pytest.mark.shared
+def test_download_of_the_shared_mini_set_over_loopback_http(tmp_path, monkeypatch):
+    """The issue's acceptance run: the shared zips served on 127.0.0.1, catalogued and folded."""
+    from tests.conftest import SHARED
+    from tests.httpserver import serve_dir
+
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent")
+    monkeypatch.chdir(tmp_path)
+    with serve_dir(SHARED) as server:
+        r = invoke("download", "--url", server.url("train.zip"), "--url", server.url("test.zip"), "--no-progress")
+        assert r.exit_code == 0, r.output
+        gets = [q for q in server.requests if q.method == "GET"]
+        again = invoke("download", "--url", server.url("train.zip"), "--url", server.url("test.zip"), "--no-progress")
+        assert again.exit_code == 0 and len(server.requests) == len(gets)  # second run: no request at all
+    train, test = pd.read_csv("data/train.csv"), pd.read_csv("data/test.csv")
+    assert len(train) == 1600 and (train.label == 1).sum() == 800 and (train.label == 0).sum() == 800
+    assert test.id.tolist() == list(range(400))
+    folds = pd.read_csv("data/folds.csv")
+    assert sorted(folds.path) == sorted(train.path) and folds.fold.value_counts().to_dict() == {k: 320 for k in range(5)}
+    assert pd.read_csv("data/catalog_problems.csv").empty

@@ -1,0 +1,75 @@
+"""Named places the competition photos can be fetched from (``pipeline download --source NAME``)."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from pipeline.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one data set lives and how to check it.
+
+    ``sha256`` maps a downloaded file name to its pinned digest; files without an entry are not checked.
+    ``kaggle_competition`` is fetched with the official ``kaggle`` CLI instead of plain URLs.
+    """
+
+    name: str
+    description: str
+    urls: tuple[str, ...] = ()
+    sha256: dict[str, str] = field(default_factory=dict)
+    kaggle_competition: str | None = None
+    homepage: str = ""
+
+
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        Source(
+            name="course",
+            description="The course competition 猫狗大战: 20,000 labelled training photos and 2,000 test "
+                        "photos with ids from 0.",
+            urls=("https://gaopursuit.oss-cn-beijing.aliyuncs.com/2021/files/train.zip",
+                  "https://gaopursuit.oss-cn-beijing.aliyuncs.com/202007/dogs_cats_test.zip"),
+            # No pinned digests: the files could not be fetched where this was written to learn them.
+        ),
+        Source(
+            name="petimages",
+            description="Microsoft's PetImages (about 786 MB): PetImages/Cat and PetImages/Dog, about 1,700 "
+                        "corrupt files, a zero-length Cat/666.jpg and Thumbs.db files; training photos only, "
+                        "no test set.",
+            urls=("https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/"
+                  "kagglecatsanddogs_5340.zip",),
+            homepage="https://www.microsoft.com/en-us/download/details.aspx?id=54765",
+        ),
+        Source(
+            name="kaggle",
+            description="Kaggle's dogs-vs-cats (accuracy): dogs-vs-cats.zip holds train.zip (25,000 labelled) "
+                        "and test1.zip (12,500 unlabelled).",
+            kaggle_competition="dogs-vs-cats",
+            homepage="https://www.kaggle.com/competitions/dogs-vs-cats",
+        ),
+        Source(
+            name="kaggle-redux",
+            description="Kaggle's dogs-vs-cats-redux-kernels-edition: the same photos, scored by log-loss.",
+            kaggle_competition="dogs-vs-cats-redux-kernels-edition",
+            homepage="https://www.kaggle.com/competitions/dogs-vs-cats-redux-kernels-edition",
+        ),
+    )
+}
+
+
+def get_source(name: str) -> Source:
+    """The source called ``name``.
+
+    Args:
+        name: one of the keys of ``SOURCES``.
+    """
+    try:
+        return SOURCES[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, SOURCES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"Unknown source {name!r}{hint}: choose one of {', '.join(SOURCES)}.") from None
