@@ -311,7 +311,7 @@ def runs(runs_dir: RunsDir = Path("runs")):
 @friendly
 def demo(
     workdir: Annotated[Path, typer.Option(help="Folder for the demo's data, runs and submission.")] = Path("demo"),
-    epochs: Annotated[int, typer.Option(help="Epochs per fold.")] = 8,
+    epochs: Annotated[int, typer.Option(help="Epochs per fold.")] = 20,
     folds: Annotated[int, typer.Option(help="Number of folds.")] = 3,
 ):
     """The whole workflow on the bundled real sample, offline, in a few minutes on a laptop CPU."""

@@ -71,7 +71,7 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str = "hflip", ensemble: s
     return {"path": path, "rows": len(sub), "blend": blend, "probs": probs}
 
 
-def demo(workdir: Path, *, epochs: int = 8, n_folds: int = 3, console=None) -> dict:
+def demo(workdir: Path, *, epochs: int = 20, n_folds: int = 3, console=None) -> dict:
     """Catalogue, fold, train, predict (TTA), validate, score and report on the bundled sample."""
     import time
 

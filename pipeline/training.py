@@ -40,6 +40,7 @@ from pipeline.progress import make_progress
 
 _logger = logging.getLogger(__name__)
 
+MIN_DELTA = 1e-4  # a validation loss must drop by more than this to count as better
 METRIC_COLUMNS = ["fold", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_logloss",
                   "lr", "images_per_s", "seconds"]
 
@@ -302,7 +303,7 @@ def train_fold(cfg: TrainConfig, fold: int, folds: pd.DataFrame, run_dir: Path, 
                "val_loss": val_loss, "val_acc": val["accuracy"], "val_logloss": val["log_loss"],
                "lr": optimizer.param_groups[0]["lr"], "images_per_s": seen / train_seconds,
                "seconds": time.perf_counter() - t0}
-        improved = val_loss < best_loss - 1e-4
+        improved = val_loss < best_loss - MIN_DELTA
         if improved:
             best_loss, bad_epochs = val_loss, 0
             with atomic_path(fold_dir / "best.pt") as tmp:

@@ -28,7 +28,7 @@ def tiny_config(data_dir: Path, runs_dir: Path, **overrides) -> TrainConfig:
 
 @pytest.fixture(scope="session")
 def sample_images(tmp_path_factory) -> Path:
-    """The bundled sample unpacked: ``train/`` (300 labelled photos) and ``test/`` (100)."""
+    """The bundled sample unpacked: ``train/`` (600 labelled photos) and ``test/`` (100)."""
     root = tmp_path_factory.mktemp("sample")
     for name in ("train.zip", "test.zip"):
         with zipfile.ZipFile(SAMPLE / name) as z:

@@ -28,7 +28,7 @@ def workdir(tmp_path_factory):
     r = invoke("download", "--from", SAMPLE / "train.zip", "--from", SAMPLE / "test.zip", "--folds", "3",
                "--no-progress")
     assert r.exit_code == 0, r.output
-    assert "300 images (150 cats, 150 dogs)" in r.output
+    assert "600 images (300 cats, 300 dogs)" in r.output
     r = invoke("train", "--arch", "lenet", "--img-size", "32", "--epochs", "2", "--workers", "0",
                "--run-name", "cli", "--no-progress")
     assert r.exit_code == 0, r.output
@@ -39,7 +39,7 @@ def workdir(tmp_path_factory):
 def test_download_writes_catalogue_and_folds(workdir):
     train, test = pd.read_csv(workdir / "data/train.csv"), pd.read_csv(workdir / "data/test.csv")
     folds = pd.read_csv(workdir / "data/folds.csv")
-    assert len(train) == 300 and train.label.sum() == 150
+    assert len(train) == 600 and train.label.sum() == 300
     assert test.id.tolist() == list(range(100))
     assert sorted(folds.fold.unique()) == [0, 1, 2]
 
@@ -99,7 +99,7 @@ def test_unknown_arch_and_missing_data_are_clear(tmp_path, monkeypatch):
 
 def test_doctor_reports_versions(workdir):
     r = invoke("doctor", "--data-dir", workdir / "data")
-    assert r.exit_code == 0 and torch.__version__ in r.output and "300 rows" in r.output
+    assert r.exit_code == 0 and torch.__version__ in r.output and "600 rows" in r.output
 
 
 @pytest.mark.slow

@@ -95,5 +95,10 @@ def test_early_stopping_ends_a_fold(data_copy, tmp_path):
     run(tiny_config(data_copy, runs, run_name="es", folds=[0], epochs=30, patience=1, lr=0.05))
     metrics = pd.read_csv(runs / "es" / "metrics.csv")
     assert len(metrics) < 30
-    best = metrics.val_loss.idxmin()
-    assert len(metrics) - 1 - best == 1  # stopped one epoch after the last improvement
+    best_loss, best_epoch = float("inf"), -1
+    for epoch, loss in enumerate(metrics.val_loss):
+        if loss < best_loss - training.MIN_DELTA:
+            best_loss, best_epoch = loss, epoch
+    assert len(metrics) - 1 - best_epoch == 1  # stopped one epoch after the last improvement
+    best = torch.load(runs / "es" / "fold0" / "best.pt", weights_only=False)
+    assert best["epoch"] == best_epoch

@@ -5,7 +5,7 @@ from PIL import Image
 
 SRC = Path("/work/shared/data/dogs-vs-cats-mini")
 OUT = Path("pipeline/sample")
-MAX_SIDE = 160
+MAX_SIDE = 128
 rng = random.Random(20261123)
 
 def shrink(data: bytes) -> bytes:
@@ -20,7 +20,7 @@ def write_zip(path, members):
 
 tz = zipfile.ZipFile(SRC / "train.zip")
 names = sorted(n for n in tz.namelist() if n.endswith(".jpg"))
-cats = rng.sample([n for n in names if "/cat." in n], 150); dogs = rng.sample([n for n in names if "/dog." in n], 150)
+cats = rng.sample([n for n in names if "/cat." in n], 300); dogs = rng.sample([n for n in names if "/dog." in n], 300)
 write_zip(OUT / "train.zip", [(n, shrink(tz.read(n))) for n in sorted(cats + dogs)])
 
 sol = {int(r["id"]): int(r["label"]) for r in csv.DictReader(open(SRC / "solution.csv"))}
