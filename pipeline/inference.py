@@ -83,7 +83,7 @@ def predict_run(run_dir: Path, test_csv: Path, *, tta: str = "hflip", device: st
     dev = resolve_device(device)
     dtype = resolve_precision("auto" if cfg.precision == "auto" or dev.type != "cuda" else cfg.precision, dev)
     base = base_size_for(cfg.img_size)
-    cache = open_cache(TrainConfig(cache=cfg.cache, data_dir=cfg.data_dir, progress=progress), test.path, base)
+    cache = open_cache(cfg.data_dir, test.path, base, enabled=cfg.cache, progress=progress)
     dataset = ImageDataset(test.path, None, base, build_eval_transform(cfg.img_size), cache)
     loader = make_loader(dataset, batch_size or cfg.batch_size * 2, shuffle=False, seed=0,
                          workers=workers if workers is not None else default_workers(dev), device=dev)

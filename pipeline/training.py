@@ -165,14 +165,15 @@ def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, seed: 
         generator=torch.Generator().manual_seed(seed))
 
 
-def open_cache(cfg: TrainConfig, paths, base_size: int):
-    """The decoded-image cache for ``paths`` at ``base_size`` (built as needed), or None when off."""
-    if not cfg.cache:
+def open_cache(data_dir: str | Path, paths, base_size: int, *, enabled: bool = True, progress: bool = False):
+    """The decoded-image cache ``data_dir/cache`` for ``paths`` at ``base_size`` (built as needed),
+    or None when ``enabled`` is False."""
+    if not enabled:
         return None
     from pipeline.cache import DecodedCache
 
-    cache = DecodedCache(Path(cfg.data_dir) / "cache", base_size)
-    report = cache.build(paths, progress=cfg.progress)
+    cache = DecodedCache(Path(data_dir) / "cache", base_size)
+    report = cache.build(paths, progress=progress)
     if report.failed:
         _logger.warning("%d images could not be cached and will fail when read", len(report.failed))
     return cache
@@ -407,7 +408,8 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict:
                                              "folds_csv": str(Path(cfg.data_dir) / "folds.csv"),
                                              "created": datetime.now().isoformat(timespec="seconds")})
     write_csv(run_dir / "folds.csv", folds[["path", "label", "fold"]])
-    cache = open_cache(cfg, folds.path, base_size_for(cfg.img_size))
+    cache = open_cache(cfg.data_dir, folds.path, base_size_for(cfg.img_size), enabled=cfg.cache,
+                       progress=cfg.progress)
     t0 = time.perf_counter()
     with make_progress() if cfg.progress else _NoProgress() as progress:
         for k in selected:
@@ -430,7 +432,8 @@ def write_cv(run_dir: Path, selected: list[int], seconds: float | None = None) -
     write_csv(run_dir / "oof.csv", oof)
     per_fold = {}
     for k, part in zip(selected, parts):
-        best = torch.load(run_dir / f"fold{k}" / "best.pt", map_location="cpu", weights_only=False)
+        # mmap: only the epoch is needed, not the weights
+        best = torch.load(run_dir / f"fold{k}" / "best.pt", map_location="cpu", weights_only=False, mmap=True)
         per_fold[str(k)] = score(part.label, part.prob_dog) | {"best_epoch": int(best["epoch"])}
     cv = {"run": run_dir.name, "folds": per_fold, "overall": score(oof.label, oof.prob_dog)}
     if seconds is not None:
