@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -134,57 +135,114 @@ def _parse_folds(text: str) -> list[int] | None:
     if text == "all":
         return None
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        folds = [int(x) for x in text.split(",") if x.strip()]
+        if not folds:
+            raise ValueError
+        return folds
     except ValueError:
         raise typer.BadParameter(f"expected 'all' or comma-separated fold numbers like 0,1,2, got {text!r}") from None
+
+
+class Parallel(str, Enum):
+    auto = "auto"
+    folds = "folds"
+    ddp = "ddp"
+
+
+def _given(**options) -> dict:
+    """The options the user gave (typer leaves the others None), with enum values and paths as text."""
+    return {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)
+            for k, v in options.items() if v is not None}
 
 
 @app.command()
 @friendly
 def train(
-    arch: Annotated[str, typer.Option(help="lenet, resnet34, resnet50 or any timm model name.")] = "lenet",
-    folds: Annotated[str, typer.Option(help="Folds to train: 'all' or e.g. 0,1,2.")] = "all",
-    epochs: Annotated[int, typer.Option(help="Epochs per fold (early stopping may end sooner).")] = 20,
-    img_size: Annotated[Optional[int], typer.Option(help="Input side in pixels (default: 64 for LeNet, "
-                                                    "the model's own, usually 224, otherwise).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per step; on a GPU raise to 128-256.")] = 64,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 1e-3, or 3e-4 from weights).")] = None,
-    optimizer: Annotated[str, typer.Option(help="adamw or sgd (momentum 0.9, Nesterov).")] = "adamw",
-    schedule: Annotated[str, typer.Option(help="cosine (with warm-up) or onecycle.")] = "cosine",
-    patience: Annotated[int, typer.Option(help="Stop a fold after this many epochs without a better "
-                                          "validation loss; 0: never.")] = 5,
-    device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
-    precision: Annotated[Precision, typer.Option(help="auto: bf16 (or fp16 + loss scaling) on CUDA, fp32 on CPU.")] = Precision.auto,
-    pretrained: Annotated[bool, typer.Option("--pretrained", help="Start from timm's ImageNet weights (needs the network).")] = False,
+    recipe: Annotated[Optional[str], typer.Option(help="A named recipe (see `pipeline recipes`) or a TOML file; "
+                                                  "the options below override it.")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="lenet, resnet34, resnet50 or any timm model name "
+                                                "[default: lenet].")] = None,
+    folds: Annotated[Optional[str], typer.Option(help="Folds to train: 'all' or e.g. 0,1,2 [default: all].")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per fold; early stopping may end sooner "
+                                                  "[default: 20].")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="Input side in pixels [default: 64 for LeNet, the "
+                                                    "model's own, usually 224, otherwise].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step, over all processes together; on a "
+                                                      "GPU raise to 128-256 [default: 64].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 1e-3, or 3e-4 from weights].")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW/SGD weight decay (not on biases and "
+                                                          "norms) [default: 0.05].")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adamw or sgd (momentum 0.9, Nesterov) "
+                                                     "[default: adamw].")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="cosine (with warm-up) or onecycle [default: cosine].")] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option(help="Linear warm-up before the cosine decay "
+                                                           "[default: 1].")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Stop a fold after this many epochs without a better "
+                                                    "validation loss; 0: never [default: 5].")] = None,
+    augment: Annotated[Optional[str], typer.Option(help="Augmentation preset: none or light [default: light].")] = None,
+    drop_rate: Annotated[Optional[float], typer.Option(help="Dropout before the classifier of timm models "
+                                                       "[default: 0].")] = None,
+    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained",
+                                                       help="Start from timm's ImageNet weights (needs the network).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Start from a local weights file (offline route).",
                                                     exists=True, dir_okay=False)] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Loader processes (default: 2 on CPU, up to 8 on CUDA).")] = None,
-    cache: Annotated[bool, typer.Option(help="Read photos from the decoded-image cache (built once per size).")] = True,
-    seed: Annotated[int, typer.Option(help="Seed for weights, order and augmentation.")] = 0,
-    run_name: Annotated[Optional[str], typer.Option(help="Run folder name (default: <arch>-<time>).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for weights, order and augmentation [default: 0].")] = None,
+    device: Annotated[Optional[Device], typer.Option(help="auto picks CUDA when present [default: auto].")] = None,
+    precision: Annotated[Optional[Precision], typer.Option(help="auto: bf16 (or fp16 + loss scaling) on CUDA, "
+                                                           "fp32 on CPU [default: auto].")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Loader processes per training process [default: 2 on "
+                                                   "CPU, up to 8 on CUDA].")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads per training process [default: torch's; "
+                                                   "with --nproc N, the cores / N].")] = None,
+    cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Read photos from the decoded-image "
+                                                  "cache, built once per size [default: on].")] = None,
+    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last",
+                                                          help="channels_last memory for conv nets [default: on].")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model "
+                                                    "(slow start, faster steps on a GPU) [default: off].")] = None,
+    nproc: Annotated[int, typer.Option(help="Training processes on this machine (one per GPU); started through "
+                                       "torch's elastic launcher, as torchrun would.")] = 1,
+    parallel: Annotated[Optional[Parallel], typer.Option(help="With several processes: folds (each process "
+                                                         "trains its own folds) or ddp (all train each fold "
+                                                         "together) [default: folds when there are at least as "
+                                                         "many folds as processes, else ddp].")] = None,
+    max_restarts: Annotated[int, typer.Option(help="With --nproc: start the workers again this often after a "
+                                              "failure; the run continues from its last finished epochs.")] = 0,
+    run_name: Annotated[Optional[str], typer.Option(help="Run folder name [default: <arch>-<time>].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue --run-name (or the latest run): skip "
                                          "finished folds, continue the interrupted one.")] = False,
-    data_dir: DataDir = Path("data"),
-    runs_dir: RunsDir = Path("runs"),
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Where the catalogue, folds and cache live "
+                                                     "[default: data].")] = None,
+    runs_dir: Annotated[Optional[Path], typer.Option(help="Where run folders live [default: runs].")] = None,
+    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress",
+                                                     help="Show progress bars [default: on].")] = None,
 ):
     """k-fold cross-validation: one checkpoint per fold, out-of-fold predictions and the CV score.
 
     On a GPU: --arch resnet50 --pretrained --batch-size 128 --workers 8 (AMP and channels_last are on by
-    default); raise --epochs to 20-30 from scratch.
+    default); several GPUs: --nproc N (or torchrun); raise --epochs to 20-30 from scratch.
     """
-    from pipeline.training import TrainConfig, run
+    from pipeline.launch import launch
+    from pipeline.training import TrainRequest, run
 
-    cfg = TrainConfig(arch=arch, folds=_parse_folds(folds), epochs=epochs, img_size=img_size,
-                      batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, patience=patience,
-                      device=device.value, precision=precision.value, pretrained=pretrained,
-                      weights=str(weights) if weights else None, workers=workers, cache=cache, seed=seed,
-                      data_dir=str(data_dir), runs_dir=str(runs_dir), run_name=run_name, progress=progress)
-    cv = run(cfg, resume=resume)
-    _print_cv(cv, Path(runs_dir) / cv["run"])
+    request = TrainRequest(
+        recipe=recipe, resume=resume,
+        overrides=_given(arch=arch, epochs=epochs, img_size=img_size, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, optimizer=optimizer, schedule=schedule,
+                         warmup_epochs=warmup_epochs, patience=patience, augment=augment, drop_rate=drop_rate,
+                         pretrained=pretrained, weights=weights, seed=seed),
+        settings=_given(device=device, precision=precision, workers=workers, threads=threads, cache=cache,
+                        channels_last=channels_last, compile=compile, parallel=parallel,
+                        folds=_parse_folds(folds) if folds is not None else None, data_dir=data_dir,
+                        runs_dir=runs_dir, run_name=run_name, progress=progress))
+    cv = launch(request, nproc, max_restarts) if nproc > 1 or max_restarts else run(request)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun the main process reports
+    run_dir = Path(runs_dir or "runs") / cv["run"]
+    _print_cv(cv, run_dir)
     from pipeline.report import build_report
 
-    console.print(f"report: {build_report(Path(runs_dir) / cv['run'])}")
+    console.print(f"report: {build_report(run_dir)}")
 
 
 def _print_cv(cv: dict, run_dir: Path) -> None:
@@ -217,6 +275,8 @@ def predict(
     eps: Annotated[float, typer.Option(help="Clip probabilities to [eps, 1-eps] (redux).")] = 0.005,
     out: Annotated[Optional[Path], typer.Option(help="Submission path (default: submissions/<runs>-<time>.csv).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    partial: Annotated[bool, typer.Option("--partial", help="Predict with the finished folds of a run that has "
+                                          "not finished every fold (a warning names the missing ones).")] = False,
     device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per batch.")] = None,
     runs_dir: RunsDir = Path("runs"),
@@ -226,7 +286,7 @@ def predict(
     from pipeline import stages
 
     result = stages.predict(runs=run or [], test_csv=test, tta=tta.value, ensemble=ensemble.value,
-                            fmt=format.value, threshold=threshold, eps=eps, out=out, force=force,
+                            fmt=format.value, threshold=threshold, eps=eps, out=out, force=force, partial=partial,
                             device=device.value, batch_size=batch_size, runs_dir=runs_dir, progress=progress)
     blend = result["blend"]
     if blend is not None and len(blend.runs) > 1:
@@ -284,9 +344,9 @@ def report(
 ):
     """Write PNG plots and one self-contained HTML page for a run."""
     from pipeline.report import build_report
-    from pipeline.training import find_run
+    from pipeline.rundir import find_run
 
-    console.print(f"report: {build_report(find_run(runs_dir, str(run) if run else None))}")
+    console.print(f"report: {build_report(find_run(runs_dir, str(run) if run else None).path)}")
 
 
 @app.command()

@@ -23,6 +23,7 @@ from pipeline.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+AUGMENT_PRESETS = ("none", "light")
 
 
 def base_size_for(img_size: int) -> int:
@@ -63,8 +64,8 @@ def build_train_transform(img_size: int, preset: str = "light") -> A.Compose:
     """
     if preset == "none":
         return build_eval_transform(img_size)
-    if preset != "light":
-        raise ValueError(f"unknown augmentation preset {preset!r}; use 'light' or 'none'")
+    if preset not in AUGMENT_PRESETS:
+        raise ValueError(f"unknown augmentation preset {preset!r}; use one of {', '.join(AUGMENT_PRESETS)}")
     return A.Compose([
         A.RandomResizedCrop(size=(img_size, img_size), scale=(0.6, 1.0)),
         A.HorizontalFlip(p=0.5),
@@ -135,22 +136,29 @@ class ImageDataset(torch.utils.data.Dataset):
 class SeededSampler(torch.utils.data.Sampler):
     """Yields ``(index, seed)``: a shuffled (or sequential) order and one augmentation seed per sample.
 
-    Both come from a generator seeded by ``(seed, epoch)``, so an epoch is reproducible.
+    Both come from a generator seeded by ``(seed, epoch)``, so an epoch is reproducible. With
+    ``world`` processes each takes every ``world``-th item of that one order (the order padded with
+    its first items to a multiple of ``world``, as torch's DistributedSampler does), so every image
+    gets the same augmentation seed whatever the number of processes.
     """
 
-    def __init__(self, n: int, seed: int, shuffle: bool):
+    def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1):
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+        self.rank, self.world = rank, world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // self.world)
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
         seeds = torch.randint(0, 2**31 - 1, (self.n,), generator=g)
+        if self.world > 1:
+            take = (torch.arange(len(self) * self.world) % self.n)[self.rank::self.world]
+            order, seeds = order[take], seeds[take]
         return iter(zip(order.tolist(), seeds.tolist()))
 
 
@@ -169,3 +177,17 @@ class BatchNormalizer:
         x = x.to(self.device, non_blocking=True)
         out = torch.empty(x.shape, dtype=torch.float32, device=self.device, memory_format=self.memory_format)
         return out.copy_(x).sub_(self.mean).div_(self.std)
+
+
+def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, seed: int, workers: int,
+                runtime) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``(index, seed)`` items, sharded by ``runtime``'s rank: pinned memory on CUDA,
+    persistent workers."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size,
+        sampler=SeededSampler(len(dataset), seed, shuffle, rank=runtime.rank, world=runtime.world),
+        num_workers=workers, pin_memory=runtime.device.type == "cuda", persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None, drop_last=False,
+        # its own generator: the loader's seed draw must not consume the global RNG (dropout's),
+        # or runs with and without persistent workers would diverge after the first epoch
+        generator=torch.Generator().manual_seed(seed))

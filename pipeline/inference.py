@@ -14,92 +14,126 @@ import torch
 from scipy.optimize import minimize
 from sklearn.metrics import log_loss
 
+from pipeline.cache import open_cache
+from pipeline.engine import Amp, evaluate, score
 from pipeline.errors import ConfigError, DataError
 from pipeline.fileio import write_csv, write_json
-from pipeline.images import BatchNormalizer, ImageDataset, base_size_for, build_eval_transform
+from pipeline.images import BatchNormalizer, ImageDataset, base_size_for, build_eval_transform, make_loader
 from pipeline.models import build_model, normalization
-from pipeline.training import (Step, TrainConfig, default_workers, evaluate, make_loader, open_cache,
-                               resolve_device, resolve_precision, score)
+from pipeline.rundir import RunDir
+from pipeline.runtime import Runtime, default_workers, resolve_device, resolve_precision
 
 _logger = logging.getLogger(__name__)
 TTA_CHOICES = ("none", "hflip")
-
-
-def load_config(run_dir: Path) -> TrainConfig:
-    """The TrainConfig a run was trained with."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise ConfigError(f"{run_dir} is not a run folder (no config.json).")
-    return TrainConfig(**json.loads(path.read_text())["config"])
-
-
-def fold_checkpoints(run_dir: Path) -> list[Path]:
-    """The ``best.pt`` of every finished fold (one with its ``oof.csv``), in fold order."""
-    done = sorted(Path(run_dir).glob("fold*/oof.csv"), key=lambda p: int(p.parent.name[4:]))
-    ckpts = [p.parent / "best.pt" for p in done]
-    if not ckpts:
-        raise ConfigError(f"Run {run_dir} has no finished fold; finish it with `pipeline train --resume`.")
-    return ckpts
+NEUTRAL = 0.5  # the prediction for a test photo that cannot be read: the competition scores every id
 
 
 def _file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def usable_folds(run: RunDir, partial: bool = False) -> list[int]:
+    """The folds whose checkpoints predict the test set: every fold of a finished run.
+
+    Args:
+        run: the run.
+        partial: accept a run with unfinished folds (with a warning naming them).
+    """
+    done, missing = run.finished_folds(), run.missing_folds()
+    if not done:
+        raise ConfigError(f"Run {run.name} has no finished fold; finish it with "
+                          f"`pipeline train --run-name {run.name} --resume`.")
+    if missing:
+        listing = ", ".join(map(str, missing))
+        if not partial:
+            raise ConfigError(f"Run {run.name} has not finished folds {listing} (only {', '.join(map(str, done))}); "
+                              f"finish it with `pipeline train --run-name {run.name} --resume`, or pass --partial to "
+                              "predict with the finished folds alone.")
+        _logger.warning("run %s: predicting with folds %s only; folds %s are not finished", run.name,
+                        ", ".join(map(str, done)), listing)
+    return done
+
+
 def predict_run(run_dir: Path, test_csv: Path, *, tta: str = "hflip", device: str = "auto",
                 batch_size: int | None = None, workers: int | None = None, progress: bool = False,
-                reuse: bool = True) -> pd.DataFrame:
+                reuse: bool = True, partial: bool = False) -> pd.DataFrame:
     """Average the test-set probabilities of every fold checkpoint of a run.
 
-    Writes ``run_dir/test_probs.csv`` (``id, prob_dog`` and one column per fold) and a JSON note
-    of what produced it, so a later ensemble with the same test set and TTA costs no model time.
+    Writes ``test_probs.csv`` (``id, prob_dog`` and one column per fold) and a JSON note of what
+    produced it into the run, so a later ensemble with the same test set and TTA costs no model
+    time (and still works after the checkpoints were deleted). A test photo the catalogue marked
+    unreadable gets P(dog) = 0.5, with a warning naming its id.
 
     Args:
         run_dir: the run folder.
-        test_csv: ``id,path`` table of the test images (``data/test.csv``).
+        test_csv: ``id,path[,readable]`` table of the test images (``data/test.csv``).
         tta: ``none`` or ``hflip`` (mean of the photo and its mirror, in probability space).
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: images per batch (default: twice the training batch size).
         workers: loader processes (default: chosen from the machine).
         progress: show progress bars (cache build).
-        reuse: return the saved predictions when the test set, TTA and folds are unchanged.
+        reuse: return the saved predictions when the test set, TTA and checkpoints are unchanged.
+        partial: predict with the finished folds of an unfinished run (see :func:`usable_folds`).
     """
     from pipeline.catalog import read_test
 
     if tta not in TTA_CHOICES:
         raise ConfigError(f"--tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}.")
-    run_dir, test_csv = Path(run_dir), Path(test_csv)
+    run, test_csv = RunDir(run_dir), Path(test_csv)
     test = read_test(test_csv)
-    ckpts = fold_checkpoints(run_dir)
-    note = {"tta": tta, "test_csv": str(test_csv), "test_sha256": _file_digest(test_csv),
-            "checkpoints": [str(c.relative_to(run_dir)) for c in ckpts],
-            "checkpoint_mtimes": [c.stat().st_mtime_ns for c in ckpts]}
-    out_csv, note_json = run_dir / "test_probs.csv", run_dir / "test_probs.json"
-    if reuse and out_csv.exists() and note_json.exists() and json.loads(note_json.read_text()) == note:
-        _logger.info("%s: reusing %s", run_dir.name, out_csv)
-        return pd.read_csv(out_csv)
+    if "readable" not in test.columns:  # TODO(merge): catalog.read_test fills it
+        test["readable"] = True
+    folds = usable_folds(run, partial)
+    ckpts = {k: run.best(k) for k in folds}
+    gone = [str(c) for c in ckpts.values() if not c.exists()]
+    note = {"tta": tta, "test_csv": str(test_csv), "test_sha256": _file_digest(test_csv), "folds": folds,
+            "checkpoint_mtimes": None if gone else [c.stat().st_mtime_ns for c in ckpts.values()]}
+    saved = json.loads(run.test_note_path.read_text()) if run.test_note_path.exists() else None
+    if reuse and saved is not None and run.test_probs_path.exists():
+        if saved == note:
+            _logger.info("%s: reusing %s", run.name, run.test_probs_path)
+            return pd.read_csv(run.test_probs_path)
+        same_inputs = {k: saved.get(k) for k in ("tta", "test_sha256", "folds")} == \
+            {k: note[k] for k in ("tta", "test_sha256", "folds")}
+        if gone and same_inputs:
+            _logger.warning("run %s: its checkpoints are gone (%s); using the test predictions saved in %s",
+                            run.name, gone[0], run.test_probs_path)
+            return pd.read_csv(run.test_probs_path)
+    if gone:
+        raise ConfigError(f"Run {run.name} has lost its checkpoints ({', '.join(gone[:2])}"
+                          f"{' ...' if len(gone) > 2 else ''}) and has no saved test predictions for this test set "
+                          f"and --tta {tta}; train it again (`pipeline train --run-name NEW ...`).")
 
-    cfg = load_config(run_dir)
+    recipe, settings = run.recipe(), run.settings()
     dev = resolve_device(device)
-    dtype = resolve_precision("auto" if cfg.precision == "auto" or dev.type != "cuda" else cfg.precision, dev)
-    base = base_size_for(cfg.img_size)
-    cache = open_cache(cfg.data_dir, test.path, base, enabled=cfg.cache, progress=progress)
-    dataset = ImageDataset(test.path, None, base, build_eval_transform(cfg.img_size), cache)
-    loader = make_loader(dataset, batch_size or cfg.batch_size * 2, shuffle=False, seed=0,
-                         workers=workers if workers is not None else default_workers(dev), device=dev)
+    dtype = resolve_precision("auto" if settings.precision == "auto" or dev.type != "cuda" else settings.precision, dev)
+    rt = Runtime(dev, dtype)
+    readable = test[test.readable]
+    unreadable = test.id[~test.readable].tolist()
     result = test[["id"]].copy()
-    for ckpt in ckpts:
-        model = build_model(cfg.arch, cfg.img_size)
-        model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
-        conv = cfg.channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-        model = model.to(dev, memory_format=torch.channels_last if conv else torch.contiguous_format)
-        probs, rows, _ = evaluate(Step(model, dev, dtype), loader, BatchNormalizer(*normalization(model), dev, conv),
-                                  hflip=tta == "hflip")
-        result.loc[result.index[rows], ckpt.parent.name] = probs
-    fold_cols = [c.parent.name for c in ckpts]
-    result.insert(1, "prob_dog", result[fold_cols].mean(axis=1))
-    write_csv(out_csv, result)
-    write_json(note_json, note)
+    if len(readable):
+        base = base_size_for(recipe.img_size)
+        cache = open_cache(settings.data_dir, readable.path, base, enabled=settings.cache, progress=progress)
+        dataset = ImageDataset(readable.path, None, base, build_eval_transform(recipe.img_size), cache)
+        loader = make_loader(dataset, batch_size or recipe.batch_size * 2, shuffle=False, seed=0,
+                             workers=workers if workers is not None else default_workers(dev), runtime=rt)
+        amp = Amp(dev, dtype)
+        for k, ckpt in ckpts.items():
+            model = build_model(recipe.arch, recipe.img_size)
+            model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
+            conv = settings.channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+            model = model.to(dev, memory_format=torch.channels_last if conv else torch.contiguous_format)
+            preds = evaluate(model, loader, BatchNormalizer(*normalization(model), dev, conv), amp,
+                             hflip=tta == "hflip")
+            result.loc[readable.index[preds.rows], f"fold{k}"] = preds.probs
+    fold_cols = [f"fold{k}" for k in folds]
+    result.insert(1, "prob_dog", result.reindex(columns=fold_cols).mean(axis=1).fillna(NEUTRAL))
+    if unreadable:
+        _logger.warning("%d test photo(s) could not be read (ids %s); they get P(dog) = %.1f so the submission "
+                        "still covers every id", len(unreadable), ", ".join(map(str, unreadable[:10]))
+                        + (" ..." if len(unreadable) > 10 else ""), NEUTRAL)
+    write_csv(run.test_probs_path, result)
+    write_json(run.test_note_path, note)
     return result
 
 
@@ -117,10 +151,7 @@ class Blend:
 
 def load_oof(run_dir: Path) -> pd.DataFrame:
     """A run's ``oof.csv`` (path,label,fold,prob_dog)."""
-    path = Path(run_dir) / "oof.csv"
-    if not path.exists():
-        raise ConfigError(f"Run {run_dir} has no oof.csv; finish its training first.")
-    return pd.read_csv(path)
+    return RunDir(run_dir).read_oof()
 
 
 def aligned_oof(run_dirs: list[Path]) -> tuple[np.ndarray, np.ndarray]:

@@ -176,3 +176,34 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     if head:
         _logger.info("weights %s: re-initialised %s (shape differs)", path, ", ".join(sorted(head)))
 
+
+
+def training_memory_bytes(arch: str, img_size: int, batch_size: int, half: bool = False) -> int:
+    """A rough estimate of the memory one training step of ``arch`` takes, without allocating it.
+
+    The model is built and run on PyTorch's meta device (shapes only): weights with their gradient
+    and two AdamW moments, the input, and every layer's output kept for the backward pass (in half
+    precision under AMP).
+
+    Args:
+        arch: the architecture.
+        img_size: input side in pixels.
+        batch_size: images per step in one process.
+        half: activations in 16 bits (autocast on a GPU).
+    """
+    outputs = 0
+
+    def count(_module, _inputs, out):
+        nonlocal outputs
+        if isinstance(out, torch.Tensor):
+            outputs += out.numel()
+
+    with torch.device("meta"):
+        model = build_model(arch, img_size)
+        hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+        x = torch.empty(batch_size, 3, img_size, img_size)
+        model(x)
+        for h in hooks:
+            h.remove()
+    params = sum(p.numel() for p in model.parameters())
+    return 16 * params + (2 if half else 4) * outputs + 4 * x.numel()

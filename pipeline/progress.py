@@ -28,3 +28,21 @@ def track(items: Iterable[T], *, total: int | None = None, description: str = ""
         for item in items:
             yield item
             progress.advance(task)
+
+
+class NoProgress:
+    """Stands in for rich's Progress when progress bars are off."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *a, **k):
+        return 0
+
+    def update(self, *a, **k):
+        pass
+
+    reset = remove_task = advance = update

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 import math
 from pathlib import Path
@@ -24,6 +23,7 @@ from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 from pipeline.errors import DataError
 from pipeline.fileio import atomic_path, write_text
+from pipeline.rundir import RunDir, all_runs
 
 matplotlib.use("Agg")  # files only, no display; must precede the pyplot import
 import matplotlib.pyplot as plt  # noqa: E402
@@ -48,11 +48,11 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict]:
     Raises:
         DataError: when one of the files is missing.
     """
-    for name in ("config.json", "metrics.csv", "oof.csv", "cv.json"):
-        if not (run_dir / name).exists():
-            raise DataError(f"Run folder {run_dir} has no {name}; train the run first (`pipeline train`).")
-    return (json.loads((run_dir / "config.json").read_text()), pd.read_csv(run_dir / "metrics.csv"),
-            pd.read_csv(run_dir / "oof.csv"), json.loads((run_dir / "cv.json").read_text()))
+    run = RunDir(run_dir)
+    for path in (run.config_path, run.metrics_path, run.oof_path, run.cv_path):
+        if not path.exists():
+            raise DataError(f"Run folder {run_dir} has no {path.name}; train the run first (`pipeline train`).")
+    return run.config(), run.read_metrics(), run.read_oof(), run.read_cv()
 
 
 def most_confident_wrong(oof: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -202,12 +202,12 @@ def _score(value) -> str:
 
 
 def _config_table(config: dict, cv: dict) -> str:
-    c, env = config["config"], config.get("environment", {})
-    device = env.get("device", c.get("device")) + (f" ({env['gpu']})" if "gpu" in env else "")
+    c, settings, env = config["recipe"], config["settings"], config.get("environment", {})
+    device = env.get("device", settings.get("device")) + (f" ({env['gpu']})" if "gpu" in env else "")
     items = [("arch", c["arch"]), ("image size", c["img_size"]), ("epochs", c["epochs"]),
              ("batch size", c["batch_size"]), ("learning rate", c["lr"]),
-             ("folds", f"{len(c['folds'])} of {config.get('n_folds', '?')}"), ("seed", c.get("seed")),
-             ("precision", env.get("precision", c.get("precision"))), ("device", device),
+             ("folds", f"{len(config['folds'])} of {config.get('n_folds', '?')}"), ("seed", c.get("seed")),
+             ("precision", env.get("precision", settings.get("precision"))), ("device", device),
              ("created", config.get("created", "?"))]
     if "seconds" in cv:
         items.append(("training time", f"{cv['seconds']:.0f} s"))
@@ -249,7 +249,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, n_wrong
         DataError: when the run has not been trained (a file is missing).
     """
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir else run_dir / "report"
+    out_dir = Path(out_dir) if out_dir else RunDir(run_dir).report_dir
     config, metrics, oof, cv = read_run(run_dir)
     wrong = most_confident_wrong(oof, n_wrong)
     plot_curves(metrics, out_dir / "curves.png")
@@ -283,16 +283,15 @@ def _nan_if_none(value) -> float:
     return math.nan if value is None else value
 
 
-def _run_row(run_dir: Path) -> dict:
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
-    c = config.get("config", {})
-    cv_path = run_dir / "cv.json"
-    overall = json.loads(cv_path.read_text())["overall"] if cv_path.exists() else {}
-    return {"run": run_dir.name, "arch": c.get("arch"), "img_size": c.get("img_size"), "epochs": c.get("epochs"),
-            "folds": len(c["folds"]) if c.get("folds") else None,
+def _run_row(run: RunDir) -> dict:
+    config = run.config()
+    c = config["recipe"]
+    overall = (run.read_cv() or {}).get("overall", {}) if run.is_finished() else {}
+    return {"run": run.name, "arch": c.get("arch"), "img_size": c.get("img_size"), "epochs": c.get("epochs"),
+            "folds": len(config["folds"]) or None,
             **{k: _nan_if_none(overall.get(k)) for k in ("accuracy", "log_loss", "roc_auc")},
             "created": config.get("created"),
-            "status": "done" if cv_path.exists() else "unfinished"}
+            "status": "done" if run.is_finished() else "unfinished"}
 
 
 def list_runs(runs_dir: str | Path) -> pd.DataFrame:
@@ -305,11 +304,10 @@ def list_runs(runs_dir: str | Path) -> pd.DataFrame:
         Columns ``run, arch, img_size, epochs, folds, accuracy, log_loss, roc_auc, created, status``;
         unfinished runs (no cv.json) have NaN scores and status ``unfinished``.
     """
-    runs_dir = Path(runs_dir)
-    folders = sorted(p for p in runs_dir.glob("*") if (p / "config.json").exists() or (p / "cv.json").exists())
-    if not folders:
+    runs = sorted(all_runs(runs_dir), key=lambda r: r.name)
+    if not runs:
         return pd.DataFrame(columns=RUN_COLUMNS)
-    df = pd.DataFrame([_run_row(p) for p in folders], columns=RUN_COLUMNS)
+    df = pd.DataFrame([_run_row(r) for r in runs], columns=RUN_COLUMNS)
     # "done" sorts before "unfinished"
     return df.sort_values(["status", "log_loss", "accuracy"], ascending=[True, True, False],
                           kind="stable").reset_index(drop=True)

@@ -46,7 +46,7 @@ def download(*, source: str | None, urls: list[str], from_paths: list[Path], dat
 
 def predict(*, runs: list[Path], test_csv: Path, tta: str = "hflip", ensemble: str = "fit", fmt: str = "course",
             threshold: float = 0.5, eps: float = 0.005, out: Path | None = None, force: bool = False,
-            device: str = "auto", batch_size: int | None = None, runs_dir: Path = Path("runs"),
+            partial: bool = False, device: str = "auto", batch_size: int | None = None, runs_dir: Path = Path("runs"),
             progress: bool = False, submissions_dir: Path = Path("submissions")) -> dict:
     """Predict with each run, blend them, and write a validated submission.
 
@@ -54,14 +54,14 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str = "hflip", ensemble: s
     """
     from pipeline.inference import blend_predictions, blend_runs, predict_run
     from pipeline.submission import default_submission_name, make_submission, read_test_ids, write_submission
-    from pipeline.training import find_run
+    from pipeline.rundir import find_run
 
-    run_dirs = [find_run(runs_dir, str(r)) for r in runs] if runs else [find_run(runs_dir, None)]
+    run_dirs = [find_run(runs_dir, str(r)).path for r in runs] if runs else [find_run(runs_dir, None).path]
     if len({r.resolve() for r in run_dirs}) != len(run_dirs):
         raise ConfigError("The same run was given twice with --run.")
     test_ids = read_test_ids(test_csv)
-    preds = [predict_run(r, test_csv, tta=tta, device=device, batch_size=batch_size, progress=progress)
-             for r in run_dirs]
+    preds = [predict_run(r, test_csv, tta=tta, device=device, batch_size=batch_size, progress=progress,
+                         partial=partial) for r in run_dirs]
     blend = blend_runs(run_dirs, ensemble) if len(run_dirs) > 1 else None
     probs = blend_predictions(preds, blend.weights) if blend else preds[0][["id", "prob_dog"]]
     sub = make_submission(probs, fmt, threshold=threshold, eps=eps)
@@ -77,7 +77,7 @@ def demo(workdir: Path, *, epochs: int = 20, n_folds: int = 3, console=None) -> 
 
     from pipeline.report import build_report
     from pipeline.submission import score_submission
-    from pipeline.training import TrainConfig, run
+    from pipeline.training import TrainRequest, run
 
     say = console.print if console is not None else _logger.info
     workdir = Path(workdir)
@@ -90,8 +90,9 @@ def demo(workdir: Path, *, epochs: int = 20, n_folds: int = 3, console=None) -> 
         f"{n_folds} folds -> {data_dir}")
     say(f"[bold]2/4 train[/] LeNet, {n_folds}-fold cross-validation, {epochs} epochs per fold")
     name = f"demo-lenet-{datetime.now():%Y%m%d-%H%M%S}"
-    cv = run(TrainConfig(arch="lenet", epochs=epochs, data_dir=str(data_dir), runs_dir=str(runs_dir),
-                         run_name=name, progress=console is not None))
+    cv = run(TrainRequest(recipe="lenet", overrides={"epochs": epochs},
+                          settings={"data_dir": str(data_dir), "runs_dir": str(runs_dir), "run_name": name,
+                                    "progress": console is not None}))
     o = cv["overall"]
     say(f"    CV accuracy {o['accuracy']:.3f}, log-loss {o['log_loss']:.3f} -> {runs_dir / name}")
     say("[bold]3/4 predict[/] average the folds with horizontal-flip TTA, write and validate the CSV")

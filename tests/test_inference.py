@@ -8,10 +8,11 @@ import torch
 from sklearn.metrics import log_loss
 
 from pipeline.errors import ConfigError
-from pipeline.images import BatchNormalizer, ImageDataset, base_size_for, build_eval_transform
+from pipeline.engine import Amp, evaluate
+from pipeline.images import BatchNormalizer, ImageDataset, base_size_for, build_eval_transform, make_loader
 from pipeline.inference import aligned_oof, blend_predictions, blend_runs, fit_weights, predict_run
 from pipeline.models import build_model
-from pipeline.training import Step, evaluate, make_loader
+from pipeline.runtime import Runtime
 
 
 def test_fold_mean_and_saved_probabilities(tiny_run, sample_data, tmp_path):
@@ -25,19 +26,19 @@ def test_fold_mean_and_saved_probabilities(tiny_run, sample_data, tmp_path):
     saved = pd.read_csv(run_dir / "test_probs.csv")
     np.testing.assert_allclose(saved.prob_dog, probs.prob_dog, rtol=1e-6)
     note = json.loads((run_dir / "test_probs.json").read_text())
-    assert note["tta"] == "none" and len(note["checkpoints"]) == 3
+    assert note["tta"] == "none" and note["folds"] == [0, 1, 2]
 
 
 def test_hflip_tta_is_the_mean_of_photo_and_mirror(sample_data):
     test = pd.read_csv(sample_data / "test.csv").head(12)
     torch.manual_seed(0)
     model = build_model("lenet", 32).eval()
-    step = Step(model, torch.device("cpu"), torch.float32)
+    amp = Amp(torch.device("cpu"), torch.float32)
     norm = BatchNormalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), torch.device("cpu"), False)
     ds = ImageDataset(test.path, None, base_size_for(32), build_eval_transform(32))
-    loader = make_loader(ds, 5, shuffle=False, seed=0, workers=0, device=torch.device("cpu"))
-    plain, rows, _ = evaluate(step, loader, norm)
-    both, rows2, _ = evaluate(step, loader, norm, hflip=True)
+    loader = make_loader(ds, 5, shuffle=False, seed=0, workers=0, runtime=Runtime(torch.device("cpu"), torch.float32))
+    first, second = evaluate(model, loader, norm, amp), evaluate(model, loader, norm, amp, hflip=True)
+    plain, rows, both, rows2 = first.probs, first.rows, second.probs, second.rows
     x = norm(torch.stack([ds[i][0] for i in range(len(ds))]))
     with torch.no_grad():
         mirrored = torch.sigmoid(model(torch.flip(x, dims=[3])).view(-1)).numpy()

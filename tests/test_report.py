@@ -55,6 +55,9 @@ def _copy_run(tiny_run: Path, run_dir: Path, files=("config.json", "metrics.csv"
     run_dir.mkdir(parents=True)
     for name in files:
         shutil.copy(tiny_run / name, run_dir / name)
+    for marker in tiny_run.glob("fold*/oof.csv"):  # the folds count as trained
+        (run_dir / marker.parent.name).mkdir()
+        shutil.copy(marker, run_dir / marker.parent.name / marker.name)
     return run_dir
 
 
@@ -145,8 +148,8 @@ def test_list_runs_best_first_unfinished_last(tiny_run, tmp_path):
     assert list(df.run) == ["best", "good-tie", "good", "aaa-unfinished"]
     assert list(df.status) == ["done", "done", "done", "unfinished"]
     assert list(df.log_loss[:3]) == [0.20, 0.30, 0.30] and math.isnan(df.log_loss[3])
-    config = json.loads((tiny_run / "config.json").read_text())["config"]
-    assert (df.arch == config["arch"]).all() and (df.folds == len(config["folds"])).all()
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert (df.arch == config["recipe"]["arch"]).all() and (df.folds == len(config["folds"])).all()
 
 
 def test_list_runs_of_nothing(tmp_path):

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import pipeline.training as training
+from pipeline.engine import MIN_DELTA
 from pipeline.errors import ConfigError
+from pipeline.rundir import METRIC_COLUMNS, RunDir
 from pipeline.training import Interrupted, run
 from tests.conftest import tiny_config
 
@@ -17,10 +19,10 @@ def test_run_folder_is_complete_and_consistent(tiny_run, sample_data):
     folds = pd.read_csv(sample_data / "folds.csv")
     for k in range(3):
         best = torch.load(tiny_run / f"fold{k}" / "best.pt", weights_only=False)
-        assert {"model", "epoch", "metrics", "config"} <= set(best)
+        assert {"model", "epoch", "metrics", "recipe"} <= set(best)
         assert (tiny_run / f"fold{k}" / "last.pt").exists()
     metrics = pd.read_csv(tiny_run / "metrics.csv")
-    assert list(metrics.columns) == training.METRIC_COLUMNS
+    assert list(metrics.columns) == METRIC_COLUMNS
     assert sorted(zip(metrics.fold, metrics.epoch)) == [(k, e) for k in range(3) for e in range(2)]
     assert (metrics.images_per_s > 0).all()
     oof = pd.read_csv(tiny_run / "oof.csv")
@@ -34,7 +36,7 @@ def test_run_folder_is_complete_and_consistent(tiny_run, sample_data):
         assert cv["folds"][str(k)]["accuracy"] == pytest.approx(((part.prob_dog >= 0.5) == part.label).mean())
         assert cv["folds"][str(k)]["n"] == len(part)
     config = json.loads((tiny_run / "config.json").read_text())
-    assert config["config"]["seed"] == 0 and config["environment"]["torch"] == torch.__version__
+    assert config["recipe"]["seed"] == 0 and config["environment"]["torch"] == torch.__version__
 
 
 def _metrics(run_dir):
@@ -56,24 +58,24 @@ def test_resume_after_a_finished_fold_and_mid_fold(data_copy, tmp_path, monkeypa
     runs = tmp_path / "runs"
     run(tiny_config(data_copy, runs, run_name="straight", epochs=3))
 
-    real_append = training._append_metrics
+    real_append = RunDir.append_metrics
 
-    def interrupt_fold1_epoch1(csv, row):
+    def interrupt_fold1_epoch1(run_dir, row):
         if row["fold"] == 1 and row["epoch"] == 1:
             raise KeyboardInterrupt
-        real_append(csv, row)
+        real_append(run_dir, row)
 
-    monkeypatch.setattr(training, "_append_metrics", interrupt_fold1_epoch1)
+    monkeypatch.setattr(RunDir, "append_metrics", interrupt_fold1_epoch1)
     with pytest.raises(Interrupted, match="--resume"):
         run(tiny_config(data_copy, runs, run_name="cut", epochs=3))
     assert not (runs / "cut" / "oof.csv").exists()
     fold0_mtime = (runs / "cut" / "fold0" / "best.pt").stat().st_mtime_ns
-    monkeypatch.setattr(training, "_append_metrics", real_append)
+    monkeypatch.setattr(RunDir, "append_metrics", real_append)
 
     trained = []
     real_fold = training.train_fold
     monkeypatch.setattr(training, "train_fold", lambda cfg, k, *a: trained.append(k) or real_fold(cfg, k, *a))
-    run(tiny_config(data_copy, runs, run_name="cut"), resume=True)
+    run(tiny_config(data_copy, runs, run_name="cut", epochs=3), resume=True)  # the same recipe (issue 9)
     assert trained == [1, 2]  # fold 0 was not retrained
     assert (runs / "cut" / "fold0" / "best.pt").stat().st_mtime_ns == fold0_mtime
     # the resumed run continued fold 1 from its epoch 0 and reproduces the uninterrupted run exactly
@@ -97,7 +99,7 @@ def test_early_stopping_ends_a_fold(data_copy, tmp_path):
     assert len(metrics) < 30
     best_loss, best_epoch = float("inf"), -1
     for epoch, loss in enumerate(metrics.val_loss):
-        if loss < best_loss - training.MIN_DELTA:
+        if loss < best_loss - MIN_DELTA:
             best_loss, best_epoch = loss, epoch
     assert len(metrics) - 1 - best_epoch == 1  # stopped one epoch after the last improvement
     best = torch.load(runs / "es" / "fold0" / "best.pt", weights_only=False)

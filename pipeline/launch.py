@@ -1,0 +1,95 @@
+"""``pipeline train --nproc N``: the same training on N processes of this machine, through torch's own
+elastic launcher (what torchrun runs), with a standalone rendezvous on a free port.
+
+The launcher creates (or reopens) the run folder and holds its lock first, so every error a user
+can cause is one line before any process starts, and every worker, and every restart of the
+workers, joins that one run; a restart continues from the last finished epochs (``--max-restarts``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.runtime import Runtime, launched_world
+from pipeline.training import Interrupted, TrainRequest, prepare_run, requested_settings, run
+
+_logger = logging.getLogger(__name__)
+
+
+def _worker(request: TrainRequest, log_level: int):
+    """One training process. A user error comes back as a value, so the launcher shows it as one
+    line and does not restart workers that would only fail the same way."""
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=log_level, format="%(message)s", force=True,
+                        handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
+    try:
+        return {"cv": run(request)}
+    except PipelineError as exc:
+        return {"error": exc}
+
+
+def launch(request: TrainRequest, nproc: int, max_restarts: int = 0) -> dict:
+    """Train on ``nproc`` local processes; returns the cv.json content.
+
+    Args:
+        request: as for :func:`pipeline.training.run`.
+        nproc: processes to start (one per GPU on a GPU machine; up to the cores on a CPU).
+        max_restarts: how often the workers are started again after one of them fails; each
+            restart continues the run from its last finished epochs.
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if nproc < 1 or max_restarts < 0:
+        raise ConfigError(f"--nproc must be at least 1 and --max-restarts zero or more, got {nproc} and {max_restarts}.")
+    if launched_world() > 1:
+        raise ConfigError("This process was itself started by torchrun; drop --nproc (torchrun already starts the "
+                          "processes).")
+    settings = requested_settings(request)
+    rt = Runtime.from_env(settings.device, settings.precision)
+    if rt.device.type == "cuda":
+        import torch
+
+        if nproc > torch.cuda.device_count():
+            raise ConfigError(f"--nproc {nproc} needs {nproc} GPUs but {torch.cuda.device_count()} are visible; "
+                              "start at most one process per GPU.")
+    run_dir, lock = prepare_run(request, rt)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = settings.threads or max(1, cores // nproc)
+    worker_request = TrainRequest(settings={"run_name": run_dir.name, "runs_dir": str(run_dir.path.parent),
+                                            "threads": threads}, attach=True)
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=max_restarts,
+                          monitor_interval=0.5, start_method="spawn")
+    old_omp = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        results = elastic_launch(config, _worker)(worker_request, logging.getLogger().getEffectiveLevel())
+    except (KeyboardInterrupt, SignalException):
+        raise Interrupted(f"Interrupted; finished epochs are saved. Continue with `pipeline train --run-name "
+                          f"{run_dir.name} --resume --nproc {nproc}`.") from None
+    except ChildFailedError as exc:
+        failure = next(iter(exc.failures.values()))
+        raise PipelineError(f"A training process failed ({exc.name}, rank {failure.rank}, exit code "
+                            f"{failure.exitcode}{'' if max_restarts else '; no restarts left'}): "
+                            f"{failure.message or 'see the log above'}; finished epochs are saved, continue with "
+                            f"`pipeline train --run-name {run_dir.name} --resume --nproc {nproc}`.") from None
+    finally:
+        if old_omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = old_omp
+        if lock is not None:
+            lock.release()
+        rt.close()
+    errors = [r["error"] for _, r in sorted(results.items()) if "error" in r]
+    if errors:
+        raise errors[0]
+    return results[0]["cv"]
+

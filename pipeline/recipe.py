@@ -1,0 +1,140 @@
+"""What is learned: the recipe of a run, as a dataclass, and named recipes as TOML files.
+
+A recipe reproduces a score on any machine; where and how it runs is ``runtime.RunSettings``.
+Named recipes ship in ``pipeline/recipes/<name>.toml``; a recipe file holds recipe fields only,
+and options given on the command line override it. The resolved recipe is saved in the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+MAX_IMG_SIZE = 1024  # the competitions' photos are at most ~1,050 px; more only upsamples
+
+
+@dataclass
+class Recipe:
+    """The fields of a recipe; None means "chosen from the architecture" (see :meth:`resolved`)."""
+
+    arch: str = "lenet"
+    img_size: int | None = None  # None: 64 for LeNet, the model's pretrained size otherwise
+    epochs: int = 20
+    batch_size: int = 64  # images per optimizer step, over all processes together
+    lr: float | None = None  # None: 1e-3 from scratch, 3e-4 when starting from weights
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"  # adamw | sgd
+    schedule: str = "cosine"  # cosine (linear warm-up, cosine decay) | onecycle
+    warmup_epochs: float = 1.0
+    patience: int = 5  # epochs without a better validation loss before stopping; 0 = never stop early
+    augment: str = "light"  # none | light
+    drop_rate: float = 0.0  # dropout before the classifier of timm models
+    pretrained: bool = False
+    weights: str | None = None
+    seed: int = 0
+
+    def resolved(self) -> "Recipe":
+        """A copy with every ``None`` default filled in and every value checked."""
+        from pipeline.images import AUGMENT_PRESETS
+        from pipeline.models import check_arch, default_img_size
+
+        r = dataclasses.replace(self)
+        check_arch(r.arch)
+        r.img_size = r.img_size or default_img_size(r.arch)
+        r.lr = r.lr if r.lr is not None else (3e-4 if (r.pretrained or r.weights) else 1e-3)
+        for name, allowed in [("optimizer", ("adamw", "sgd")), ("schedule", ("cosine", "onecycle")),
+                              ("augment", AUGMENT_PRESETS)]:
+            if getattr(r, name) not in allowed:
+                raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(r, name)!r}.")
+        checks = [("epochs", r.epochs >= 1, "at least 1"), ("batch-size", r.batch_size >= 1, "at least 1"),
+                  ("lr", r.lr > 0, "above 0"), ("weight-decay", r.weight_decay >= 0, "zero or more"),
+                  ("warmup-epochs", r.warmup_epochs >= 0, "zero or more"),
+                  ("patience", r.patience >= 0, "zero or more"), ("drop-rate", 0 <= r.drop_rate < 1, "in [0, 1)"),
+                  ("img-size", 32 <= r.img_size <= MAX_IMG_SIZE, f"between 32 and {MAX_IMG_SIZE} pixels")]
+        for name, ok, what in checks:
+            if not ok:
+                raise ConfigError(f"--{name} must be {what}, got {getattr(r, name.replace('-', '_'))}.")
+        if r.pretrained and r.weights:
+            raise ConfigError("Use either --pretrained or --weights FILE, not both.")
+        return r
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+
+
+def named_recipes() -> dict[str, Path]:
+    """The recipes shipped with the package, by name."""
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.toml"))}
+
+
+def recipe_summary(path: Path) -> str:
+    """The first comment line of a recipe file (its one-line description)."""
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def _check_type(name: str, value, source: str):
+    """``value`` converted to the type of recipe field ``name``; ConfigError when it cannot be."""
+    hint = typing.get_type_hints(Recipe)[name]
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for t in allowed:
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is not type(None) and isinstance(value, t) and not (t is int and isinstance(value, bool)):
+            return value
+    names = " or ".join(t.__name__ for t in allowed if t is not type(None))
+    raise ConfigError(f"{source}: {name} must be {names}, got {value!r}.")
+
+
+def check_fields(fields: dict, source: str) -> dict:
+    """``fields`` with every name checked against the recipe and every value against its type."""
+    out = {}
+    for name, value in fields.items():
+        if name not in FIELDS:
+            close = difflib.get_close_matches(name, FIELDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{source}: unknown recipe field {name!r}{hint}; the fields are "
+                              f"{', '.join(FIELDS)}.")
+        out[name] = _check_type(name, value, source)
+    return out
+
+
+def load_recipe_file(name_or_path: str | Path) -> dict:
+    """The fields of a named recipe (``finetune``) or of a TOML file, checked."""
+    path = Path(name_or_path)
+    named = named_recipes()
+    if str(name_or_path) in named:
+        path = named[str(name_or_path)]
+    elif not path.is_file():
+        close = difflib.get_close_matches(str(name_or_path), named, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"No recipe {str(name_or_path)!r}{hint}: give a file or one of {', '.join(named)} "
+                          "(`pipeline recipes` lists them).")
+    try:
+        fields = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Recipe {path} is not valid TOML ({exc}).") from None
+    return check_fields(fields, f"recipe {path}")
+
+
+def build_recipe(name: str | Path | None = None, overrides: dict | None = None) -> Recipe:
+    """The recipe ``name`` (a named recipe or a TOML file; None: the defaults) with ``overrides`` on top,
+    resolved and checked."""
+    fields = load_recipe_file(name) if name is not None else {}
+    fields |= check_fields(overrides or {}, "command line")
+    return Recipe(**fields).resolved()

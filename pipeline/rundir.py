@@ -1,0 +1,252 @@
+"""The run folder ``runs/<name>/``: the only code that knows its layout.
+
+::
+
+    config.json        the resolved recipe and run settings, the folds, versions, device, resumes
+    folds.csv          the folds this run trains on (its own copy: a later re-split does not touch it)
+    metrics.csv        one row per fold and epoch
+    fold<k>/last.pt    full state after the last finished epoch (model, optimizer, scheduler, ...)
+    fold<k>/best.pt    the weights with the lowest validation loss, with epoch, metrics and recipe
+    fold<k>/oof.csv    that fold's validation predictions from best.pt; its presence marks the fold done
+    oof.csv            path,label,fold,prob_dog for every training image of the trained folds
+    cv.json            accuracy, log-loss and ROC-AUC per fold and overall
+    test_probs.csv     after ``predict``: id, prob_dog and one column per fold (+ test_probs.json)
+    report/            the HTML report and its figures
+    .lock              held by the process that trains the run (an advisory file lock)
+
+Training, inference, the report and the CLI ask this module for paths and facts; none spells a
+file name itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pandas as pd
+from filelock import FileLock, Timeout
+
+from pipeline.errors import ConfigError, DataError
+from pipeline.fileio import write_csv, write_json
+
+METRIC_COLUMNS = ["fold", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_logloss",
+                  "lr", "images_per_s", "seconds"]
+
+
+class RunBusy(ConfigError):
+    """Another process holds the run's lock."""
+
+
+class RunDir:
+    """One run folder.
+
+    Args:
+        path: the folder (it need not exist yet).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RunDir) and self.path.resolve() == other.path.resolve()
+
+    def __hash__(self) -> int:
+        return hash(self.path.resolve())
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # ---- file names ----------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def folds_path(self) -> Path:
+        return self.path / "folds.csv"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def oof_path(self) -> Path:
+        return self.path / "oof.csv"
+
+    @property
+    def cv_path(self) -> Path:
+        return self.path / "cv.json"
+
+    @property
+    def test_probs_path(self) -> Path:
+        return self.path / "test_probs.csv"
+
+    @property
+    def test_note_path(self) -> Path:
+        return self.path / "test_probs.json"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / "report"
+
+    def fold_dir(self, k: int) -> Path:
+        return self.path / f"fold{k}"
+
+    def best(self, k: int) -> Path:
+        return self.fold_dir(k) / "best.pt"
+
+    def last(self, k: int) -> Path:
+        return self.fold_dir(k) / "last.pt"
+
+    def fold_oof(self, k: int) -> Path:
+        return self.fold_dir(k) / "oof.csv"
+
+    # ---- config --------------------------------------------------------------------------
+    def exists(self) -> bool:
+        """Whether the run has been created (it has a config.json)."""
+        return self.config_path.exists()
+
+    def config(self) -> dict:
+        """config.json, in today's layout (``recipe``, ``settings``, ``folds``, ``n_folds``, ...)."""
+        if not self.exists():
+            raise ConfigError(f"{self.path} is not a run folder (no config.json).")
+        return _upgrade(json.loads(self.config_path.read_text()))
+
+    def write_config(self, config: dict) -> None:
+        write_json(self.config_path, config)
+
+    def recipe(self):
+        """The run's resolved :class:`pipeline.recipe.Recipe`."""
+        from pipeline.recipe import FIELDS, Recipe
+
+        return Recipe(**{k: v for k, v in self.config()["recipe"].items() if k in FIELDS})
+
+    def settings(self):
+        """The run's :class:`pipeline.runtime.RunSettings`."""
+        from pipeline.runtime import RunSettings
+
+        return RunSettings.from_dict(self.config()["settings"])
+
+    # ---- folds and progress --------------------------------------------------------------
+    def selected_folds(self) -> list[int]:
+        """The folds the run trains (all of them unless ``--folds`` chose some)."""
+        return list(self.config()["folds"])
+
+    def finished_folds(self) -> list[int]:
+        """Folds whose training is complete (their oof.csv exists), in order."""
+        return [k for k in self.selected_folds() if self.fold_oof(k).exists()]
+
+    def missing_folds(self) -> list[int]:
+        return [k for k in self.selected_folds() if not self.fold_oof(k).exists()]
+
+    def is_finished(self) -> bool:
+        """Every selected fold is trained and the CV score is written."""
+        return self.exists() and self.cv_path.exists() and not self.missing_folds()
+
+    def read_folds(self) -> pd.DataFrame:
+        """The run's own folds (path,label,fold): the truth for this run, whatever data/folds.csv says now."""
+        if not self.folds_path.exists():
+            raise DataError(f"Run {self.name} has no folds.csv; it was not created completely: delete "
+                            f"{self.path} and train again.")
+        return pd.read_csv(self.folds_path)
+
+    def read_metrics(self) -> pd.DataFrame:
+        return pd.read_csv(self.metrics_path) if self.metrics_path.exists() else pd.DataFrame(columns=METRIC_COLUMNS)
+
+    def read_oof(self) -> pd.DataFrame:
+        if not self.oof_path.exists():
+            raise ConfigError(f"Run {self.name} has no oof.csv; finish its training first "
+                              f"(`pipeline train --run-name {self.name} --resume`).")
+        return pd.read_csv(self.oof_path)
+
+    def read_cv(self) -> dict | None:
+        return json.loads(self.cv_path.read_text()) if self.cv_path.exists() else None
+
+    def append_metrics(self, row: dict) -> None:
+        """Add one epoch's row (a resumed epoch replaces its row and every later one of that fold).
+
+        Several processes may train folds of one run at once: the read-and-rewrite is done under a
+        lock, and the file is replaced atomically so an interrupt never truncates it.
+        """
+        with FileLock(self.path / ".metrics.lock"):
+            old = self.read_metrics()
+            old = old[~((old.fold == row["fold"]) & (old.epoch >= row["epoch"]))]
+            rows = [r for r in (old, pd.DataFrame([row])) if not r.empty]
+            write_csv(self.metrics_path, pd.concat(rows, ignore_index=True)[METRIC_COLUMNS])
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """``(fold, best.pt)`` of every finished fold."""
+        return [(k, self.best(k)) for k in self.finished_folds()]
+
+    # ---- the lock ------------------------------------------------------------------------
+    def lock(self, wait: float = 0) -> FileLock:
+        """Take the run's lock (held while the run trains); RunBusy when another process holds it.
+
+        Args:
+            wait: seconds to wait for it (0: refuse at once).
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.path / ".lock")
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout:
+            owner = (self.path / ".lock.owner").read_text().strip() if (self.path / ".lock.owner").exists() else "?"
+            raise RunBusy(f"Run {self.name} is being trained by another process ({owner}); wait for it to "
+                          f"finish or stop it, or pick another --run-name.") from None
+        (self.path / ".lock.owner").write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        return lock
+
+
+def _upgrade(config: dict) -> dict:
+    """Runs written before recipes and settings were split kept one flat ``config``; split it."""
+    if "recipe" in config:
+        return config
+    from pipeline.recipe import FIELDS
+    from pipeline.runtime import RunSettings
+
+    flat = dict(config.get("config", {}))
+    settings = RunSettings.from_dict(flat)
+    return config | {"recipe": {k: v for k, v in flat.items() if k in FIELDS},
+                     "settings": vars(settings), "folds": flat.get("folds") or []}
+
+
+# ---- finding runs --------------------------------------------------------------------------
+def all_runs(runs_dir: str | os.PathLike) -> list[RunDir]:
+    """Every run folder under ``runs_dir``, oldest first (by the modification time of config.json)."""
+    found = [RunDir(p.parent) for p in Path(runs_dir).glob("*/config.json")]
+    return sorted(found, key=lambda r: r.config_path.stat().st_mtime)
+
+
+def find_run(runs_dir: str | os.PathLike, name: str | os.PathLike | None = None, *,
+             finished: bool = True) -> RunDir:
+    """The run ``name`` (a folder or a name under ``runs_dir``) or, when None, the newest one.
+
+    Args:
+        runs_dir: where run folders live.
+        name: a run folder or a run name; None: the newest run.
+        finished: with no name, pick the newest finished run (every fold trained), not a half-done one.
+    """
+    runs_dir = Path(runs_dir)
+    if name:
+        run = RunDir(name) if RunDir(name).exists() else RunDir(runs_dir / name)
+        if not run.exists():
+            raise ConfigError(f"No run {str(name)!r} in {runs_dir} (no config.json there).")
+        return run
+    runs = all_runs(runs_dir)
+    if not runs:
+        raise ConfigError(f"No runs in {runs_dir}; train one with `pipeline train` first.")
+    if not finished:
+        return runs[-1]
+    done = [r for r in runs if r.is_finished()]
+    if not done:
+        newest = runs[-1]
+        raise ConfigError(f"No run in {runs_dir} has finished every fold (the newest, {newest.name}, lacks folds "
+                          f"{', '.join(map(str, newest.missing_folds())) or '-'}); finish one with "
+                          f"`pipeline train --run-name NAME --resume`, or name a run with --run and pass --partial.")
+    return done[-1]
