@@ -12,9 +12,10 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, storage_error
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cats-vs-dogs competition pipeline: download -> train (k-fold) -> predict -> submit.")
@@ -56,17 +57,27 @@ RunsDir = Annotated[Path, typer.Option(help="Where run folders live.")]
 
 
 def friendly(fn):
-    """Turn the errors a user can cause into one red line and a non-zero exit."""
+    """Turn the errors a user can cause into one red line and a non-zero exit.
+
+    A full disk or an unwritable folder (an OSError no stage turned into a PipelineError) gets the
+    sentence of ``pipeline.errors.storage_error``; any other OSError keeps its traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except PipelineError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             from pipeline.training import Interrupted
 
             raise typer.Exit(130 if isinstance(exc, Interrupted) else 1) from None
+        except OSError as exc:
+            error = storage_error(exc)
+            if error is None:
+                raise
+            err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]; files already written are complete.")
             raise typer.Exit(130) from None

@@ -115,8 +115,16 @@ def fetch(url: str, dest_dir: str | os.PathLike, *, filename: str | None = None,
     dest_dir.mkdir(parents=True, exist_ok=True)
     with _progress(progress) as bar:
         task = bar.add_task(name, total=None)
-        _download(url, part, name, lambda **kw: bar.update(task, **kw),
-                  retries=retries, backoff=backoff, timeout=timeout)
+        try:
+            _download(url, part, name, lambda **kw: bar.update(task, **kw),
+                      retries=retries, backoff=backoff, timeout=timeout)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            have = part.stat().st_size if part.exists() else 0
+            raise StorageError(f"No space left on the device while downloading {name}: the partial download {part} "
+                               f"({have:,} bytes) is kept, and the same command resumes it once you have freed some "
+                               "space.") from None
     if expected is not None:
         actual = sha256_file(part)
         if actual != expected:
