@@ -134,8 +134,12 @@ def split(
 def _print_catalog(s: dict) -> None:
     console.print(f"train: {s['train']} images ({s['cats']} cats, {s['dogs']} dogs) -> {s['train_csv']}")
     console.print(f"test:  {s['test']} images -> {s['test_csv']}")
-    if s["problems"]:
-        console.print(f"[yellow]left out: {s['problems']} files (unreadable or unlabelled), listed in "
+    unreadable = s.get("test_unreadable", 0)
+    if unreadable:
+        console.print(f"[yellow]test:  {unreadable} of them unreadable: kept (readable=False) so their ids are "
+                      f"submitted with a neutral prediction, listed in {s['problems_csv']}[/]")
+    if s["problems"] - unreadable:
+        console.print(f"[yellow]left out: {s['problems'] - unreadable} files (unreadable or unlabelled), listed in "
                       f"{s['problems_csv']}[/]")
     console.print(f"folds: {s['folds']} folds, {s['dup_groups']} duplicate groups -> {s['folds_csv']}")
 

@@ -34,6 +34,7 @@ def download(*, source: str | None, urls: list[str], from_paths: list[Path], dat
     paths = write_catalog(catalog, data_dir)
     summary = {"train": len(catalog.train), "cats": int((catalog.train.label == 0).sum()),
                "dogs": int((catalog.train.label == 1).sum()), "test": len(catalog.test),
+               "test_unreadable": int((~catalog.test.readable.astype(bool)).sum()),
                "problems": len(catalog.problems), "skipped": catalog.skipped,
                "train_csv": paths["train"], "test_csv": paths["test"], "problems_csv": paths["problems"],
                "folds": 0, "dup_groups": 0, "folds_csv": None}

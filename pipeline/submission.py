@@ -79,6 +79,9 @@ def parse_image_id(name: str) -> int:
 def read_test_ids(test_csv: str | Path) -> list[int]:
     """The ids of the test catalogue ``data/test.csv`` (``id,path``), sorted.
 
+    Every id, including the photos the catalogue marks unreadable (``readable`` False): the
+    competition expects a row for each of them all the same.
+
     Args:
         test_csv: the catalogue written by ``pipeline download``.
     """
