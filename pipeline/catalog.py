@@ -178,9 +178,14 @@ def write_catalog(catalog: Catalog, data_dir: Path) -> dict[str, Path]:
     out = {
         "train": write_csv(data_dir / "train.csv", catalog.train),
         "test": write_csv(data_dir / "test.csv", catalog.test),
-        "problems": write_csv(data_dir / "catalog_problems.csv", catalog.problems),
+        "problems": write_problems(catalog, data_dir),
     }
     return out
+
+
+def write_problems(catalog: Catalog, data_dir: Path) -> Path:
+    """Write only catalog_problems.csv (path, reason) into ``data_dir``; return its path."""
+    return write_csv(Path(data_dir) / "catalog_problems.csv", catalog.problems)
 
 
 def read_train(data_dir: Path) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from tests.conftest import SAMPLE
+from tests.images import sample_jpeg
 
 runner = CliRunner()
 
@@ -49,6 +51,30 @@ def test_split_rebuilds_folds(workdir):
     assert r.exit_code == 0, r.output
     assert sorted(pd.read_csv(workdir / "data/folds.csv").fold.unique()) == [0, 1, 2, 3]
     invoke("split", "--folds", "3", "--data-dir", workdir / "data")  # back as the other tests expect
+
+
+@pytest.mark.parametrize("extra, counts", [
+    ({}, "3 image files: 3 test photos (numeric names), 0 unlabelled, 0 unreadable"),
+    ({"train/holiday.jpg": sample_jpeg(3), "train/cat.9.jpg": sample_jpeg(4)[:500]},
+     "5 image files: 3 test photos (numeric names), 1 unlabelled, 1 unreadable"),
+], ids=["only-numeric-names", "numeric-unlabelled-and-unreadable"])
+def test_download_with_no_labelled_training_photo_is_one_line_and_keeps_the_catalogue(data_copy, tmp_path,
+                                                                                      extra, counts):
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for i in range(3):
+            z.writestr(f"test/{i}.jpg", sample_jpeg(i))
+        for name, data in extra.items():
+            z.writestr(name, data)
+    before = {n: (data_copy / n).read_bytes() for n in ("train.csv", "test.csv", "folds.csv")}
+    r = invoke("download", "--from", archive, "--data-dir", data_copy, "--no-progress")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    (line,) = r.output.strip().splitlines()
+    assert line.startswith("error: No labelled training photo among the " + counts)
+    assert "cat.<n>.jpg / dog.<n>.jpg or sit in cats/ and dogs/ folders" in line
+    assert str(data_copy / "catalog_problems.csv") in line
+    assert {n: (data_copy / n).read_bytes() for n in before} == before  # the good catalogue is left alone
+    assert len(pd.read_csv(data_copy / "catalog_problems.csv")) == len(extra)
 
 
 def test_train_prints_cv_and_writes_the_run(workdir):
