@@ -264,16 +264,24 @@ def validate(
     test: Annotated[Path, typer.Option(help="The test catalogue (id,path) the ids must match.")] = Path("data/test.csv"),
     format: Annotated[Fmt, typer.Option("--format", help="Submission format.")] = Fmt.course,
 ):
-    """Check a submission: header, every test id exactly once, integer ids, valid labels, row count."""
-    from pipeline.submission import read_test_ids, validate_submission
+    """Check a submission: header, every test id exactly once, integer ids, valid labels, row count.
 
-    problems = validate_submission(submission, read_test_ids(test), format.value)
-    if problems:
-        err_console.print(f"[bold red]invalid:[/] {submission}: {len(problems)} problem(s)", highlight=False)
-        for p in problems:
-            err_console.print(f"  - {p}", highlight=False)
+    Defects the competition's checker tolerates (a byte-order mark on Kaggle, CRLF line ends) are
+    printed as warnings and do not make the file invalid.
+    """
+    from pipeline.submission import check_submission, read_test_ids
+
+    result = check_submission(submission, read_test_ids(test), format.value)
+    for w in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    if result.problems:
+        err_console.print(f"[bold red]invalid:[/] {escape(str(submission))}: {len(result.problems)} problem(s)",
+                          highlight=False)
+        for p in result.problems:
+            err_console.print(f"  - {escape(p)}", highlight=False)
         raise typer.Exit(1)
-    console.print(f"valid: {submission} ({format.value} format)")
+    warned = f" with {len(result.warnings)} warning(s)" if result.warnings else ""
+    console.print(f"valid: {escape(str(submission))} ({format.value} format){warned}")
 
 
 @app.command("score")

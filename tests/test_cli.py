@@ -108,6 +108,22 @@ def test_validate_lists_the_problems(workdir):
     assert "invalid" in r.output and "more than once: 0" in r.output and "missing" in r.output and "not 0 or 1" in r.output
 
 
+def test_validate_prints_warnings_and_still_passes(tmp_path):
+    test_csv = tmp_path / "test.csv"
+    test_csv.write_text("id,path\n0,test/0.jpg\n1,test/1.jpg\n")
+    crlf = tmp_path / "crlf.csv"
+    crlf.write_bytes(b"id,label\r\n0,1\r\n1,0\r\n")
+    r = invoke("validate", crlf, "--test", test_csv)
+    assert r.exit_code == 0, r.output
+    assert "warning: The lines end in CRLF" in r.output and f"valid: {crlf} (course format) with 1 warning" in r.output
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfid,label\n0,1\n1,0\n")
+    r = invoke("validate", bom, "--test", test_csv, "--format", "kaggle")
+    assert r.exit_code == 0 and "warning: The file starts with a UTF-8 byte-order mark" in r.output
+    r = invoke("validate", bom, "--test", test_csv)  # the course format is strict
+    assert r.exit_code == 1 and "invalid:" in r.output and "byte-order mark" in r.output
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_request_without_cuda_is_one_clear_line(workdir):
     r = invoke("train", "--device", "cuda", "--run-name", "nocuda", "--no-progress")
