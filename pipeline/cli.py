@@ -229,7 +229,7 @@ def predict(
     format: Annotated[Fmt, typer.Option("--format", help="course (猫狗大战: id,label 0/1), kaggle (Dogs vs. Cats: "
                                         "0/1), redux (probabilities, clipped).")] = Fmt.course,
     threshold: Annotated[float, typer.Option(help="P(dog) at or above which label is 1 (0/1 formats).")] = 0.5,
-    eps: Annotated[float, typer.Option(help="Clip probabilities to [eps, 1-eps] (redux).")] = 0.005,
+    eps: Annotated[float, typer.Option(help="Clip probabilities to \\[eps, 1-eps] (redux).")] = 0.005,
     out: Annotated[Optional[Path], typer.Option(help="Submission path (default: submissions/<runs>-<time>.csv).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
     device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,

@@ -108,6 +108,12 @@ def test_validate_lists_the_problems(workdir):
     assert "invalid" in r.output and "more than once: 0" in r.output and "missing" in r.output and "not 0 or 1" in r.output
 
 
+def test_help_keeps_square_brackets():
+    r = invoke("predict", "--help")
+    text = " ".join(r.output.replace("│", " ").split())  # the help box may wrap a line anywhere
+    assert r.exit_code == 0 and "Clip probabilities to [eps, 1-eps] (redux)." in text
+
+
 def test_validate_prints_warnings_and_still_passes(tmp_path):
     test_csv = tmp_path / "test.csv"
     test_csv.write_text("id,path\n0,test/0.jpg\n1,test/1.jpg\n")
