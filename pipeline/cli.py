@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -326,8 +327,19 @@ def runs(runs_dir: RunsDir = Path("runs")):
     for col in df.columns:
         table.add_column(col, justify="right")
     for row in df.itertuples(index=False):
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+        table.add_row(*[_run_cell(col, v) for col, v in zip(df.columns, row)])
     console.print(table)
+
+
+def _run_cell(column: str, value) -> str:
+    """One cell of the runs table: scores with four decimals, counts as integers, ``-`` where there is none."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"  # an unfinished run has no scores; a run without config.json has no settings
+    if column in ("accuracy", "log_loss", "roc_auc"):
+        return f"{value:.4f}"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a column holding a missing value is float: 3.0 folds is 3
+    return escape(str(value))
 
 
 @app.command()

@@ -1,5 +1,6 @@
 """The commands as a user types them (typer's CliRunner), and the demo through the installed entry point."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -106,6 +107,24 @@ def test_validate_lists_the_problems(workdir):
     r = invoke("validate", bad, "--test", workdir / "data/test.csv")
     assert r.exit_code == 1
     assert "invalid" in r.output and "more than once: 0" in r.output and "missing" in r.output and "not 0 or 1" in r.output
+
+
+def test_runs_shows_a_dash_for_what_an_unfinished_run_lacks(tiny_run, tmp_path):
+    runs = tmp_path / "runs"
+    for name, files in (("done", ("config.json", "cv.json")), ("half", ("config.json",))):
+        (runs / name).mkdir(parents=True)
+        for f in files:
+            shutil.copy(tiny_run / f, runs / name / f)
+    r = invoke("runs", "--runs-dir", runs)
+    assert r.exit_code == 0 and "nan" not in r.output.lower()
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.split("│")[1:-1]]
+                                          for line in r.output.splitlines() if line.startswith("│"))}
+    assert set(rows) == {"done", "half"}
+    header = [c.strip() for c in next(line for line in r.output.splitlines() if "┃" in line).split("┃")[1:-1]]
+    scores = [i for i, h in enumerate(header) if h.startswith(("accu", "log", "roc"))]
+    assert len(scores) == 3 and [rows["half"][i] for i in scores] == ["-", "-", "-"]
+    assert all(rows["done"][i] not in ("", "-") for i in scores)
+    assert rows["half"][header.index("folds")] == "3"  # a count, not 3.0000
 
 
 def test_help_keeps_square_brackets():
