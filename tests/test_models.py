@@ -77,6 +77,7 @@ def test_pretrained_without_network_names_the_offline_route(tmp_path, monkeypatc
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     with pytest.raises(ConfigError, match="--weights FILE"):
         build_model("resnet18", 64, pretrained=True)
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # switched on for the call only, then put back
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
