@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline.errors import ConfigError
 from pipeline.models import build_model, check_arch, load_weights
@@ -17,8 +18,14 @@ def test_each_architecture_takes_a_training_step_on_cpu(arch, size):
     y = torch.tensor([0.0, 1.0, 0.0, 1.0])
     before = [p.detach().clone() for p in model.parameters()]
     model.train()
+    torch.manual_seed(1)
+    with torch.no_grad():  # the same forward pass the step makes: same dropout masks, batch statistics
+        expected = step.logits(x)
+    torch.manual_seed(1)
     loss, correct = step.train(x, y, opt, sched)
-    assert loss > 0 and 0 <= correct <= 4
+    # the step reports the loss and the right answers (logit > 0 means dog) of the batch it learned from
+    assert loss == pytest.approx(F.binary_cross_entropy_with_logits(expected, y).item(), rel=1e-5)
+    assert correct == int(((expected > 0) == (y == 1)).sum())
     assert step.logits(x).shape == (4,)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
