@@ -47,11 +47,15 @@ def test_download_writes_catalogue_and_folds(workdir):
     assert sorted(folds.fold.unique()) == [0, 1, 2]
 
 
-def test_split_rebuilds_folds(workdir):
-    r = invoke("split", "--folds", "4", "--seed", "3", "--data-dir", workdir / "data")
+def test_split_rebuilds_folds(workdir, tmp_path):
+    data = tmp_path / "data"  # a private data folder: the module's shared one stays as the other tests expect
+    data.mkdir()
+    shutil.copy(workdir / "data/train.csv", data / "train.csv")
+    r = invoke("split", "--folds", "4", "--seed", "3", "--data-dir", data)
     assert r.exit_code == 0, r.output
-    assert sorted(pd.read_csv(workdir / "data/folds.csv").fold.unique()) == [0, 1, 2, 3]
-    invoke("split", "--folds", "3", "--data-dir", workdir / "data")  # back as the other tests expect
+    assert r.output.startswith("600 images in 4 folds") and str(data / "folds.csv") in r.output
+    assert sorted(pd.read_csv(data / "folds.csv").fold.unique()) == [0, 1, 2, 3]
+    assert sorted(pd.read_csv(workdir / "data/folds.csv").fold.unique()) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("extra, counts", [
