@@ -58,13 +58,13 @@ class SubmissionFormat:
     name: str
     description: str
     probability: bool  # label is P(dog) rather than 0/1
-    strips_bom: bool  # the competition's checker ignores a UTF-8 byte-order mark (see the module notes)
+    strips_bom: bool = False  # the competition's checker ignores a UTF-8 byte-order mark (see the module notes)
 
 
 FORMATS: dict[str, SubmissionFormat] = {
     f.name: f
     for f in (
-        SubmissionFormat("course", "猫狗大战 course competition: id,label with 1 = dog, 0 = cat", False, False),
+        SubmissionFormat("course", "猫狗大战 course competition: id,label with 1 = dog, 0 = cat", False),
         SubmissionFormat("kaggle", 'Kaggle "Dogs vs. Cats" (2013): id,label with 1 = dog, 0 = cat', False, True),
         SubmissionFormat("redux", 'Kaggle "Dogs vs. Cats Redux": id,label with label = P(dog), clipped', True, True),
     )
