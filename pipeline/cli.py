@@ -133,16 +133,17 @@ def split(
 
 
 def _print_catalog(s: dict) -> None:
-    console.print(f"train: {s['train']} images ({s['cats']} cats, {s['dogs']} dogs) -> {s['train_csv']}")
-    console.print(f"test:  {s['test']} images -> {s['test_csv']}")
+    paths = {k: escape(str(s[k])) for k in ("train_csv", "test_csv", "problems_csv", "folds_csv")}
+    console.print(f"train: {s['train']} images ({s['cats']} cats, {s['dogs']} dogs) -> {paths['train_csv']}")
+    console.print(f"test:  {s['test']} images -> {paths['test_csv']}")
     unreadable = s.get("test_unreadable", 0)
     if unreadable:
         console.print(f"[yellow]test:  {unreadable} of them unreadable: kept (readable=False) so their ids are "
-                      f"submitted with a neutral prediction, listed in {s['problems_csv']}[/]")
+                      f"submitted with a neutral prediction, listed in {paths['problems_csv']}[/]")
     if s["problems"] - unreadable:
         console.print(f"[yellow]left out: {s['problems'] - unreadable} files (unreadable or unlabelled), listed in "
-                      f"{s['problems_csv']}[/]")
-    console.print(f"folds: {s['folds']} folds, {s['dup_groups']} duplicate groups -> {s['folds_csv']}")
+                      f"{paths['problems_csv']}[/]")
+    console.print(f"folds: {s['folds']} folds, {s['dup_groups']} duplicate groups -> {paths['folds_csv']}")
 
 
 # ---- train -----------------------------------------------------------------------------------

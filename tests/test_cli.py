@@ -82,6 +82,21 @@ def test_download_with_no_labelled_training_photo_is_one_line_and_keeps_the_cata
     assert len(pd.read_csv(data_copy / "catalog_problems.csv")) == len(extra)
 
 
+def test_download_counts_an_unreadable_test_photo_as_kept(tmp_path):
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for i in range(2):
+            z.writestr(f"train/cat.{i}.jpg", sample_jpeg(i))
+            z.writestr(f"train/dog.{i}.jpg", sample_jpeg(i, "dog"))
+        z.writestr("test/1.jpg", sample_jpeg(1))
+        z.writestr("test/2.jpg", sample_jpeg(2)[:600])  # truncated
+    r = invoke("download", "--from", archive, "--data-dir", tmp_path / "data", "--folds", "2", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "test:  2 images" in r.output and "test:  1 of them unreadable: kept (readable=False)" in r.output
+    assert "left out" not in r.output
+    assert pd.read_csv(tmp_path / "data" / "test.csv").readable.tolist() == [True, False]
+
+
 def test_train_prints_cv_and_writes_the_run(workdir):
     run_dir = workdir / "runs" / "cli"
     assert (run_dir / "cv.json").exists() and (run_dir / "report" / "report.html").exists()
