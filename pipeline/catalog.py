@@ -1,8 +1,10 @@
 """Scan extracted folders into the catalogue: data/train.csv, data/test.csv and a report of bad files.
 
-Every image is verified by decoding it; unreadable files are reported and left out, never kept.
+Every image is verified by decoding it; unreadable files are reported and left out of training.
 Labels come from the file-name prefix (``cat.12.jpg``, ``dog_7.jpg``) or a class folder
-(``cats/``, ``Dog/``); unlabelled files with a numeric name (``123.jpg``) are test images.
+(``cats/``, ``Dog/``); unlabelled files with a numeric name (``123.jpg``) are test images. An
+unreadable test image is reported too but stays in test.csv with ``readable`` False: the
+competition expects a row for every test id, so it gets a neutral prediction instead of none.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 _PREFIX = re.compile(r"^(cat|dog)s?[._\- ]", re.IGNORECASE)
 _CLASS_FOLDERS = {"cat": 0, "cats": 0, "dog": 1, "dogs": 1}
 _VERIFY_COLUMNS = ["path", "size", "mtime_ns", "ok", "width", "height", "mode", "phash", "error"]
+TEST_COLUMNS = ["id", "path", "width", "height", "readable"]
 
 # A truncated JPEG must fail, not be padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -36,11 +39,12 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 @dataclass
 class Catalog:
-    """What the catalogue stage found. ``train``: path,label,width,height,phash; ``test``: id,path,..."""
+    """What the catalogue stage found. ``train``: path,label,width,height,phash; ``test``: id,path,width,
+    height,readable (every test id, readable or not)."""
 
     train: pd.DataFrame
     test: pd.DataFrame
-    problems: pd.DataFrame  # path, reason (corrupt images and files whose label cannot be inferred)
+    problems: pd.DataFrame  # path, reason (corrupt images, unlabelled files; unreadable test images, kept)
     skipped: int  # non-image files (Thumbs.db, .DS_Store, ...)
 
 
@@ -141,19 +145,24 @@ def scan(roots: Iterable[Path], *, cache_csv: Path | None = None, workers: int |
     train, test, problems = [], [], []
     for r in verified.itertuples(index=False):
         p = Path(r.path)
-        if not r.ok:
-            problems.append({"path": r.path, "reason": f"unreadable image ({r.error})"})
-            continue
         label = label_from_path(p)
-        if label is not None:
+        is_test = label is None and p.stem.isdigit()
+        if not r.ok and is_test:
+            test.append({"id": int(p.stem), "path": r.path, "width": 0, "height": 0, "readable": False})
+            problems.append({"path": r.path, "reason": f"unreadable test image ({r.error}): kept in test.csv with "
+                             f"readable=False so the submission still lists id {int(p.stem)}; it will get a "
+                             "neutral prediction (P(dog) 0.5)"})
+        elif not r.ok:
+            problems.append({"path": r.path, "reason": f"unreadable image ({r.error})"})
+        elif label is not None:
             train.append({"path": r.path, "label": label, "width": r.width, "height": r.height, "phash": r.phash})
-        elif p.stem.isdigit():
-            test.append({"id": int(p.stem), "path": r.path, "width": r.width, "height": r.height})
+        elif is_test:
+            test.append({"id": int(p.stem), "path": r.path, "width": r.width, "height": r.height, "readable": True})
         else:
             problems.append({"path": r.path, "reason": "label unknown: the name has no cat/dog prefix, no "
                              "cat(s)/dog(s) folder holds it, and it is not a numeric test id"})
     train_df = pd.DataFrame(train, columns=["path", "label", "width", "height", "phash"])
-    test_df = pd.DataFrame(test, columns=["id", "path", "width", "height"]).sort_values("id", kind="stable")
+    test_df = pd.DataFrame(test, columns=TEST_COLUMNS).sort_values("id", kind="stable")
     dup = test_df["id"][test_df["id"].duplicated()]
     if len(dup):
         clash = test_df[test_df["id"].isin(dup)]["path"].tolist()[:4]
@@ -169,9 +178,14 @@ def write_catalog(catalog: Catalog, data_dir: Path) -> dict[str, Path]:
     out = {
         "train": write_csv(data_dir / "train.csv", catalog.train),
         "test": write_csv(data_dir / "test.csv", catalog.test),
-        "problems": write_csv(data_dir / "catalog_problems.csv", catalog.problems),
+        "problems": write_problems(catalog, data_dir),
     }
     return out
+
+
+def write_problems(catalog: Catalog, data_dir: Path) -> Path:
+    """Write only catalog_problems.csv (path, reason) into ``data_dir``; return its path."""
+    return write_csv(Path(data_dir) / "catalog_problems.csv", catalog.problems)
 
 
 def read_train(data_dir: Path) -> pd.DataFrame:
@@ -180,9 +194,21 @@ def read_train(data_dir: Path) -> pd.DataFrame:
 
 
 def read_test(data_dir_or_csv: Path) -> pd.DataFrame:
-    """Load data/test.csv (or the CSV given), with a clear error when it is missing or malformed."""
+    """Load data/test.csv (or the CSV given), with a clear error when it is missing or malformed.
+
+    Every test id is returned, with a boolean ``readable`` column (False: the photo could not be
+    decoded; predict it as 0.5). A catalogue written before that column existed reads as all readable.
+
+    Args:
+        data_dir_or_csv: the data folder, or the test catalogue itself.
+    """
     p = Path(data_dir_or_csv)
-    return _read(p / "test.csv" if p.is_dir() else p, ["id", "path"])
+    df = _read(p / "test.csv" if p.is_dir() else p, ["id", "path"])
+    if "readable" not in df.columns:
+        df["readable"] = True
+    else:
+        df["readable"] = df["readable"].astype(str).str.strip().str.lower().isin(["true", "1"])
+    return df
 
 
 def _read(csv: Path, columns: list[str]) -> pd.DataFrame:

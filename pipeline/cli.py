@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import sys
 from enum import Enum
@@ -13,9 +14,10 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, storage_error
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cats-vs-dogs competition pipeline: download -> train (k-fold) -> predict -> submit.")
@@ -57,17 +59,27 @@ RunsDir = Annotated[Path, typer.Option(help="Where run folders live.")]
 
 
 def friendly(fn):
-    """Turn the errors a user can cause into one red line and a non-zero exit."""
+    """Turn the errors a user can cause into one red line and a non-zero exit.
+
+    A full disk or an unwritable folder (an OSError no stage turned into a PipelineError) gets the
+    sentence of ``pipeline.errors.storage_error``; any other OSError keeps its traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except PipelineError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             from pipeline.training import Interrupted
 
             raise typer.Exit(130 if isinstance(exc, Interrupted) else 1) from None
+        except OSError as exc:
+            error = storage_error(exc)
+            if error is None:
+                raise
+            err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]; files already written are complete.")
             raise typer.Exit(130) from None
@@ -122,12 +134,17 @@ def split(
 
 
 def _print_catalog(s: dict) -> None:
-    console.print(f"train: {s['train']} images ({s['cats']} cats, {s['dogs']} dogs) -> {s['train_csv']}")
-    console.print(f"test:  {s['test']} images -> {s['test_csv']}")
-    if s["problems"]:
-        console.print(f"[yellow]left out: {s['problems']} files (unreadable or unlabelled), listed in "
-                      f"{s['problems_csv']}[/]")
-    console.print(f"folds: {s['folds']} folds, {s['dup_groups']} duplicate groups -> {s['folds_csv']}")
+    paths = {k: escape(str(s[k])) for k in ("train_csv", "test_csv", "problems_csv", "folds_csv")}
+    console.print(f"train: {s['train']} images ({s['cats']} cats, {s['dogs']} dogs) -> {paths['train_csv']}")
+    console.print(f"test:  {s['test']} images -> {paths['test_csv']}")
+    unreadable = s.get("test_unreadable", 0)
+    if unreadable:
+        console.print(f"[yellow]test:  {unreadable} of them unreadable: kept (readable=False) so their ids are "
+                      f"submitted with a neutral prediction, listed in {paths['problems_csv']}[/]")
+    if s["problems"] - unreadable:
+        console.print(f"[yellow]left out: {s['problems'] - unreadable} files (unreadable or unlabelled), listed in "
+                      f"{paths['problems_csv']}[/]")
+    console.print(f"folds: {s['folds']} folds, {s['dup_groups']} duplicate groups -> {paths['folds_csv']}")
 
 
 # ---- train -----------------------------------------------------------------------------------
@@ -272,7 +289,7 @@ def predict(
     format: Annotated[Fmt, typer.Option("--format", help="course (猫狗大战: id,label 0/1), kaggle (Dogs vs. Cats: "
                                         "0/1), redux (probabilities, clipped).")] = Fmt.course,
     threshold: Annotated[float, typer.Option(help="P(dog) at or above which label is 1 (0/1 formats).")] = 0.5,
-    eps: Annotated[float, typer.Option(help="Clip probabilities to [eps, 1-eps] (redux).")] = 0.005,
+    eps: Annotated[float, typer.Option(help="Clip probabilities to \\[eps, 1-eps] (redux).")] = 0.005,
     out: Annotated[Optional[Path], typer.Option(help="Submission path (default: submissions/<runs>-<time>.csv).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
     partial: Annotated[bool, typer.Option("--partial", help="Predict with the finished folds of a run that has "
@@ -309,16 +326,24 @@ def validate(
     test: Annotated[Path, typer.Option(help="The test catalogue (id,path) the ids must match.")] = Path("data/test.csv"),
     format: Annotated[Fmt, typer.Option("--format", help="Submission format.")] = Fmt.course,
 ):
-    """Check a submission: header, every test id exactly once, integer ids, valid labels, row count."""
-    from pipeline.submission import read_test_ids, validate_submission
+    """Check a submission: header, every test id exactly once, integer ids, valid labels, row count.
 
-    problems = validate_submission(submission, read_test_ids(test), format.value)
-    if problems:
-        err_console.print(f"[bold red]invalid:[/] {submission}: {len(problems)} problem(s)", highlight=False)
-        for p in problems:
-            err_console.print(f"  - {p}", highlight=False)
+    Defects the competition's checker tolerates (a byte-order mark on Kaggle, CRLF line ends) are
+    printed as warnings and do not make the file invalid.
+    """
+    from pipeline.submission import check_submission, read_test_ids
+
+    result = check_submission(submission, read_test_ids(test), format.value)
+    for w in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    if result.problems:
+        err_console.print(f"[bold red]invalid:[/] {escape(str(submission))}: {len(result.problems)} problem(s)",
+                          highlight=False)
+        for p in result.problems:
+            err_console.print(f"  - {escape(p)}", highlight=False)
         raise typer.Exit(1)
-    console.print(f"valid: {submission} ({format.value} format)")
+    warned = f" with {len(result.warnings)} warning(s)" if result.warnings else ""
+    console.print(f"valid: {escape(str(submission))} ({format.value} format){warned}")
 
 
 @app.command("score")
@@ -363,8 +388,19 @@ def runs(runs_dir: RunsDir = Path("runs")):
     for col in df.columns:
         table.add_column(col, justify="right")
     for row in df.itertuples(index=False):
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+        table.add_row(*[_run_cell(col, v) for col, v in zip(df.columns, row)])
     console.print(table)
+
+
+def _run_cell(column: str, value) -> str:
+    """One cell of the runs table: scores with four decimals, counts as integers, ``-`` where there is none."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"  # an unfinished run has no scores; a run without config.json has no settings
+    if column in ("accuracy", "log_loss", "roc_auc"):
+        return f"{value:.4f}"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a column holding a missing value is float: 3.0 folds is 3
+    return escape(str(value))
 
 
 @app.command()

@@ -33,7 +33,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, Time
                            TransferSpeedColumn)
 
 from pipeline import __version__
-from pipeline.errors import ConfigError, DownloadError, ExtractError
+from pipeline.errors import ConfigError, DownloadError, ExtractError, StorageError, is_disk_full, storage_error
 from pipeline.fileio import write_json
 from pipeline.sources import get_source
 
@@ -44,6 +44,16 @@ _USER_AGENT = f"catdog-pipeline/{__version__}"
 MARKER = ".extracted.json"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 _HAND = "download it by hand and pass it with --from PATH"
+
+# Archive sizes are checked from the members' declared sizes before anything is written.
+# Photos are JPEGs, already compressed, so a real competition archive unpacks to about its own
+# size (1:1); a declared total far above the archive's size is a zip bomb (a 600 kB zip of zeros
+# declares 600 MB). Small archives of text (CSV, README) may compress well, hence the floor.
+MAX_COMPRESSION_RATIO = 100
+RATIO_CHECK_ABOVE = 64 << 20
+# Left free after unpacking: the file system's own overhead (a partly used block per photo, the
+# folders) and room for what comes next (the catalogue, the decoded-image cache, runs).
+FREE_SPACE_MARGIN = 64 << 20
 
 
 class _Truncated(Exception):
@@ -105,8 +115,16 @@ def fetch(url: str, dest_dir: str | os.PathLike, *, filename: str | None = None,
     dest_dir.mkdir(parents=True, exist_ok=True)
     with _progress(progress) as bar:
         task = bar.add_task(name, total=None)
-        _download(url, part, name, lambda **kw: bar.update(task, **kw),
-                  retries=retries, backoff=backoff, timeout=timeout)
+        try:
+            _download(url, part, name, lambda **kw: bar.update(task, **kw),
+                      retries=retries, backoff=backoff, timeout=timeout)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            have = part.stat().st_size if part.exists() else 0
+            raise StorageError(f"No space left on the device while downloading {name}: the partial download {part} "
+                               f"({have:,} bytes) is kept, and the same command resumes it once you have freed some "
+                               "space.") from None
     if expected is not None:
         actual = sha256_file(part)
         if actual != expected:
@@ -255,6 +273,15 @@ def extract_archive(archive: str | os.PathLike, target_dir: str | os.PathLike) -
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise StorageError(f"No space left on the device while unpacking {archive.name} into {target.parent}: "
+                               "the partly unpacked files were removed; free some space and run the same command "
+                               "again.") from None
+        error = storage_error(exc)
+        if error is None:
+            raise
+        raise error from None
     finally:
         if staging.exists():
             shutil.rmtree(staging)
@@ -268,9 +295,10 @@ def _unpack(archive: Path, dest: Path) -> None:
         raise ExtractError(f"{archive} is not a .zip, .tar, .tar.gz or .tgz archive: pass an archive or a folder.")
     try:
         with _members(archive) as members:
-            safe = [(_safe_relpath(archive, name, kind), kind, opener) for name, kind, opener in members]
+            safe = [(_safe_relpath(archive, name, kind), kind, size, opener) for name, kind, size, opener in members]
+            _check_size(archive, dest, sum(size for rel, kind, size, _ in safe if rel is not None and kind == "file"))
             dest.mkdir(parents=True, exist_ok=True)
-            for rel, kind, opener in safe:
+            for rel, kind, size, opener in safe:
                 if rel is None:
                     continue
                 out = dest.joinpath(*rel.parts)
@@ -279,20 +307,63 @@ def _unpack(archive: Path, dest: Path) -> None:
                     continue
                 out.parent.mkdir(parents=True, exist_ok=True)
                 with opener() as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst, _CHUNK)
+                    _copy_member(src, dst, size, archive, str(rel))
     except (zipfile.BadZipFile, tarfile.TarError, zlib.error, gzip.BadGzipFile, EOFError) as exc:
         raise ExtractError(f"{archive} is corrupt or truncated ({exc}): delete it and download it again.") from None
 
 
+def _size(n: float) -> str:
+    """``1.5 GiB``, ``200.0 MiB``, ``12.0 KiB`` or ``900 bytes``."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def _check_size(archive: Path, dest: Path, total: int) -> None:
+    """ExtractError unless ``total`` declared bytes are a plausible unpacking of ``archive`` and fit beside ``dest``.
+
+    Args:
+        archive: the archive about to be unpacked.
+        dest: the folder it would be unpacked into (may not exist yet).
+        total: the sum of its file members' declared (uncompressed) sizes.
+    """
+    packed = archive.stat().st_size
+    ratio = total / max(packed, 1)
+    if total > RATIO_CHECK_ABOVE and ratio > MAX_COMPRESSION_RATIO:
+        raise ExtractError(f"{archive} declares {_size(total)} of files in {_size(packed)}, a compression ratio of "
+                           f"{ratio:,.0f}:1 where photos give about 1:1 (limit {MAX_COMPRESSION_RATIO}:1), so it looks "
+                           "like a zip bomb and nothing was unpacked: check where the archive came from.")
+    probe = dest
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if total > free - FREE_SPACE_MARGIN:
+        raise ExtractError(f"{archive.name} unpacks to {_size(total)} but the disk holding {probe} has {_size(free)} "
+                           f"free, and {_size(FREE_SPACE_MARGIN)} is kept spare, so nothing was unpacked: free some "
+                           "space or point --data-dir at a larger disk, then run the same command again.")
+
+
+def _copy_member(src: IO[bytes], dst: IO[bytes], declared: int, archive: Path, name: str) -> None:
+    """Copy a member's bytes, never more than its header ``declared`` (zipfile and tarfile stop there too)."""
+    left = declared
+    while chunk := src.read(min(_CHUNK, left + 1)):
+        if len(chunk) > left:
+            raise ExtractError(f"{archive} member {name!r} holds more than the {declared:,} bytes its header "
+                               "declares; refusing to unpack it: check where the archive came from.")
+        dst.write(chunk)
+        left -= len(chunk)
+
+
 @contextlib.contextmanager
-def _members(archive: Path) -> Iterator[list[tuple[str, str, Callable[[], IO[bytes]]]]]:
-    """(name, kind, opener) of each member; kind is 'file', 'dir', 'link' or 'special'."""
+def _members(archive: Path) -> Iterator[list[tuple[str, str, int, Callable[[], IO[bytes]]]]]:
+    """(name, kind, declared size, opener) of each member; kind is 'file', 'dir', 'link' or 'special'."""
     if archive.name.lower().endswith(".zip"):
         with zipfile.ZipFile(archive) as zf:
-            yield [(i.filename, _zip_kind(i), lambda i=i: zf.open(i)) for i in zf.infolist()]
+            yield [(i.filename, _zip_kind(i), i.file_size, lambda i=i: zf.open(i)) for i in zf.infolist()]
     else:
         with tarfile.open(archive) as tf:
-            yield [(m.name, _tar_kind(m), lambda m=m: tf.extractfile(m)) for m in tf.getmembers()]
+            yield [(m.name, _tar_kind(m), m.size, lambda m=m: tf.extractfile(m)) for m in tf.getmembers()]
 
 
 def _zip_kind(info: zipfile.ZipInfo) -> str:

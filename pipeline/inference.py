@@ -81,8 +81,6 @@ def predict_run(run_dir: Path, test_csv: Path, *, tta: str = "hflip", device: st
         raise ConfigError(f"--tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}.")
     run, test_csv = RunDir(run_dir), Path(test_csv)
     test = read_test(test_csv)
-    if "readable" not in test.columns:  # TODO(merge): catalog.read_test fills it
-        test["readable"] = True
     folds = usable_folds(run, partial)
     ckpts = {k: run.best(k) for k in folds}
     gone = [str(c) for c in ckpts.values() if not c.exists()]

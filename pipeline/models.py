@@ -126,18 +126,21 @@ def _create_pretrained(arch: str, drop_rate: float) -> nn.Module:
     url = (cfg.url or "") if cfg is not None else ""
     host = urlparse(url).hostname if url and not (cfg and cfg.hf_hub_id) else HUB_HOST
     offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable(host)
+    import huggingface_hub.constants as hub_constants
+
+    previous = hub_constants.HF_HUB_OFFLINE
     if offline:
         # timm has no offline switch of its own; huggingface_hub reads this flag at call time,
         # so a filled hub cache still works and an empty one fails at once instead of retrying.
-        import huggingface_hub.constants
-
-        huggingface_hub.constants.HF_HUB_OFFLINE = True
+        hub_constants.HF_HUB_OFFLINE = True
     try:
         return timm.create_model(arch, pretrained=True, num_classes=1, drop_rate=drop_rate)
     except Exception as exc:  # noqa: BLE001 - any hub/cache failure gets the same advice
         why = f"cannot reach {host} (no network?)" if offline else f"{type(exc).__name__}: {exc}"
         raise ConfigError(f"Could not load pretrained weights for {arch}: {why}; download the weights "
                           "file elsewhere and pass it with --weights FILE.") from None
+    finally:
+        hub_constants.HF_HUB_OFFLINE = previous  # for this call only: later hub use in the process is unchanged
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:

@@ -302,7 +302,8 @@ def list_runs(runs_dir: str | Path) -> pd.DataFrame:
 
     Returns:
         Columns ``run, arch, img_size, epochs, folds, accuracy, log_loss, roc_auc, created, status``;
-        unfinished runs (no cv.json) have NaN scores and status ``unfinished``.
+        unfinished runs (no cv.json) have NaN scores and status ``unfinished`` (``pipeline runs``
+        shows NaN and None as ``-``).
     """
     runs = sorted(all_runs(runs_dir), key=lambda r: r.name)
     if not runs:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DataError
 
 _logger = logging.getLogger(__name__)
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
@@ -21,9 +21,11 @@ def download(*, source: str | None, urls: list[str], from_paths: list[Path], dat
              seed: int = 0, dup_threshold: int = 4, progress: bool = True, workers: int | None = None) -> dict:
     """Fetch and unpack the data, catalogue and verify every image, and assign folds.
 
-    Returns counts and output paths for the CLI to print.
+    Returns counts and output paths for the CLI to print. When not one labelled training photo is
+    found, only catalog_problems.csv is written (an earlier train.csv, test.csv and folds.csv stay
+    as they were) and a DataError says why.
     """
-    from pipeline.catalog import scan, write_catalog
+    from pipeline.catalog import scan, write_catalog, write_problems
     from pipeline.download import acquire
     from pipeline.folds import write_folds
 
@@ -31,17 +33,31 @@ def download(*, source: str | None, urls: list[str], from_paths: list[Path], dat
     roots = acquire(source=source, urls=list(urls), from_paths=[Path(p) for p in from_paths],
                     raw_dir=data_dir / "raw", extract_dir=data_dir / "extracted", progress=progress)
     catalog = scan(roots, cache_csv=data_dir / ".verified.csv", workers=workers, progress=progress)
+    if catalog.train.empty:
+        raise _no_training_photo(catalog, write_problems(catalog, data_dir))
     paths = write_catalog(catalog, data_dir)
     summary = {"train": len(catalog.train), "cats": int((catalog.train.label == 0).sum()),
                "dogs": int((catalog.train.label == 1).sum()), "test": len(catalog.test),
+               "test_unreadable": int((~catalog.test.readable.astype(bool)).sum()),
                "problems": len(catalog.problems), "skipped": catalog.skipped,
                "train_csv": paths["train"], "test_csv": paths["test"], "problems_csv": paths["problems"],
-               "folds": 0, "dup_groups": 0, "folds_csv": None}
-    if len(catalog.train):
-        folds = write_folds(data_dir, n_folds, seed, dup_threshold)
-        summary.update(folds=n_folds, dup_groups=int((folds.group.value_counts() > 1).sum()),
-                       folds_csv=data_dir / "folds.csv")
+               "folds": n_folds}
+    folds = write_folds(data_dir, n_folds, seed, dup_threshold)
+    summary.update(dup_groups=int((folds.group.value_counts() > 1).sum()), folds_csv=data_dir / "folds.csv")
     return summary
+
+
+def _no_training_photo(catalog, problems_csv: Path) -> DataError:
+    """The error for a download in which not one image is a readable, labelled training photo."""
+    reasons = catalog.problems.reason
+    unreadable = int(reasons.str.startswith("unreadable image").sum())
+    unlabelled = int(reasons.str.startswith("label unknown").sum())
+    found = len(catalog.test) + unreadable + unlabelled
+    return DataError(f"No labelled training photo among the {found} image files: {len(catalog.test)} test photos "
+                     f"(numeric names), {unlabelled} unlabelled, {unreadable} unreadable; training photos must be "
+                     "named cat.<n>.jpg / dog.<n>.jpg or sit in cats/ and dogs/ folders, so pass the training "
+                     f"archive with --url or --from (each file left out is listed in {problems_csv}; train.csv, "
+                     "test.csv and folds.csv were not written).")
 
 
 def predict(*, runs: list[Path], test_csv: Path, tta: str = "hflip", ensemble: str = "fit", fmt: str = "course",

@@ -9,6 +9,21 @@ Three formats share the header ``id,label``:
 Validation reads the file as text, so it can name defects pandas would otherwise paper over
 (``3.0`` ids, a missing header, empty cells). A frame is validated as the exact CSV text it would
 be written as, so ``validate_submission`` on a frame and on its written file always agree.
+
+Text-level defects, and what each competition's checker makes of them (``check_submission``
+returns problems, which make a file invalid, and warnings, which do not):
+
+- A UTF-8 byte-order mark (Excel's "CSV UTF-8" writes one): Kaggle's checkers read submissions with
+  pandas-like CSV readers that strip it, so for ``kaggle`` and ``redux`` it is a warning. The course
+  site's checker is unknown, so ``course`` is strict: a reader that keeps the mark sees an invisible
+  character before ``id`` and rejects the header, so it is a problem.
+- CRLF line ends (Windows editors write them): every CSV reader we know accepts them, Kaggle's
+  included; a warning for every format.
+- Ids with leading zeros (``007``): a problem for every format. A checker that parses numbers
+  reads 7, one that compares text reads ``'007'`` and finds neither 7 nor ``'007'`` in its key.
+- Negative ids (``-1``): no test image has one; reported as negative, not in the test set.
+- A header with spaces around its names (`` id , label``): a problem; checkers compare names exactly.
+- Anything that is not UTF-8 (UTF-16 from some editors): a problem.
 """
 
 from __future__ import annotations
@@ -31,6 +46,9 @@ HEADER = ["id", "label"]
 _FLOAT_FORMAT = "%.6f"
 _MAX_LISTED = 5
 _INTEGER = re.compile(r"[0-9]+")
+_PADDED = re.compile(r"0[0-9]+")
+_NEGATIVE = re.compile(r"-[0-9]+")
+_BOM = "\ufeff"
 
 
 @dataclass(frozen=True)
@@ -40,14 +58,15 @@ class SubmissionFormat:
     name: str
     description: str
     probability: bool  # label is P(dog) rather than 0/1
+    strips_bom: bool = False  # the competition's checker ignores a UTF-8 byte-order mark (see the module notes)
 
 
 FORMATS: dict[str, SubmissionFormat] = {
     f.name: f
     for f in (
         SubmissionFormat("course", "猫狗大战 course competition: id,label with 1 = dog, 0 = cat", False),
-        SubmissionFormat("kaggle", 'Kaggle "Dogs vs. Cats" (2013): id,label with 1 = dog, 0 = cat', False),
-        SubmissionFormat("redux", 'Kaggle "Dogs vs. Cats Redux": id,label with label = P(dog), clipped', True),
+        SubmissionFormat("kaggle", 'Kaggle "Dogs vs. Cats" (2013): id,label with 1 = dog, 0 = cat', False, True),
+        SubmissionFormat("redux", 'Kaggle "Dogs vs. Cats Redux": id,label with label = P(dog), clipped', True, True),
     )
 }
 
@@ -78,6 +97,9 @@ def parse_image_id(name: str) -> int:
 
 def read_test_ids(test_csv: str | Path) -> list[int]:
     """The ids of the test catalogue ``data/test.csv`` (``id,path``), sorted.
+
+    Every id, including the photos the catalogue marks unreadable (``readable`` False): the
+    competition expects a row for each of them all the same.
 
     Args:
         test_csv: the catalogue written by ``pipeline download``.
@@ -129,8 +151,30 @@ def make_submission(probs: pd.DataFrame, fmt: str, *, threshold: float = 0.5, ep
     return sub.sort_values("id", kind="stable").reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class Validation:
+    """What ``check_submission`` found: ``problems`` make the file invalid (the checker would reject or
+    misread it); ``warnings`` are defects the competition's checker tolerates."""
+
+    problems: list[str]
+    warnings: list[str]
+
+
 def validate_submission(sub: str | Path | pd.DataFrame, test_ids: Iterable[int], fmt: str) -> list[str]:
     """Every problem that would make the competition reject or misread the submission; [] if valid.
+
+    Warnings (defects the checker tolerates) are left out; ``check_submission`` returns both.
+
+    Args:
+        sub: a CSV file, or a frame (checked as the CSV that ``write_submission`` would write).
+        test_ids: the ids the submission must hold, each exactly once.
+        fmt: a format name (see ``FORMATS``).
+    """
+    return check_submission(sub, test_ids, fmt).problems
+
+
+def check_submission(sub: str | Path | pd.DataFrame, test_ids: Iterable[int], fmt: str) -> Validation:
+    """The problems and the warnings of a submission, judged as ``fmt``'s checker would (see the module notes).
 
     Args:
         sub: a CSV file, or a frame (checked as the CSV that ``write_submission`` would write).
@@ -138,9 +182,33 @@ def validate_submission(sub: str | Path | pd.DataFrame, test_ids: Iterable[int],
         fmt: a format name (see ``FORMATS``).
     """
     spec = get_format(fmt)
-    source = io.StringIO(_csv_text(sub)) if isinstance(sub, pd.DataFrame) else sub
+    if isinstance(sub, pd.DataFrame):
+        text = _csv_text(sub)
+    else:
+        try:
+            text = Path(sub).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Validation([f"The file is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8."],
+                              [])
+    problems, warnings = [], []
+    if text.startswith(_BOM):
+        text = text[len(_BOM):]
+        if spec.strips_bom:
+            warnings.append("The file starts with a UTF-8 byte-order mark (Excel's 'CSV UTF-8' writes one); "
+                            "Kaggle's checker strips it, but UTF-8 without the mark is safer.")
+        else:
+            problems.append("The file starts with a UTF-8 byte-order mark (Excel's 'CSV UTF-8' writes one), which "
+                            "the course site's checker may not strip: save it as UTF-8 without the mark.")
+    if "\r\n" in text:
+        warnings.append("The lines end in CRLF (Windows line ends); checkers accept them, but plain LF ends are "
+                        "the safe choice.")
+    return Validation(problems + _cell_problems(text, test_ids, spec), warnings)
+
+
+def _cell_problems(text: str, test_ids: Iterable[int], spec: SubmissionFormat) -> list[str]:
+    """The problems of the CSV ``text`` (no byte-order mark) cell by cell: header, ids, labels, rows."""
     try:
-        cells = pd.read_csv(source, header=None, dtype=str, keep_default_na=False).fillna("")
+        cells = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False).fillna("")
     except pd.errors.EmptyDataError:
         return ["The file is empty; it needs the header line 'id,label' and one row per test image."]
     except pd.errors.ParserError as exc:
@@ -153,6 +221,10 @@ def validate_submission(sub: str | Path | pd.DataFrame, test_ids: Iterable[int],
     if first != HEADER:
         if _INTEGER.fullmatch(first[0]):
             problems.append("The header line 'id,label' is missing: the first line is data.")
+        elif [c.strip() for c in first] == HEADER:
+            problems.append(f"The header {','.join(first)!r} has spaces around its names; it must be exactly "
+                            "'id,label'.")
+            cells = cells.iloc[1:]
         else:
             problems.append(f"The header is {','.join(first)!r}; it must be exactly 'id,label'.")
             cells = cells.iloc[1:]
@@ -163,9 +235,18 @@ def validate_submission(sub: str | Path | pd.DataFrame, test_ids: Iterable[int],
     empty = (ids == "") | (labels == "")
     if empty.any():
         problems.append(f"{int(empty.sum())} row(s) have an empty id or label.")
-    not_int = ids[(ids != "") & ~ids.str.fullmatch(_INTEGER)]
+    negative = ids[ids.str.fullmatch(_NEGATIVE)]
+    not_int = ids[(ids != "") & ~ids.str.fullmatch(_INTEGER) & ~ids.str.fullmatch(_NEGATIVE)]
     if len(not_int):
         problems.append(f"{len(not_int)} id(s) are not integers: {_listing(not_int.tolist(), repr)}.")
+    if len(negative):
+        problems.append(f"{len(negative)} id(s) are negative, so not in the test set: "
+                        f"{_listing(negative.tolist(), repr)}.")
+    padded = ids[ids.str.fullmatch(_PADDED)]
+    if len(padded):
+        problems.append(f"{len(padded)} id(s) are written with leading zeros: {_listing(padded.tolist(), repr)}; "
+                        "ids must be written without leading zeros, since '007' reads as 7 on some checkers and "
+                        "as '007' on others.")
     if spec.probability:
         values = pd.to_numeric(labels, errors="coerce")
         bad = labels[(labels != "") & ~values.between(0, 1)]

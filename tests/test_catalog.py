@@ -1,12 +1,14 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import pipeline.catalog as catalog
-from pipeline.catalog import label_from_path, scan
+from pipeline.catalog import label_from_path, read_test, scan, write_catalog
 from pipeline.errors import DataError
 from pipeline.images import decode_resized
+from pipeline.submission import read_test_ids, validate_submission
 from tests.images import sample_image, sample_jpeg, save
 
 
@@ -88,3 +90,36 @@ def test_duplicate_test_ids_are_refused(tmp_path):
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="No images found"):
         scan([tmp_path], workers=1)
+
+
+def test_an_unreadable_test_photo_keeps_its_id(tmp_path):
+    """A truncated test/7.jpg stays in test.csv (readable False), so a submission without id 7 is invalid."""
+    root = tmp_path / "raw"
+    save(sample_image(0), root / "train" / "cat.1.jpg")
+    save(sample_image(0, "dog"), root / "train" / "dog.1.jpg")
+    save(sample_image(4), root / "test" / "1.jpg")
+    data = sample_jpeg(5)
+    (root / "test" / "7.jpg").write_bytes(data[: len(data) // 2])
+    data_dir = tmp_path / "data"
+    write_catalog(scan([root], workers=1), data_dir)
+
+    test = pd.read_csv(data_dir / "test.csv")
+    assert test.id.tolist() == [1, 7] and test.readable.tolist() == [True, False]
+    assert read_test(data_dir).readable.tolist() == [True, False]
+    problems = pd.read_csv(data_dir / "catalog_problems.csv")
+    (reason,) = problems.reason[problems.path == str((root / "test" / "7.jpg").resolve())]
+    assert reason.startswith("unreadable test image (") and "kept in test.csv" in reason
+    assert "neutral prediction" in reason
+    assert len(pd.read_csv(data_dir / "train.csv")) == 2
+
+    ids = read_test_ids(data_dir / "test.csv")
+    assert ids == [1, 7]
+    (tmp_path / "sub.csv").write_text("id,label\n1,0\n")
+    assert "1 test id(s) are missing: 7." in validate_submission(tmp_path / "sub.csv", ids, "course")
+
+
+def test_a_test_csv_without_the_readable_column_loads_as_all_readable(tmp_path):
+    (tmp_path / "test.csv").write_text("id,path,width,height\n0,test/0.jpg,10,10\n1,test/1.jpg,10,10\n")
+    test = read_test(tmp_path / "test.csv")
+    assert test.readable.tolist() == [True, True] and test.readable.dtype == bool
+    assert read_test_ids(tmp_path / "test.csv") == [0, 1]

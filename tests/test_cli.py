@@ -1,7 +1,9 @@
 """The commands as a user types them (typer's CliRunner), and the demo through the installed entry point."""
 
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +13,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from tests.conftest import SAMPLE
+from tests.images import sample_jpeg
 
 runner = CliRunner()
 
@@ -44,11 +47,54 @@ def test_download_writes_catalogue_and_folds(workdir):
     assert sorted(folds.fold.unique()) == [0, 1, 2]
 
 
-def test_split_rebuilds_folds(workdir):
-    r = invoke("split", "--folds", "4", "--seed", "3", "--data-dir", workdir / "data")
+def test_split_rebuilds_folds(workdir, tmp_path):
+    data = tmp_path / "data"  # a private data folder: the module's shared one stays as the other tests expect
+    data.mkdir()
+    shutil.copy(workdir / "data/train.csv", data / "train.csv")
+    r = invoke("split", "--folds", "4", "--seed", "3", "--data-dir", data)
     assert r.exit_code == 0, r.output
-    assert sorted(pd.read_csv(workdir / "data/folds.csv").fold.unique()) == [0, 1, 2, 3]
-    invoke("split", "--folds", "3", "--data-dir", workdir / "data")  # back as the other tests expect
+    assert r.output.startswith("600 images in 4 folds") and str(data / "folds.csv") in r.output
+    assert sorted(pd.read_csv(data / "folds.csv").fold.unique()) == [0, 1, 2, 3]
+    assert sorted(pd.read_csv(workdir / "data/folds.csv").fold.unique()) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("extra, counts", [
+    ({}, "3 image files: 3 test photos (numeric names), 0 unlabelled, 0 unreadable"),
+    ({"train/holiday.jpg": sample_jpeg(3), "train/cat.9.jpg": sample_jpeg(4)[:500]},
+     "5 image files: 3 test photos (numeric names), 1 unlabelled, 1 unreadable"),
+], ids=["only-numeric-names", "numeric-unlabelled-and-unreadable"])
+def test_download_with_no_labelled_training_photo_is_one_line_and_keeps_the_catalogue(data_copy, tmp_path,
+                                                                                      extra, counts):
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for i in range(3):
+            z.writestr(f"test/{i}.jpg", sample_jpeg(i))
+        for name, data in extra.items():
+            z.writestr(name, data)
+    before = {n: (data_copy / n).read_bytes() for n in ("train.csv", "test.csv", "folds.csv")}
+    r = invoke("download", "--from", archive, "--data-dir", data_copy, "--no-progress")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    (line,) = r.output.strip().splitlines()
+    assert line.startswith("error: No labelled training photo among the " + counts)
+    assert "cat.<n>.jpg / dog.<n>.jpg or sit in cats/ and dogs/ folders" in line
+    assert str(data_copy / "catalog_problems.csv") in line
+    assert {n: (data_copy / n).read_bytes() for n in before} == before  # the good catalogue is left alone
+    assert len(pd.read_csv(data_copy / "catalog_problems.csv")) == len(extra)
+
+
+def test_download_counts_an_unreadable_test_photo_as_kept(tmp_path):
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for i in range(2):
+            z.writestr(f"train/cat.{i}.jpg", sample_jpeg(i))
+            z.writestr(f"train/dog.{i}.jpg", sample_jpeg(i, "dog"))
+        z.writestr("test/1.jpg", sample_jpeg(1))
+        z.writestr("test/2.jpg", sample_jpeg(2)[:600])  # truncated
+    r = invoke("download", "--from", archive, "--data-dir", tmp_path / "data", "--folds", "2", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "test:  2 images" in r.output and "test:  1 of them unreadable: kept (readable=False)" in r.output
+    assert "left out" not in r.output
+    assert pd.read_csv(tmp_path / "data" / "test.csv").readable.tolist() == [True, False]
 
 
 def test_train_prints_cv_and_writes_the_run(workdir):
@@ -80,6 +126,46 @@ def test_validate_lists_the_problems(workdir):
     r = invoke("validate", bad, "--test", workdir / "data/test.csv")
     assert r.exit_code == 1
     assert "invalid" in r.output and "more than once: 0" in r.output and "missing" in r.output and "not 0 or 1" in r.output
+
+
+def test_runs_shows_a_dash_for_what_an_unfinished_run_lacks(tiny_run, tmp_path):
+    runs = tmp_path / "runs"
+    for name, files in (("done", ("config.json", "cv.json")), ("half", ("config.json",))):
+        (runs / name).mkdir(parents=True)
+        for f in files:
+            shutil.copy(tiny_run / f, runs / name / f)
+    r = invoke("runs", "--runs-dir", runs)
+    assert r.exit_code == 0 and "nan" not in r.output.lower()
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.split("│")[1:-1]]
+                                          for line in r.output.splitlines() if line.startswith("│"))}
+    assert set(rows) == {"done", "half"}
+    header = [c.strip() for c in next(line for line in r.output.splitlines() if "┃" in line).split("┃")[1:-1]]
+    scores = [i for i, h in enumerate(header) if h.startswith(("accu", "log", "roc"))]
+    assert len(scores) == 3 and [rows["half"][i] for i in scores] == ["-", "-", "-"]
+    assert all(rows["done"][i] not in ("", "-") for i in scores)
+    assert rows["half"][header.index("folds")] == "3"  # a count, not 3.0000
+
+
+def test_help_keeps_square_brackets():
+    r = invoke("predict", "--help")
+    text = " ".join(r.output.replace("│", " ").split())  # the help box may wrap a line anywhere
+    assert r.exit_code == 0 and "Clip probabilities to [eps, 1-eps] (redux)." in text
+
+
+def test_validate_prints_warnings_and_still_passes(tmp_path):
+    test_csv = tmp_path / "test.csv"
+    test_csv.write_text("id,path\n0,test/0.jpg\n1,test/1.jpg\n")
+    crlf = tmp_path / "crlf.csv"
+    crlf.write_bytes(b"id,label\r\n0,1\r\n1,0\r\n")
+    r = invoke("validate", crlf, "--test", test_csv)
+    assert r.exit_code == 0, r.output
+    assert "warning: The lines end in CRLF" in r.output and f"valid: {crlf} (course format) with 1 warning" in r.output
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfid,label\n0,1\n1,0\n")
+    r = invoke("validate", bom, "--test", test_csv, "--format", "kaggle")
+    assert r.exit_code == 0 and "warning: The file starts with a UTF-8 byte-order mark" in r.output
+    r = invoke("validate", bom, "--test", test_csv)  # the course format is strict
+    assert r.exit_code == 1 and "invalid:" in r.output and "byte-order mark" in r.output
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

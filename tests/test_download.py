@@ -12,6 +12,7 @@ import stat
 import sys
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -277,6 +278,64 @@ def test_an_unrelated_folder_is_not_replaced(tmp_path):
     with pytest.raises(ExtractError, match="not made by unpacking"):
         extract_archive(archive, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
+
+
+def zeros_archive(path: Path, mib: int) -> Path:
+    """An archive whose one member, train/cat.1.jpg, is ``mib`` MiB of zeros (deflated: a few hundred kB)."""
+    chunk = bytes(1 << 20)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".zip":
+        info = zipfile.ZipInfo("train/cat.1.jpg")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with zipfile.ZipFile(path, "w") as zf, zf.open(info, "w", force_zip64=True) as f:
+            for _ in range(mib):
+                f.write(chunk)
+    else:
+        class Zeros(io.RawIOBase):
+            def __init__(self):
+                self.left = mib << 20
+
+            def readable(self):
+                return True
+
+            def readinto(self, b):
+                n = min(len(b), self.left)
+                b[:n] = bytes(n)
+                self.left -= n
+                return n
+
+        info = tarfile.TarInfo("train/cat.1.jpg")
+        info.size = mib << 20
+        with tarfile.open(path, "w:gz", compresslevel=6) as tf:
+            tf.addfile(info, io.BufferedReader(Zeros(), 1 << 20))
+    return path
+
+
+@pytest.mark.parametrize("name", ["bomb.zip", "bomb.tgz"])
+def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path, name):
+    archive = zeros_archive(tmp_path / "raw" / name, 200)
+    assert archive.stat().st_size < 1 << 20  # 200 MiB declared in well under 1 MiB
+    before = all_files(tmp_path)
+    with pytest.raises(ExtractError) as err:
+        extract_archive(archive, tmp_path / "extracted" / "bomb")
+    message = str(err.value)
+    assert "200.0 MiB" in message and "compression ratio" in message and "\n" not in message
+    assert all_files(tmp_path) == before  # no target, no staging folder
+
+
+def test_a_member_never_writes_more_than_its_header_declares(tmp_path):
+    """A zip whose headers declare 1,000 bytes for a 1 MiB member: at most 1,000 bytes may land on disk."""
+    data = bytes(1 << 20)
+    archive = make_zip(tmp_path / "liar.zip", {"train/cat.1.jpg": data})
+    raw = bytearray(archive.read_bytes())
+    honest_crc = zlib.crc32(data[:1000]).to_bytes(4, "little")
+    for signature, crc_at, size_at in ((b"PK\x03\x04", 14, 22), (b"PK\x01\x02", 16, 24)):
+        i = raw.index(signature)
+        raw[i + crc_at:i + crc_at + 4] = honest_crc  # the CRC of what the header claims, so no CRC error
+        raw[i + size_at:i + size_at + 4] = (1000).to_bytes(4, "little")
+    archive.write_bytes(bytes(raw))
+    out = extract_archive(archive, tmp_path / "out")
+    assert (out / "train" / "cat.1.jpg").stat().st_size == 1000
 
 
 # ---- acquire ---------------------------------------------------------------------------------------------

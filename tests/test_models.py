@@ -1,9 +1,10 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
+from pipeline.engine import Amp, train_step
 from pipeline.errors import ConfigError
 from pipeline.models import build_model, check_arch, load_weights
-from pipeline.engine import Amp, train_step
 from pipeline.runtime import resolve_device
 
 
@@ -18,9 +19,14 @@ def test_each_architecture_takes_a_training_step_on_cpu(arch, size):
     y = torch.tensor([0.0, 1.0, 0.0, 1.0])
     before = [p.detach().clone() for p in model.parameters()]
     model.train()
+    torch.manual_seed(1)
+    with torch.no_grad():  # the same forward pass the step makes: same dropout masks, batch statistics
+        expected = amp.logits(model, x)
+    torch.manual_seed(1)
     loss, logits = train_step(model, x, y, opt, sched, amp)
-    correct = int(((logits > 0).float() == y).sum())
-    assert loss > 0 and 0 <= correct <= 4
+    # the step reports the loss and the logits (logit > 0 means dog) of the batch it learned from
+    assert loss.item() == pytest.approx(F.binary_cross_entropy_with_logits(expected, y).item(), rel=1e-5)
+    assert int(((logits > 0) == (y == 1)).sum()) == int(((expected > 0) == (y == 1)).sum())
     assert amp.logits(model, x).shape == (4,)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
@@ -79,6 +85,7 @@ def test_pretrained_without_network_names_the_offline_route(tmp_path, monkeypatc
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     with pytest.raises(ConfigError, match="--weights FILE"):
         build_model("resnet18", 64, pretrained=True)
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # switched on for the call only, then put back
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import SubmissionError
-from pipeline.submission import (FORMATS, default_submission_name, get_format, make_submission, parse_image_id,
-                                 read_test_ids, score_submission, validate_submission, write_submission)
+from pipeline.submission import (FORMATS, Validation, check_submission, default_submission_name, get_format,
+                                 make_submission, parse_image_id, read_test_ids, score_submission, validate_submission,
+                                 write_submission)
 
 SHARED_SOLUTION = Path(__file__).resolve().parents[2] / "shared/data/dogs-vs-cats-mini/solution.csv"
 SAMPLE_SOLUTION = Path(__file__).resolve().parents[1] / "pipeline/sample/solution.csv"
@@ -222,3 +223,55 @@ def test_score_a_perfect_submission_on_the_shared_mini_set(tmp_path):
 def test_default_submission_name():
     now = datetime(2026, 11, 23, 1, 30, 5)
     assert default_submission_name(["lenet-a", "resnet-b"], now) == "lenet-a+resnet-b-20261123-013005.csv"
+
+
+BOM = b"\xef\xbb\xbf"
+ZEROS = "ids must be written without leading zeros, since '007' reads as 7 on some checkers and as '007' on others."
+
+
+@pytest.mark.parametrize("fmt, data, expected", [
+    ("course", BOM + VALID.encode(), ["The file starts with a UTF-8 byte-order mark (Excel's 'CSV UTF-8' writes "
+                                      "one), which the course site's checker may not strip: save it as UTF-8 "
+                                      "without the mark."]),
+    *[(fmt, b"id,label\n000,1\n1,0\n2,1\n003,0\n",
+       [f"2 id(s) are written with leading zeros: '000', '003'; {ZEROS}"]) for fmt in ("course", "kaggle", "redux")],
+    ("course", b"id,label\n0,1\n01,0\n1,0\n2,1\n3,0\n",
+     [f"1 id(s) are written with leading zeros: '01'; {ZEROS}", "1 id(s) appear more than once: 1.",
+      "The file has 5 data rows; the test set has 4 images."]),
+    ("course", b"id,label\n-1,1\n0,1\n1,0\n2,1\n3,0\n",
+     ["1 id(s) are negative, so not in the test set: '-1'.", "The file has 5 data rows; the test set has 4 images."]),
+    ("kaggle", b" id , label\n0,1\n1,0\n2,1\n3,0\n",
+     ["The header ' id , label' has spaces around its names; it must be exactly 'id,label'."]),
+    ("course", "id,label\n0,1\n1,0\n2,1\n3,0\n".encode("utf-16"),
+     ["The file is not UTF-8 text (invalid start byte at byte 0): save it as UTF-8."]),
+])
+def test_validate_reports_text_level_defects(tmp_path, fmt, data, expected):
+    (tmp_path / "sub.csv").write_bytes(data)
+    assert validate_submission(tmp_path / "sub.csv", TEST_IDS, fmt) == expected
+
+
+KAGGLE_BOM = ("The file starts with a UTF-8 byte-order mark (Excel's 'CSV UTF-8' writes one); Kaggle's checker "
+              "strips it, but UTF-8 without the mark is safer.")
+CRLF = "The lines end in CRLF (Windows line ends); checkers accept them, but plain LF ends are the safe choice."
+
+
+@pytest.mark.parametrize("fmt, data, expected", [
+    ("kaggle", BOM + VALID.encode(), Validation([], [KAGGLE_BOM])),
+    ("redux", BOM + b"id,label\n0,0.1\n1,0.2\n2,0.3\n3,0.4\n", Validation([], [KAGGLE_BOM])),
+    *[(fmt, VALID.replace("\n", "\r\n").encode(), Validation([], [CRLF])) for fmt in ("course", "kaggle")],
+    ("kaggle", BOM + VALID.replace("\n", "\r\n").encode(), Validation([], [KAGGLE_BOM, CRLF])),
+    ("course", VALID.replace("\n", "\r\n").encode() + b"007,1\r\n",
+     Validation([f"1 id(s) are written with leading zeros: '007'; {ZEROS}",
+                 "1 id(s) are not in the test set: 7.", "The file has 5 data rows; the test set has 4 images."],
+                [CRLF])),
+    ("course", VALID.encode(), Validation([], [])),
+])
+def test_defects_the_checker_tolerates_are_warnings(tmp_path, fmt, data, expected):
+    (tmp_path / "sub.csv").write_bytes(data)
+    assert check_submission(tmp_path / "sub.csv", TEST_IDS, fmt) == expected
+    assert validate_submission(tmp_path / "sub.csv", TEST_IDS, fmt) == expected.problems
+
+
+def test_a_frame_never_has_warnings():
+    frame = pd.DataFrame({"id": TEST_IDS, "label": [1, 0, 1, 0]})
+    assert check_submission(frame, TEST_IDS, "course") == Validation([], [])
