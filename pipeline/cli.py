@@ -70,7 +70,8 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except PipelineError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            if not getattr(exc, "from_main", False):  # under torchrun the main process says it once
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             from pipeline.training import Interrupted
 
             raise typer.Exit(130 if isinstance(exc, Interrupted) else 1) from None

@@ -34,7 +34,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, Time
 
 from pipeline import __version__
 from pipeline.errors import ConfigError, DownloadError, ExtractError, StorageError, is_disk_full, storage_error
-from pipeline.fileio import write_json
+from pipeline.fileio import human_size, write_json
 from pipeline.sources import get_source
 
 _logger = logging.getLogger(__name__)
@@ -312,14 +312,6 @@ def _unpack(archive: Path, dest: Path) -> None:
         raise ExtractError(f"{archive} is corrupt or truncated ({exc}): delete it and download it again.") from None
 
 
-def _size(n: float) -> str:
-    """``1.5 GiB``, ``200.0 MiB``, ``12.0 KiB`` or ``900 bytes``."""
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift:
-            return f"{n / (1 << shift):.1f} {unit}"
-    return f"{int(n)} bytes"
-
-
 def _check_size(archive: Path, dest: Path, total: int) -> None:
     """ExtractError unless ``total`` declared bytes are a plausible unpacking of ``archive`` and fit beside ``dest``.
 
@@ -331,7 +323,7 @@ def _check_size(archive: Path, dest: Path, total: int) -> None:
     packed = archive.stat().st_size
     ratio = total / max(packed, 1)
     if total > RATIO_CHECK_ABOVE and ratio > MAX_COMPRESSION_RATIO:
-        raise ExtractError(f"{archive} declares {_size(total)} of files in {_size(packed)}, a compression ratio of "
+        raise ExtractError(f"{archive} declares {human_size(total)} of files in {human_size(packed)}, a compression ratio of "
                            f"{ratio:,.0f}:1 where photos give about 1:1 (limit {MAX_COMPRESSION_RATIO}:1), so it looks "
                            "like a zip bomb and nothing was unpacked: check where the archive came from.")
     probe = dest
@@ -339,8 +331,8 @@ def _check_size(archive: Path, dest: Path, total: int) -> None:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if total > free - FREE_SPACE_MARGIN:
-        raise ExtractError(f"{archive.name} unpacks to {_size(total)} but the disk holding {probe} has {_size(free)} "
-                           f"free, and {_size(FREE_SPACE_MARGIN)} is kept spare, so nothing was unpacked: free some "
+        raise ExtractError(f"{archive.name} unpacks to {human_size(total)} but the disk holding {probe} has {human_size(free)} "
+                           f"free, and {human_size(FREE_SPACE_MARGIN)} is kept spare, so nothing was unpacked: free some "
                            "space or point --data-dir at a larger disk, then run the same command again.")
 
 

@@ -6,16 +6,22 @@ Hand-written because it is five lines and no dependency does exactly this with p
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from pipeline.errors import storage_error
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A full disk (whatever error the writer raised: torch.save reports it as a RuntimeError) or an
+    unwritable folder becomes a one-line StorageError; the earlier ``path`` is left as it was.
 
     Args:
         path: the final destination. Its folder is created if missing.
@@ -31,9 +37,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except Exception as exc:
+        error = storage_error(exc, path) if isinstance(exc, OSError) else None
+        if error is None and _disk_full(path.parent):  # torch.save says "unexpected pos", not ENOSPC
+            error = storage_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _disk_full(folder: Path, slack: int = 64 << 10) -> bool:
+    """Whether the file system of ``folder`` has less than ``slack`` bytes left for this user."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < slack
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -53,3 +75,11 @@ def write_csv(path: str | os.PathLike, df) -> Path:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
     return Path(path)
+
+
+def human_size(n: float) -> str:
+    """``1.5 GiB``, ``200.0 MiB``, ``12.0 KiB`` or ``900 bytes``."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{int(n)} bytes"

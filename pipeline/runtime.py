@@ -193,6 +193,7 @@ class Runtime:
                 error = RuntimeError(f"the main process failed: {exc!r}")
         result, error = self.broadcast((result, error))
         if error is not None:
+            error.from_main = not self.is_main  # the main process tells the user; the others need not repeat it
             raise error
         return result
 

@@ -30,7 +30,7 @@ from pipeline.cache import open_cache
 from pipeline.engine import (Amp, Checkpointer, EarlyStopping, FitState, MetricsLog, ProgressBar, evaluate, fit,
                              score)
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.fileio import write_csv, write_json
+from pipeline.fileio import human_size, write_csv, write_json
 from pipeline.folds import read_folds
 from pipeline.images import (BatchNormalizer, ImageDataset, base_size_for, build_eval_transform,
                              build_train_transform, make_loader)
@@ -273,7 +273,8 @@ def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime):
         if settings.folds is not None and any(not 0 <= k < n_folds for k in settings.folds):
             raise ConfigError(f"--folds {settings.folds} out of range: run {run.name} has folds 0..{n_folds - 1}.")
         _warn_if_resplit(run, settings)
-        changed = {k: v for k, v in request.settings.items() if saved_settings.get(k) != v and k != "run_name"}
+        changed = {k: v for k, v in request.settings.items()
+                   if saved_settings.get(k) != v and k not in ("run_name", "runs_dir")}
         config["settings"] = dataclasses.asdict(settings)
         config["folds"] = settings.folds if settings.folds is not None else config["folds"]
         config["settings"]["folds"] = config["folds"]
@@ -309,16 +310,16 @@ def check_fits(recipe: Recipe, settings: RunSettings, rt: Runtime, n_images: int
         probe = next(p for p in (cache_dir, *cache_dir.parents) if p.exists())
         need, free = DecodedCache.bytes_for(base, n_images), shutil.disk_usage(probe).free
         if need > free:
-            raise ConfigError(f"--img-size {recipe.img_size} needs a {need / 2**30:.1f} GiB image cache for "
-                              f"{n_images} photos but {probe} has {free / 2**30:.1f} GiB free; lower --img-size, "
+            raise ConfigError(f"--img-size {recipe.img_size} needs a {human_size(need)} image cache for "
+                              f"{n_images} photos but {probe} has {human_size(free)} free; lower --img-size, "
                               "free some space, or pass --no-cache.")
     need = training_memory_bytes(recipe.arch, recipe.img_size, recipe.batch_size // max(1, rt.world),
                                  half=rt.dtype != torch.float32)
     have, where = available_memory(rt.device)
     if need > have:
         raise ConfigError(f"--img-size {recipe.img_size} with --batch-size {recipe.batch_size} needs about "
-                          f"{need / 2**30:.1f} GiB for one training step of {recipe.arch}, but {where} has "
-                          f"{have / 2**30:.1f} GiB available; lower --img-size or --batch-size.")
+                          f"{human_size(need)} for one training step of {recipe.arch}, but {where} has "
+                          f"{human_size(have)} available; lower --img-size or --batch-size.")
 
 
 def available_memory(device: torch.device) -> tuple[int, str]:

@@ -228,3 +228,19 @@ def test_download_of_the_shared_mini_set_over_loopback_http(tmp_path, monkeypatc
     folds = pd.read_csv("data/folds.csv")
     assert sorted(folds.path) == sorted(train.path) and folds.fold.value_counts().to_dict() == {k: 320 for k in range(5)}
     assert pd.read_csv("data/catalog_problems.csv").empty
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--lr", "-0.1"], "--lr must be above 0, got -0.1."),
+    (["--workers", "-1"], "--workers must be zero or more, got -1."),
+    (["--epochs", "0"], "--epochs must be at least 1, got 0."),
+    (["--img-size", "100000"], "--img-size must be between 32 and 1024 pixels, got 100000."),
+    (["--precision", "fp16", "--device", "cpu"], "--precision fp16 needs a CUDA GPU"),
+    (["--arch", "resnet50", "--img-size", "1024", "--batch-size", "4096"], "for one training step of resnet50"),
+])
+def test_impossible_options_are_one_line_before_any_work(workdir, args, expected):
+    """Before, --lr -1 and --workers -1 were torch tracebacks, --img-size 100000 decoded for 90 s, then OOM."""
+    r = invoke("train", *args, "--run-name", "never", "--no-progress")
+    assert r.exit_code == 1 and expected in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert not (workdir / "runs" / "never").exists()

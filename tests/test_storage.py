@@ -3,14 +3,17 @@ small (or read-only) tmpfs in a private namespace (see tests/tmpfs.py) and must 
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import zipfile
 
+import pandas as pd
 import pytest
 
 from tests.conftest import SAMPLE
 from tests.httpserver import serve_dir
-from tests.tmpfs import pipeline_cmd, run_on_tmpfs
+from tests.tmpfs import REPO, pipeline_cmd, run_on_tmpfs
 
 
 def one_line(result) -> str:
@@ -79,3 +82,54 @@ def test_an_archive_larger_than_the_free_space_is_refused_before_unpacking(tmp_p
         declared = sum(i.file_size for i in z.infolist()) / 2**20
     assert f"train.zip unpacks to {declared:.1f} MiB but the disk holding {data} has 1.0 MiB free" in line
     assert list(result.snapshot.iterdir()) == []  # nothing was written, not even extracted/
+
+
+TINY_TRAIN = ("train", "--arch", "lenet", "--img-size", "32", "--batch-size", "32", "--workers", "0", "--patience",
+              "0", "--no-progress", "--run-name", "r")
+
+
+def test_a_full_disk_during_training_is_one_line_and_the_run_resumes(sample_data, tmp_path):
+    """Before, torch's own 'inline_container.cc ... unexpected pos' traceback."""
+    runs = tmp_path / "runs"
+    result = run_on_tmpfs(pipeline_cmd(*TINY_TRAIN, "--epochs", "30", "--folds", "0", "--data-dir", sample_data,
+                                       "--runs-dir", runs), folder=runs, size="1200k", cwd=tmp_path)
+    assert result.returncode == 1
+    line = one_line(result)
+    assert line.startswith(f"error: No space left on the device while writing {runs / 'r'}/") and \
+        "files already complete are kept" in line
+    kept = result.snapshot / "r"
+    assert not list(kept.rglob(".*.tmp"))  # no half-written file left behind
+    import torch
+
+    last = torch.load(kept / "fold0" / "last.pt", weights_only=False)  # the last complete state loads
+    best = torch.load(kept / "fold0" / "best.pt", weights_only=False)
+    metrics = pd.read_csv(kept / "metrics.csv")
+    assert metrics.epoch.max() >= last["epoch"] >= best["epoch"] >= 0
+
+    shutil.copytree(kept, tmp_path / "freed" / "r")  # space freed: the same run resumes where it stopped
+    done = subprocess.run(pipeline_cmd(*TINY_TRAIN, "--epochs", "30", "--folds", "0", "--data-dir", sample_data,
+                                       "--runs-dir", tmp_path / "freed", "--resume"),
+                          capture_output=True, text=True, cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = pd.read_csv(tmp_path / "freed" / "r" / "metrics.csv")
+    assert sorted(metrics.epoch) == list(range(30))
+
+
+def test_a_read_only_runs_folder_is_one_line(sample_data, tmp_path):
+    runs = tmp_path / "runs"
+    result = run_on_tmpfs(pipeline_cmd(*TINY_TRAIN, "--epochs", "1", "--data-dir", sample_data, "--runs-dir", runs),
+                          folder=runs, size="10m", read_only=True, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "(Read-only file system): the folder is read-only" in one_line(result)
+
+
+def test_an_image_cache_larger_than_the_disk_is_refused_up_front(data_copy, tmp_path):
+    """Before, --img-size 100000 decoded for 90 s and then set off the out-of-memory killer."""
+    cache = data_copy / "cache"
+    result = run_on_tmpfs(pipeline_cmd(*TINY_TRAIN[:-1], "big", "--img-size", "512", "--epochs", "1",
+                                       "--data-dir", data_copy, "--runs-dir", tmp_path / "runs"),
+                          folder=cache, size="20m", cwd=tmp_path)
+    assert result.returncode == 1
+    line = one_line(result)
+    assert "--img-size 512 needs a 569.5 MiB image cache for 600 photos but" in line and "--no-cache" in line
+    assert list(result.snapshot.iterdir()) == []  # nothing was decoded
