@@ -204,6 +204,13 @@ class Runtime:
                 dist.all_reduce(v)
         return list(values)
 
+    def sync_buffers(self, model: torch.nn.Module) -> None:
+        """Give every process the main process's buffers (BatchNorm statistics): DDP broadcasts them before
+        each forward pass, so after an epoch each process holds those of its last batch."""
+        if self.distributed:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
+
     def gather_rows(self, rows: np.ndarray, *columns: np.ndarray) -> tuple[np.ndarray, ...]:
         """Every process's ``(row index, values...)`` on every process, each row once, in row order.
 

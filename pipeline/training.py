@@ -132,6 +132,7 @@ def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: Ru
                      scheduler=scheduler, amp=amp, runtime=rt)
 
     def validate() -> dict:
+        rt.sync_buffers(model)  # every process evaluates (and the main one saves) the same model
         preds = evaluate(model, val_loader, normalize, amp, rt)
         val = score(val_ds.labels[preds.rows], preds.probs)
         return {"val_loss": preds.loss, "val_acc": val["accuracy"], "val_logloss": val["log_loss"]}
@@ -324,8 +325,8 @@ def check_fits(recipe: Recipe, settings: RunSettings, rt: Runtime, n_images: int
 
 def available_memory(device: torch.device) -> tuple[int, str]:
     """Bytes a training step may use on ``device`` and a name for it."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[1], f"GPU {device.index}"
+    if device.type == "cuda":  # the card's size: asking for free memory would open a CUDA context here
+        return torch.cuda.get_device_properties(device).total_memory, f"GPU {device.index}"
     try:
         with open("/proc/meminfo") as f:
             info = dict(line.split(":", 1) for line in f)
@@ -390,7 +391,9 @@ def _train(run: RunDir, rt: Runtime) -> dict:
                 _logger.info("fold %d already finished; skipping", k)
                 continue
             if restarting() and run.last(k).exists():
-                _logger.warning("fold %d: restarted after a failure; continuing from its last finished epoch", k)
+                done = torch.load(run.last(k), map_location="cpu", weights_only=False, mmap=True)["epoch"]
+                _logger.warning("fold %d: restarted after a failure; continuing after epoch %d (epochs 0-%d are kept, "
+                                "not trained again)", k, done, done)
             try:
                 result = train_fold(run, k, fold_rt, recipe, settings, folds, cache, progress)
             except KeyboardInterrupt:
