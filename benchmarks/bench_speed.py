@@ -44,11 +44,13 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
 from pipeline.cache import DecodedCache  # noqa: E402
+from pipeline.engine import Amp, train_step  # noqa: E402
 from pipeline.images import (IMAGENET_MEAN, IMAGENET_STD, BatchNormalizer, ImageDataset,  # noqa: E402
-                             base_size_for, build_train_transform)
+                             base_size_for, build_train_transform, make_loader)
 from pipeline.models import build_model, normalization  # noqa: E402
-from pipeline.training import (Step, TrainConfig, build_optimizer, default_workers,  # noqa: E402
-                               make_loader)
+from pipeline.recipe import Recipe  # noqa: E402
+from pipeline.runtime import Runtime, default_workers  # noqa: E402
+from pipeline.training import build_optimizer  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dogs-vs-cats-mini"
 SAMPLE_DATA = REPO / "pipeline" / "sample"
@@ -104,7 +106,7 @@ def notebook_loader(paths, labels, size: int, batch_size: int, workers: int):
 def project_loader(paths, labels, size: int, batch_size: int, workers: int, cache: DecodedCache):
     base = base_size_for(size)
     ds = ImageDataset(paths, labels, base, build_train_transform(size), cache)
-    return make_loader(ds, batch_size, shuffle=True, seed=0, workers=workers, device=CPU)
+    return make_loader(ds, batch_size, shuffle=True, seed=0, workers=workers, runtime=Runtime(CPU, torch.float32))
 
 
 def build_cache(root: Path, size: int, paths) -> tuple[DecodedCache, float, int]:
@@ -210,15 +212,15 @@ def bench_data(args, photos, cache256) -> dict:
 def bench_train_one(args, arch: str, size: int, paths, labels, cache: DecodedCache) -> dict:
     log(f"\n[train] {arch} at {size} px: {len(paths)} photos per epoch, batch {args.batch_size}, "
         f"fp32 on the CPU, {torch.get_num_threads()} threads, {args.workers} worker(s), {args.epochs} epochs")
-    # the project: train_fold's inner loop (ImageDataset + cache, make_loader, BatchNormalizer, Step)
+    # the project: train_one_epoch's inner loop (ImageDataset + cache, make_loader, BatchNormalizer, train_step)
     torch.manual_seed(0)
     p_model = build_model(arch, size)
     conv = any(isinstance(m, nn.Conv2d) for m in p_model.modules())  # cfg.channels_last is True by default
     p_model = p_model.to(CPU, memory_format=torch.channels_last if conv else torch.contiguous_format)
     p_loader = project_loader(paths, labels, size, args.batch_size, args.workers, cache)
     normalize = BatchNormalizer(*normalization(p_model), CPU, conv)
-    step = Step(p_model, CPU, torch.float32)
-    cfg = TrainConfig(arch=arch, img_size=size, batch_size=args.batch_size, epochs=args.epochs).resolved()
+    amp = Amp(CPU, torch.float32)
+    cfg = Recipe(arch=arch, img_size=size, batch_size=args.batch_size, epochs=args.epochs).resolved()
     p_opt, p_sched = build_optimizer(cfg, p_model, len(p_loader))
 
     # the notebook: the same model (same initial weights), AdamW with the same lr and weight decay
@@ -234,7 +236,7 @@ def bench_train_one(args, arch: str, size: int, paths, labels, cache: DecodedCac
         n = 0
         for x, y, _ in p_loader:
             y = y.to(CPU, non_blocking=True)
-            step.train(normalize(x), y, p_opt, p_sched)
+            train_step(p_model, normalize(x), y, p_opt, p_sched, amp)
             n += len(y)
         return n
 
@@ -280,14 +282,16 @@ def bench_train(args, photos, tmp: Path) -> dict:
 def bench_e2e(args, zips: dict, tmp: Path) -> dict:
     from pipeline.stages import download, predict
     from pipeline.submission import score_submission
-    from pipeline.training import run
+    from pipeline.training import TrainRequest, run
 
     work = tmp / "e2e"
     data_dir, runs_dir, subs = work / "data", work / "runs", work / "submissions"
-    cfg = TrainConfig(arch="lenet", data_dir=str(data_dir), runs_dir=str(runs_dir), run_name="bench-lenet",
-                      progress=False, workers=args.workers_given)
+    cfg = Recipe(arch="lenet").resolved()
     if args.e2e_epochs is not None:
         cfg.epochs = args.e2e_epochs
+    request = TrainRequest(overrides={"epochs": cfg.epochs},
+                           settings={"data_dir": str(data_dir), "runs_dir": str(runs_dir), "run_name": "bench-lenet",
+                                     "progress": False, "workers": args.workers_given})
     log(f"\n[e2e] train.zip -> submission: download, {cfg.arch} {cfg.epochs} epochs x 5 folds "
         f"(patience {cfg.patience}), predict with hflip TTA")
     t = {}
@@ -298,7 +302,7 @@ def bench_e2e(args, zips: dict, tmp: Path) -> dict:
     log(f"    download (unzip, verify, catalogue, folds): {t['download']:.2f} s "
         f"({summary['train']} train, {summary['test']} test, {summary['problems']} problems)")
     t0 = time.perf_counter()
-    cv = run(cfg)
+    cv = run(request)
     t["train"] = time.perf_counter() - t0
     run_dir = runs_dir / "bench-lenet"
     log(f"    train: {t['train']:.2f} s (of which folds {cv.get('seconds', float('nan')):.2f} s; the rest is the "
@@ -378,7 +382,7 @@ def parse_args(argv=None):
     ap.add_argument("--resnet-size", type=int, default=64, help="ResNet-34 input side")
     ap.add_argument("--resnet-images", type=int, default=640,
                     help="photos per ResNet-34 epoch (a subset keeps it to a couple of minutes)")
-    ap.add_argument("--e2e-epochs", type=int, default=None, help="epochs per fold in e2e (default: TrainConfig's)")
+    ap.add_argument("--e2e-epochs", type=int, default=None, help="epochs per fold in e2e (default: the lenet recipe's)")
     ap.add_argument("--json", default=None, help="write every figure to this JSON file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args(argv)

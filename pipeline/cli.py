@@ -149,6 +149,16 @@ def _print_catalog(s: dict) -> None:
 
 
 # ---- train -----------------------------------------------------------------------------------
+def _parse_ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise typer.BadParameter(f"{option} takes comma-separated whole numbers like 96,128, got {text!r}")
+    return values
+
+
 def _parse_folds(text: str) -> list[int] | None:
     if text == "all":
         return None
@@ -179,61 +189,75 @@ def train(
     recipe: Annotated[Optional[str], typer.Option(help="A named recipe (see `pipeline recipes`) or a TOML file; "
                                                   "the options below override it.")] = None,
     arch: Annotated[Optional[str], typer.Option(help="lenet, resnet34, resnet50 or any timm model name "
-                                                "[default: lenet].")] = None,
-    folds: Annotated[Optional[str], typer.Option(help="Folds to train: 'all' or e.g. 0,1,2 [default: all].")] = None,
+                                                "\\[default: lenet].")] = None,
+    folds: Annotated[Optional[str], typer.Option(help="Folds to train: 'all' or e.g. 0,1,2 \\[default: all].")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs per fold; early stopping may end sooner "
-                                                  "[default: 20].")] = None,
-    img_size: Annotated[Optional[int], typer.Option(help="Input side in pixels [default: 64 for LeNet, the "
+                                                  "\\[default: 20].")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="Input side in pixels \\[default: 64 for LeNet, the "
                                                     "model's own, usually 224, otherwise].")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step, over all processes together; on a "
-                                                      "GPU raise to 128-256 [default: 64].")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 1e-3, or 3e-4 from weights].")] = None,
+                                                      "GPU raise to 128-256 \\[default: 64].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate \\[default: 1e-3, or 3e-4 from weights].")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="AdamW/SGD weight decay (not on biases and "
-                                                          "norms) [default: 0.05].")] = None,
+                                                          "norms) \\[default: 0.05].")] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="adamw or sgd (momentum 0.9, Nesterov) "
-                                                     "[default: adamw].")] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="cosine (with warm-up) or onecycle [default: cosine].")] = None,
+                                                     "\\[default: adamw].")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="cosine (with warm-up) or onecycle \\[default: cosine].")] = None,
     warmup_epochs: Annotated[Optional[float], typer.Option(help="Linear warm-up before the cosine decay "
-                                                           "[default: 1].")] = None,
+                                                           "\\[default: 1].")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Stop a fold after this many epochs without a better "
-                                                    "validation loss; 0: never [default: 5].")] = None,
-    augment: Annotated[Optional[str], typer.Option(help="Augmentation preset: none or light [default: light].")] = None,
+                                                    "validation loss; 0: never \\[default: 5].")] = None,
+    augment: Annotated[Optional[str], typer.Option(help="Augmentation preset: none, light or strong "
+                                                   "\\[default: light].")] = None,
     drop_rate: Annotated[Optional[float], typer.Option(help="Dropout before the classifier of timm models "
-                                                       "[default: 0].")] = None,
+                                                       "\\[default: 0].")] = None,
     pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained",
                                                        help="Start from timm's ImageNet weights (needs the network).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Start from a local weights file (offline route).",
                                                     exists=True, dir_okay=False)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for weights, order and augmentation [default: 0].")] = None,
-    device: Annotated[Optional[Device], typer.Option(help="auto picks CUDA when present [default: auto].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for weights, order and augmentation \\[default: 0].")] = None,
+    layer_decay: Annotated[Optional[float], typer.Option(help="Below 1: each earlier block of a timm model learns "
+                                                         "at this fraction of the next one's rate \\[default: 1].")] = None,
+    freeze_bn: Annotated[Optional[bool], typer.Option("--freeze-bn/--no-freeze-bn", help="Keep BatchNorm's pretrained "
+                                                      "statistics (fine-tuning, small batches) \\[default: off].")] = None,
+    mixup: Annotated[Optional[float], typer.Option(help="Mixup alpha; 0: off \\[default: 0].")] = None,
+    cutmix: Annotated[Optional[float], typer.Option(help="CutMix alpha; 0: off \\[default: 0].")] = None,
+    mix_prob: Annotated[Optional[float], typer.Option(help="Share of batches mixed \\[default: 1].")] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option(help="Targets eps/2 and 1-eps/2 \\[default: 0].")] = None,
+    ema: Annotated[Optional[bool], typer.Option("--ema/--no-ema", help="Keep a moving average of the weights; it "
+                                                "is used when it validates better \\[default: off].")] = None,
+    ema_decay: Annotated[Optional[float], typer.Option(help="The EMA's decay after its warm-up \\[default: 0.998].")] = None,
+    sizes: Annotated[Optional[str], typer.Option(help="Progressive resizing: training sizes in equal phases before "
+                                                 "--img-size, e.g. 96,128 \\[default: none].")] = None,
+    device: Annotated[Optional[Device], typer.Option(help="auto picks CUDA when present \\[default: auto].")] = None,
     precision: Annotated[Optional[Precision], typer.Option(help="auto: bf16 (or fp16 + loss scaling) on CUDA, "
-                                                           "fp32 on CPU [default: auto].")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Loader processes per training process [default: 2 on "
+                                                           "fp32 on CPU \\[default: auto].")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Loader processes per training process \\[default: 2 on "
                                                    "CPU, up to 8 on CUDA].")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads per training process [default: torch's; "
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads per training process \\[default: torch's; "
                                                    "with --nproc N, the cores / N].")] = None,
     cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Read photos from the decoded-image "
-                                                  "cache, built once per size [default: on].")] = None,
+                                                  "cache, built once per size \\[default: on].")] = None,
     channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last",
-                                                          help="channels_last memory for conv nets [default: on].")] = None,
+                                                          help="channels_last memory for conv nets \\[default: on].")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model "
-                                                    "(slow start, faster steps on a GPU) [default: off].")] = None,
+                                                    "(slow start, faster steps on a GPU) \\[default: off].")] = None,
     nproc: Annotated[int, typer.Option(help="Training processes on this machine (one per GPU); started through "
                                        "torch's elastic launcher, as torchrun would.")] = 1,
     parallel: Annotated[Optional[Parallel], typer.Option(help="With several processes: folds (each process "
                                                          "trains its own folds) or ddp (all train each fold "
-                                                         "together) [default: folds when there are at least as "
+                                                         "together) \\[default: folds when there are at least as "
                                                          "many folds as processes, else ddp].")] = None,
     max_restarts: Annotated[int, typer.Option(help="With --nproc: start the workers again this often after a "
                                               "failure; the run continues from its last finished epochs.")] = 0,
-    run_name: Annotated[Optional[str], typer.Option(help="Run folder name [default: <arch>-<time>].")] = None,
+    run_name: Annotated[Optional[str], typer.Option(help="Run folder name \\[default: <arch>-<time>].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue --run-name (or the latest run): skip "
                                          "finished folds, continue the interrupted one.")] = False,
     data_dir: Annotated[Optional[Path], typer.Option(help="Where the catalogue, folds and cache live "
-                                                     "[default: data].")] = None,
-    runs_dir: Annotated[Optional[Path], typer.Option(help="Where run folders live [default: runs].")] = None,
+                                                     "\\[default: data].")] = None,
+    runs_dir: Annotated[Optional[Path], typer.Option(help="Where run folders live \\[default: runs].")] = None,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress",
-                                                     help="Show progress bars [default: on].")] = None,
+                                                     help="Show progress bars \\[default: on].")] = None,
 ):
     """k-fold cross-validation: one checkpoint per fold, out-of-fold predictions and the CV score.
 
@@ -248,7 +272,10 @@ def train(
         overrides=_given(arch=arch, epochs=epochs, img_size=img_size, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, optimizer=optimizer, schedule=schedule,
                          warmup_epochs=warmup_epochs, patience=patience, augment=augment, drop_rate=drop_rate,
-                         pretrained=pretrained, weights=weights, seed=seed),
+                         pretrained=pretrained, weights=weights, seed=seed, layer_decay=layer_decay,
+                         freeze_bn=freeze_bn, mixup=mixup, cutmix=cutmix, mix_prob=mix_prob,
+                         label_smoothing=label_smoothing, ema=ema, ema_decay=ema_decay,
+                         sizes=_parse_ints(sizes, "--sizes") if sizes is not None else None),
         settings=_given(device=device, precision=precision, workers=workers, threads=threads, cache=cache,
                         channels_last=channels_last, compile=compile, parallel=parallel,
                         folds=_parse_folds(folds) if folds is not None else None, data_dir=data_dir,
@@ -261,6 +288,17 @@ def train(
     from pipeline.report import build_report
 
     console.print(f"report: {build_report(run_dir)}")
+
+
+@app.command()
+@friendly
+def recipes():
+    """List the named recipes (`pipeline train --recipe NAME`), one line each."""
+    from pipeline.recipe import named_recipes, recipe_summary
+
+    for name, path in named_recipes().items():
+        console.print(f"[bold]{name:<10}[/] {recipe_summary(path)}", highlight=False)
+    console.print("Show one with `cat` on its file: " + str(next(iter(named_recipes().values())).parent), highlight=False)
 
 
 def _print_cv(cv: dict, run_dir: Path) -> None:

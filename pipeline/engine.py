@@ -70,6 +70,8 @@ class FitState:
     correct: torch.Tensor | None = None  # this epoch's correct count (on the device)
     epoch_start: float = 0.0
     row: dict = field(default_factory=dict)  # the epoch's metrics row, built at epoch end
+    val_loss: float = math.inf  # the epoch's validation loss that counts (a callback may offer a better model)
+    candidate: nn.Module | None = None  # the weights this epoch offers as the best: the model, or e.g. its EMA
     improved: bool = False
     best_loss: float = math.inf
     bad_epochs: int = 0
@@ -77,13 +79,20 @@ class FitState:
 
 
 class Callback:
-    """Hooks the loop calls; each gets the :class:`FitState`. ``state_dict`` is saved in last.pt."""
+    """Hooks the loop calls; each gets the :class:`FitState`.
+
+    ``on_validation_end`` runs once the epoch's row holds the validation figures and before the loop
+    decides whether the epoch improved: a callback may lower ``state.val_loss`` and offer other
+    weights as ``state.candidate`` (the EMA does).
+    """
 
     def on_fit_start(self, state: FitState) -> None: ...
 
     def on_epoch_start(self, state: FitState) -> None: ...
 
     def on_batch_end(self, state: FitState) -> None: ...
+
+    def on_validation_end(self, state: FitState) -> None: ...
 
     def on_epoch_end(self, state: FitState) -> None: ...
 
@@ -113,17 +122,23 @@ def train_step(net: nn.Module, x: torch.Tensor, target: torch.Tensor, optimizer,
     return loss, logits
 
 
-def train_one_epoch(state: FitState, loader, normalize, callbacks: list[Callback]) -> dict:
-    """One pass over ``loader``; returns this epoch's train loss, accuracy and images/s over every process."""
+def train_one_epoch(state: FitState, loader, normalize, callbacks: list[Callback], mix=None) -> dict:
+    """One pass over ``loader``; returns this epoch's train loss, accuracy and images/s over every process.
+
+    Args:
+        mix: ``mix(x, y) -> (x, target)``: mixup/cutmix/label smoothing of the batch (None: targets = labels).
+            Accuracy is always counted against the unmixed labels.
+    """
     device = state.amp.device
-    state.net.train()
     state.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     state.correct = torch.zeros((), dtype=torch.int64, device=device)
     state.seen, state.batch, state.batches = 0, 0, len(loader)
     state.epoch_start = time.perf_counter()
     for x, y, _ in loader:
         y = y.to(device, non_blocking=True)
-        loss, logits = train_step(state.net, normalize(x), y, state.optimizer, state.scheduler, state.amp)
+        x = normalize(x)
+        x, target = mix(x, y) if mix is not None else (x, y)
+        loss, logits = train_step(state.net, x, target, state.optimizer, state.scheduler, state.amp)
         state.loss_sum += loss.detach().double() * len(y)
         state.correct += ((logits.detach() > 0).float() == y).sum()
         state.seen += len(y)
@@ -178,7 +193,7 @@ def evaluate(model: nn.Module, loader, normalize, amp: Amp, runtime: Runtime | N
     return Predictions(rows_np, probs_np, loss)
 
 
-def fit(state: FitState, train_loader, validate, normalize, callbacks: list[Callback]) -> FitState:
+def fit(state: FitState, train_loader, validate, normalize, callbacks: list[Callback], mix=None) -> FitState:
     """Train from ``state.start_epoch`` to ``state.epochs`` unless a callback sets ``state.stop``.
 
     After each epoch the loop marks it ``improved`` (validation loss lower than the best by more
@@ -187,9 +202,10 @@ def fit(state: FitState, train_loader, validate, normalize, callbacks: list[Call
     Args:
         state: the model, optimizer and the rest (callbacks may restore it at fit start).
         train_loader: the training loader; its sampler's ``set_epoch`` is called every epoch.
-        validate: ``validate() -> (val_dict, Predictions)``, run after every epoch.
+        validate: ``validate(model) -> dict`` of val_loss, val_acc and val_logloss, run after every epoch.
         normalize: the batch normaliser.
         callbacks: called in order at each hook.
+        mix: the batch mixing of :func:`train_one_epoch`.
     """
     _call(callbacks, "on_fit_start", state)
     for epoch in range(state.start_epoch, state.epochs):
@@ -197,15 +213,18 @@ def fit(state: FitState, train_loader, validate, normalize, callbacks: list[Call
             break
         state.epoch = epoch
         train_loader.sampler.set_epoch(epoch)  # every process the same epoch
+        state.net.train()
         _call(callbacks, "on_epoch_start", state)
-        train = train_one_epoch(state, train_loader, normalize, callbacks)
-        val = validate()
+        train = train_one_epoch(state, train_loader, normalize, callbacks, mix)
+        val = validate(state.model)
         state.row = {"fold": state.fold, "epoch": epoch, **train, **val,
                      "lr": state.optimizer.param_groups[0]["lr"],
                      "seconds": time.perf_counter() - state.epoch_start}
-        state.improved = state.row["val_loss"] < state.best_loss - MIN_DELTA
+        state.val_loss, state.candidate = val["val_loss"], state.model
+        _call(callbacks, "on_validation_end", state)
+        state.improved = state.val_loss < state.best_loss - MIN_DELTA
         if state.improved:
-            state.best_loss, state.bad_epochs = state.row["val_loss"], 0
+            state.best_loss, state.bad_epochs = state.val_loss, 0
         else:
             state.bad_epochs += 1
         _call(callbacks, "on_epoch_end", state)
@@ -285,8 +304,8 @@ class Checkpointer(Callback):
             return
         if state.improved:
             with atomic_path(self.run.best(self.fold)) as tmp:
-                torch.save({"model": state.model.state_dict(), "epoch": state.epoch, "metrics": state.row,
-                            **self.meta}, tmp)
+                torch.save({"model": state.candidate.state_dict(), "epoch": state.epoch, "metrics": state.row,
+                            "weights": "model" if state.candidate is state.model else "ema", **self.meta}, tmp)
         with atomic_path(self.run.last(self.fold)) as tmp:
             torch.save({"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
                         "scheduler": state.scheduler.state_dict(), "scaler": state.amp.scaler.state_dict(),
@@ -297,7 +316,7 @@ class Checkpointer(Callback):
 
 def _rng_states(runtime: Runtime) -> list[dict]:
     """Every process's random state (dropout draws from it), in rank order."""
-    own = {"torch": torch.get_rng_state()}
+    own = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
     if runtime.device.type == "cuda":
         own["cuda"] = torch.cuda.get_rng_state(runtime.device)
     if not runtime.distributed:
@@ -311,8 +330,78 @@ def _set_rng_state(saved, runtime: Runtime) -> None:
     states = [saved] if isinstance(saved, dict) else saved  # runs from before per-process states
     own = states[runtime.rank] if runtime.rank < len(states) else states[0]
     torch.set_rng_state(own["torch"])
+    if "numpy" in own:
+        np.random.set_state(own["numpy"])
     if "cuda" in own and runtime.device.type == "cuda":
         torch.cuda.set_rng_state(own["cuda"], runtime.device)
+
+
+class FreezeBatchNorm(Callback):
+    """BatchNorm layers keep their statistics (eval mode) while the rest trains: fine-tuning on small
+    batches, whose statistics are noisy estimates of the pretrained ones."""
+
+    def on_epoch_start(self, state: FitState) -> None:
+        for m in state.model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+class Ema(Callback):
+    """An exponential moving average of the weights (timm's ModelEmaV3, with its warm-up so that a few
+    hundred steps suffice), validated every epoch; it becomes the epoch's candidate when its
+    validation loss is lower than the model's.
+
+    Args:
+        model: the plain model.
+        decay: the largest decay (reached after the warm-up).
+        validate: ``validate(model) -> dict`` as given to :func:`fit`.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, validate):
+        from timm.utils import ModelEmaV3
+
+        self.ema = ModelEmaV3(model, decay=decay, use_warmup=True)
+        self.validate, self.steps = validate, 0
+
+    def on_batch_end(self, state: FitState) -> None:
+        self.steps += 1
+        self.ema.update(state.model, step=self.steps)
+
+    def on_validation_end(self, state: FitState) -> None:
+        val = self.validate(self.ema.module)
+        state.row |= {"ema_val_loss": val["val_loss"], "ema_val_acc": val["val_acc"]}
+        if val["val_loss"] < state.val_loss:
+            state.val_loss, state.candidate = val["val_loss"], self.ema.module
+
+    def state_dict(self) -> dict:
+        return {"module": self.ema.module.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.ema.module.load_state_dict(saved["module"])
+        self.steps = saved["steps"]
+
+
+class BinaryMix:
+    """timm's Mixup/CutMix and label smoothing for a one-logit model: the soft target is the mixed
+    batch's P(dog), ``target[:, 1]`` of timm's two-class soft labels.
+
+    timm mixes a batch with its own mirror and needs an even batch; an odd last batch only gets
+    the label smoothing. Its draws come from numpy's global generator, seeded per fold and saved
+    in last.pt with the other random states.
+    """
+
+    def __init__(self, mixup: float, cutmix: float, prob: float, smoothing: float):
+        from timm.data import Mixup
+
+        self.smoothing = smoothing
+        self.mix = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=prob, label_smoothing=smoothing,
+                         num_classes=2) if (mixup or cutmix) and prob else None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mix is not None and len(x) % 2 == 0:
+            x, target = self.mix(x, y.long())
+            return x, target[:, 1].to(y.dtype)
+        return x, y * (1 - self.smoothing) + self.smoothing / 2
 
 
 class ProgressBar(Callback):

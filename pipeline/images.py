@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 import albumentations as A
+import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageOps
@@ -23,7 +24,7 @@ from pipeline.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENT_PRESETS = ("none", "light")
+AUGMENT_PRESETS = ("none", "light", "strong")
 
 
 def base_size_for(img_size: int) -> int:
@@ -60,17 +61,41 @@ def build_train_transform(img_size: int, preset: str = "light") -> A.Compose:
 
     Args:
         img_size: output side.
-        preset: ``light`` (random resized crop + horizontal flip + mild colour jitter) or ``none``.
+        preset: ``none``; ``light`` (random resized crop of 60-100 % of the photo, horizontal flip,
+            mild colour jitter); ``strong`` (for training from scratch: crops of 25-100 %, flip, small
+            rotations, shear and scale, stronger colour jitter, occasional grey, and one or two
+            erased patches, the cutout of DeVries & Taylor).
     """
     if preset == "none":
         return build_eval_transform(img_size)
     if preset not in AUGMENT_PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; use one of {', '.join(AUGMENT_PRESETS)}")
+    if preset == "light":
+        return A.Compose([
+            A.RandomResizedCrop(size=(img_size, img_size), scale=(0.6, 1.0)),
+            A.HorizontalFlip(p=0.5),
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0, p=0.5),
+        ])
     return A.Compose([
-        A.RandomResizedCrop(size=(img_size, img_size), scale=(0.6, 1.0)),
+        A.RandomResizedCrop(size=(img_size, img_size), scale=(0.25, 1.0)),
         A.HorizontalFlip(p=0.5),
-        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0, p=0.5),
+        A.Affine(rotate=(-15, 15), shear=(-8, 8), scale=(0.9, 1.1), border_mode=cv2.BORDER_REFLECT_101, p=0.5),
+        A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05, p=0.8),
+        A.ToGray(p=0.05),
+        A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.1, 0.3), hole_width_range=(0.1, 0.3), p=0.5),
     ])
+
+
+class SizedTransforms:
+    """One training transform per image size, built when first asked for (progressive resizing)."""
+
+    def __init__(self, preset: str):
+        self.preset, self._built = preset, {}
+
+    def __call__(self, size: int) -> A.Compose:
+        if size not in self._built:
+            self._built[size] = build_train_transform(size, self.preset)
+        return self._built[size]
 
 
 def build_eval_transform(img_size: int) -> A.Compose:
@@ -94,18 +119,20 @@ def reseed(transform: A.Compose, seed: int) -> None:
 class ImageDataset(torch.utils.data.Dataset):
     """Images as uint8 CHW tensors, with labels (or -1) and their row index.
 
-    Items are requested as ``(index, seed)`` pairs (see :class:`SeededSampler`) or plain indices.
+    Items are requested as ``(index, seed)`` pairs (see :class:`SeededSampler`), ``(index, seed, size)``
+    triples when the training size changes over the epochs (then ``transform`` is a
+    :class:`SizedTransforms`), or plain indices.
 
     Args:
         paths: image files.
         labels: 0/1 per image, or None for test images.
         base_size: the decoded square size (see :func:`base_size_for`).
-        transform: an albumentations pipeline producing uint8 HWC output.
+        transform: an albumentations pipeline producing uint8 HWC output (or a SizedTransforms).
         cache: a :class:`pipeline.cache.DecodedCache` of this base size, or None to decode from disk.
     """
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int] | None, base_size: int,
-                 transform: A.Compose, cache=None):
+                 transform, cache=None):
         self.paths = [str(p) for p in paths]
         self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
         self.base_size = base_size
@@ -125,9 +152,10 @@ class ImageDataset(torch.utils.data.Dataset):
         return decode_resized(self.paths[i], self.base_size)
 
     def __getitem__(self, item):
-        i, seed = item if isinstance(item, tuple) else (item, 0)
-        reseed(self.transform, seed)
-        img = self.transform(image=self.base_image(i))["image"]
+        i, seed, *size = item if isinstance(item, tuple) else (item, 0)
+        transform = self.transform(size[0]) if size else self.transform
+        reseed(transform, seed)
+        img = transform(image=self.base_image(i))["image"]
         x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
         y = -1.0 if self.labels is None else float(self.labels[i])
         return x, torch.tensor(y), i
@@ -137,14 +165,16 @@ class SeededSampler(torch.utils.data.Sampler):
     """Yields ``(index, seed)``: a shuffled (or sequential) order and one augmentation seed per sample.
 
     Both come from a generator seeded by ``(seed, epoch)``, so an epoch is reproducible. With
+    ``sizes`` (a function of the epoch) it yields ``(index, seed, size)``: the epoch's training size. With
     ``world`` processes each takes every ``world``-th item of that one order (the order padded with
     its first items to a multiple of ``world``, as torch's DistributedSampler does), so every image
     gets the same augmentation seed whatever the number of processes.
     """
 
-    def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1):
+    def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1, sizes=None):
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
         self.rank, self.world = rank, world
+        self.sizes = sizes  # epoch -> training size (progressive resizing), or None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -159,6 +189,9 @@ class SeededSampler(torch.utils.data.Sampler):
         if self.world > 1:
             take = (torch.arange(len(self) * self.world) % self.n)[self.rank::self.world]
             order, seeds = order[take], seeds[take]
+        if self.sizes is not None:
+            size = self.sizes(self.epoch)
+            return iter((i, s, size) for i, s in zip(order.tolist(), seeds.tolist()))
         return iter(zip(order.tolist(), seeds.tolist()))
 
 
@@ -180,12 +213,12 @@ class BatchNormalizer:
 
 
 def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, seed: int, workers: int,
-                runtime) -> torch.utils.data.DataLoader:
+                runtime, sizes=None) -> torch.utils.data.DataLoader:
     """A DataLoader over ``(index, seed)`` items, sharded by ``runtime``'s rank: pinned memory on CUDA,
     persistent workers."""
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size,
-        sampler=SeededSampler(len(dataset), seed, shuffle, rank=runtime.rank, world=runtime.world),
+        sampler=SeededSampler(len(dataset), seed, shuffle, rank=runtime.rank, world=runtime.world, sizes=sizes),
         num_workers=workers, pin_memory=runtime.device.type == "cuda", persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None, drop_last=False,
         # its own generator: the loader's seed draw must not consume the global RNG (dropout's),

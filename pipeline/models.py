@@ -114,9 +114,25 @@ def build_model(arch: str, img_size: int, *, pretrained: bool = False, weights: 
 
         model = _create_pretrained(arch, drop_rate) if pretrained else \
             timm.create_model(arch, pretrained=False, num_classes=1, drop_rate=drop_rate)
+        zero_head(model)
     if weights:
         load_weights(model, weights)
     return model
+
+
+def zero_head(model: nn.Module) -> None:
+    """Start a timm model's new one-logit classifier at zero, whatever the family's own init.
+
+    timm sizes some heads for 1,000 classes (EfficientNet's: std 0.56 with fan-out 1), so a fresh
+    one-logit head put out logits of about +-20 on ImageNet features: near-certain, wrong
+    probabilities and a first-epoch loss of 2.7. At zero every first logit is 0 (P = 0.5) and the
+    head grows from the features' gradient; a head loaded from a file later replaces it.
+    """
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if isinstance(head, (nn.Linear, nn.Conv2d)):
+        nn.init.zeros_(head.weight)
+        if head.bias is not None:
+            nn.init.zeros_(head.bias)
 
 
 def _create_pretrained(arch: str, drop_rate: float) -> nn.Module:

@@ -40,11 +40,22 @@ class Recipe:
     pretrained: bool = False
     weights: str | None = None
     seed: int = 0
+    # fine-tuning
+    layer_decay: float = 1.0  # below 1: each earlier block of a timm model learns at this fraction of the next's lr
+    freeze_bn: bool = False  # BatchNorm keeps its (pretrained) statistics: small batches estimate them badly
+    # regularisation
+    mixup: float = 0.0  # mixup's Beta(alpha, alpha); 0: off
+    cutmix: float = 0.0  # cutmix's Beta(alpha, alpha); 0: off
+    mix_prob: float = 1.0  # share of batches mixed when mixup or cutmix is on
+    label_smoothing: float = 0.0  # targets eps/2 and 1 - eps/2 instead of 0 and 1
+    ema: bool = False  # also keep an exponential moving average of the weights; it is used when it scores better
+    ema_decay: float = 0.998
+    sizes: list[int] | None = None  # progressive resizing: training sizes in equal phases, then img_size
 
     def resolved(self) -> "Recipe":
         """A copy with every ``None`` default filled in and every value checked."""
         from pipeline.images import AUGMENT_PRESETS
-        from pipeline.models import check_arch, default_img_size
+        from pipeline.models import OWN_MODELS, check_arch, default_img_size
 
         r = dataclasses.replace(self)
         check_arch(r.arch)
@@ -62,9 +73,32 @@ class Recipe:
         for name, ok, what in checks:
             if not ok:
                 raise ConfigError(f"--{name} must be {what}, got {getattr(r, name.replace('-', '_'))}.")
+        checks = [("layer-decay", 0 < r.layer_decay <= 1, "in (0, 1]"), ("mixup", r.mixup >= 0, "zero or more"),
+                  ("cutmix", r.cutmix >= 0, "zero or more"), ("mix-prob", 0 <= r.mix_prob <= 1, "in [0, 1]"),
+                  ("label-smoothing", 0 <= r.label_smoothing < 0.5, "in [0, 0.5)"),
+                  ("ema-decay", 0 < r.ema_decay < 1, "in (0, 1)")]
+        for name, ok, what in checks:
+            if not ok:
+                raise ConfigError(f"--{name} must be {what}, got {getattr(r, name.replace('-', '_'))}.")
         if r.pretrained and r.weights:
             raise ConfigError("Use either --pretrained or --weights FILE, not both.")
+        if r.sizes is not None:
+            bad = [s for s in r.sizes if not 32 <= s <= r.img_size]
+            if bad or not r.sizes:
+                raise ConfigError(f"--sizes must list training sizes between 32 and --img-size {r.img_size}, "
+                                  f"got {r.sizes}.")
+        own = r.arch in OWN_MODELS
+        if own and (r.sizes or r.layer_decay < 1):
+            raise ConfigError(f"{r.arch} sizes its classifier from --img-size and has no blocks for layer decay: "
+                              "drop --sizes and --layer-decay, or pick a timm architecture.")
         return r
+
+    def size_for_epoch(self, epoch: int) -> int:
+        """The training size of ``epoch``: the ``sizes`` phases, then ``img_size`` (progressive resizing)."""
+        phases = [*(self.sizes or []), self.img_size]
+        if phases[-2:-1] == [self.img_size]:
+            phases.pop()
+        return phases[min(len(phases) - 1, epoch * len(phases) // max(1, self.epochs))]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -93,11 +127,16 @@ def _check_type(name: str, value, source: str):
     if value is None and type(None) in allowed:
         return None
     for t in allowed:
+        if typing.get_origin(t) is list:  # list[int]
+            if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                return list(value)
+            continue
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if t is not type(None) and isinstance(value, t) and not (t is int and isinstance(value, bool)):
             return value
-    names = " or ".join(t.__name__ for t in allowed if t is not type(None))
+    names = " or ".join("a list of integers" if typing.get_origin(t) is list else t.__name__
+                        for t in allowed if t is not type(None))
     raise ConfigError(f"{source}: {name} must be {names}, got {value!r}.")
 
 
@@ -136,5 +175,8 @@ def build_recipe(name: str | Path | None = None, overrides: dict | None = None) 
     """The recipe ``name`` (a named recipe or a TOML file; None: the defaults) with ``overrides`` on top,
     resolved and checked."""
     fields = load_recipe_file(name) if name is not None else {}
-    fields |= check_fields(overrides or {}, "command line")
+    overrides = check_fields(overrides or {}, "command line")
+    if overrides.get("weights") and "pretrained" not in overrides:
+        fields["pretrained"] = False  # --weights FILE is the offline form of a recipe's pretrained = true
+    fields |= overrides
     return Recipe(**fields).resolved()

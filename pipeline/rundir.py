@@ -177,8 +177,9 @@ class RunDir:
         with FileLock(self.path / ".metrics.lock"):
             old = self.read_metrics()
             old = old[~((old.fold == row["fold"]) & (old.epoch >= row["epoch"]))]
-            rows = [r for r in (old, pd.DataFrame([row])) if not r.empty]
-            write_csv(self.metrics_path, pd.concat(rows, ignore_index=True)[METRIC_COLUMNS])
+            rows = pd.concat([r for r in (old, pd.DataFrame([row])) if not r.empty], ignore_index=True)
+            extra = [c for c in rows.columns if c not in METRIC_COLUMNS]  # e.g. the EMA's validation figures
+            write_csv(self.metrics_path, rows[METRIC_COLUMNS + extra])
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """``(fold, best.pt)`` of every finished fold."""

@@ -27,12 +27,12 @@ from torch import nn
 
 from pipeline import __version__
 from pipeline.cache import open_cache
-from pipeline.engine import (Amp, Checkpointer, EarlyStopping, FitState, MetricsLog, ProgressBar, evaluate, fit,
-                             score)
+from pipeline.engine import (Amp, BinaryMix, Checkpointer, EarlyStopping, Ema, FitState, FreezeBatchNorm,
+                             MetricsLog, ProgressBar, evaluate, fit, score)
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.fileio import human_size, write_csv, write_json
 from pipeline.folds import read_folds
-from pipeline.images import (BatchNormalizer, ImageDataset, base_size_for, build_eval_transform,
+from pipeline.images import (BatchNormalizer, ImageDataset, SizedTransforms, base_size_for, build_eval_transform,
                              build_train_transform, make_loader)
 from pipeline.models import build_model, normalization, training_memory_bytes
 from pipeline.progress import NoProgress, make_progress
@@ -68,18 +68,29 @@ class TrainRequest:
 
 # ---- loaders, cache, optimizer ---------------------------------------------------------------
 def build_optimizer(recipe: Recipe, model: nn.Module, steps_per_epoch: int):
-    """AdamW (or SGD Nesterov) without weight decay on biases and norms, and its per-step schedule."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW (or SGD Nesterov) without weight decay on biases and norms, and its per-step schedule.
+
+    With ``layer_decay`` below 1, timm's layer-wise groups: the head learns at ``lr``, each block
+    before it at ``layer_decay`` times the next block's rate (pretrained features move less).
+    """
+    if recipe.layer_decay < 1:
+        from timm.optim import param_groups_layer_decay
+
+        groups = param_groups_layer_decay(model, weight_decay=recipe.weight_decay, layer_decay=recipe.layer_decay)
+    else:
+        decay, no_decay = [], []
+        for p in model.parameters():
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    for g in groups:
+        g["lr"] = recipe.lr * g.get("lr_scale", 1.0)
     if recipe.optimizer == "sgd":
         opt = torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
     else:
         opt = torch.optim.AdamW(groups, lr=recipe.lr)
     total = recipe.epochs * steps_per_epoch
     if recipe.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=total)
     else:
         warm = max(1, int(recipe.warmup_epochs * steps_per_epoch))
 
@@ -102,15 +113,18 @@ def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: Ru
     """
     train_rows, val_rows = folds[folds.fold != fold], folds[folds.fold == fold]
     base = base_size_for(recipe.img_size)
-    train_ds = ImageDataset(train_rows.path, train_rows.label, base,
-                            build_train_transform(recipe.img_size, recipe.augment), cache)
+    transform = SizedTransforms(recipe.augment) if recipe.sizes else build_train_transform(recipe.img_size,
+                                                                                           recipe.augment)
+    train_ds = ImageDataset(train_rows.path, train_rows.label, base, transform, cache)
     val_ds = ImageDataset(val_rows.path, val_rows.label, base, build_eval_transform(recipe.img_size), cache)
     workers = settings.workers if settings.workers is not None else default_workers(rt.device, local_processes())
     batch = recipe.batch_size // rt.world
-    train_loader = make_loader(train_ds, batch, shuffle=True, seed=recipe.seed * 31 + fold, workers=workers, runtime=rt)
+    train_loader = make_loader(train_ds, batch, shuffle=True, seed=recipe.seed * 31 + fold, workers=workers, runtime=rt,
+                               sizes=recipe.size_for_epoch if recipe.sizes else None)
     val_loader = make_loader(val_ds, batch * 2, shuffle=False, seed=0, workers=workers, runtime=rt)
 
     torch.manual_seed(recipe.seed * 1000 + fold)  # the same initial weights on every process
+    np.random.seed(recipe.seed * 1000 + fold + 7919 * rt.rank)  # mixup's draws (timm uses numpy's generator)
     model = build_model(recipe.arch, recipe.img_size, pretrained=recipe.pretrained, weights=recipe.weights,
                         drop_rate=recipe.drop_rate)
     conv = settings.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -131,17 +145,25 @@ def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: Ru
     state = FitState(fold=fold, epochs=recipe.epochs, model=model, net=net, optimizer=optimizer,
                      scheduler=scheduler, amp=amp, runtime=rt)
 
-    def validate() -> dict:
-        rt.sync_buffers(model)  # every process evaluates (and the main one saves) the same model
-        preds = evaluate(model, val_loader, normalize, amp, rt)
+    def validate(weights: nn.Module) -> dict:
+        rt.sync_buffers(weights)  # every process evaluates (and the main one saves) the same weights
+        preds = evaluate(weights, val_loader, normalize, amp, rt)
         val = score(val_ds.labels[preds.rows], preds.probs)
         return {"val_loss": preds.loss, "val_acc": val["accuracy"], "val_logloss": val["log_loss"]}
 
-    callbacks = [MetricsLog(run), Checkpointer(run, fold, meta={"recipe": recipe.to_dict()}),
-                 EarlyStopping(recipe.patience)]
+    extra, callbacks = {}, []
+    if recipe.freeze_bn:
+        callbacks.append(FreezeBatchNorm())
+    if recipe.ema:
+        extra["ema"] = Ema(model, recipe.ema_decay, validate)
+        callbacks.append(extra["ema"])
+    callbacks += [MetricsLog(run), Checkpointer(run, fold, meta={"recipe": recipe.to_dict()}, extra=extra),
+                  EarlyStopping(recipe.patience)]
     if rt.is_main:
         callbacks.append(ProgressBar(progress))
-    fit(state, train_loader, validate, normalize, callbacks)
+    mix = BinaryMix(recipe.mixup, recipe.cutmix, recipe.mix_prob, recipe.label_smoothing) \
+        if recipe.mixup or recipe.cutmix or recipe.label_smoothing else None
+    fit(state, train_loader, validate, normalize, callbacks, mix)
     rt.barrier()  # best.pt is complete before any process reads it
 
     best = torch.load(run.best(fold), map_location="cpu", weights_only=False)
