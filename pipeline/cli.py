@@ -49,6 +49,12 @@ class Fmt(str, Enum):
     redux = "redux"
 
 
+class Calibrate(str, Enum):
+    auto = "auto"
+    none = "none"
+    temperature = "temperature"
+
+
 class EnsembleMethod(str, Enum):
     fit = "fit"
     mean = "mean"
@@ -329,6 +335,9 @@ def predict(
                                         "0/1), redux (probabilities, clipped).")] = Fmt.course,
     threshold: Annotated[float, typer.Option(help="P(dog) at or above which label is 1 (0/1 formats).")] = 0.5,
     eps: Annotated[float, typer.Option(help="Clip probabilities to \\[eps, 1-eps] (redux).")] = 0.005,
+    calibrate: Annotated[Calibrate, typer.Option(help="temperature: fit one temperature on the blend's out-of-fold "
+                                                 "predictions and apply it to the test's (log-loss); auto: for "
+                                                 "redux only.")] = Calibrate.auto,
     out: Annotated[Optional[Path], typer.Option(help="Submission path (default: submissions/<runs>-<time>.csv).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
     partial: Annotated[bool, typer.Option("--partial", help="Predict with the finished folds of a run that has "
@@ -342,8 +351,9 @@ def predict(
     from pipeline import stages
 
     result = stages.predict(runs=run or [], test_csv=test, tta=tta.value, ensemble=ensemble.value,
-                            fmt=format.value, threshold=threshold, eps=eps, out=out, force=force, partial=partial,
-                            device=device.value, batch_size=batch_size, runs_dir=runs_dir, progress=progress)
+                            fmt=format.value, threshold=threshold, eps=eps, calibrate=calibrate.value, out=out,
+                            force=force, partial=partial, device=device.value, batch_size=batch_size,
+                            runs_dir=runs_dir, progress=progress)
     blend = result["blend"]
     if blend is not None and len(blend.runs) > 1:
         table = Table(title=f"out-of-fold scores ({blend.method} blend)")
@@ -354,8 +364,12 @@ def predict(
             table.add_row(name, f"{w:.3f}", f"{s['accuracy']:.4f}", f"{s['log_loss']:.4f}")
         table.add_row("blend", "1.000", f"{blend.blend_score['accuracy']:.4f}", f"{blend.blend_score['log_loss']:.4f}")
         console.print(table)
+    cal = result["calibration"]
+    if cal is not None:
+        console.print(f"calibrated: temperature {cal.temperature:.3f}; out-of-fold log-loss "
+                      f"{cal.oof_log_loss_before:.4f} -> {cal.oof_log_loss_after:.4f}")
     console.print(f"wrote {result['path']} ({result['rows']} rows, format {format.value}); it passes "
-                  f"`pipeline validate`. Upload it to the competition site.")
+                  f"`pipeline validate`. Upload it to the competition site. Notes: {result['note']}")
 
 
 @app.command()

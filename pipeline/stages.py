@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import ConfigError, DataError
+from pipeline.fileio import write_json
 
 _logger = logging.getLogger(__name__)
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
@@ -61,30 +62,58 @@ def _no_training_photo(catalog, problems_csv: Path) -> DataError:
 
 
 def predict(*, runs: list[Path], test_csv: Path, tta: str = "hflip", ensemble: str = "fit", fmt: str = "course",
-            threshold: float = 0.5, eps: float = 0.005, out: Path | None = None, force: bool = False,
-            partial: bool = False, device: str = "auto", batch_size: int | None = None, runs_dir: Path = Path("runs"),
-            progress: bool = False, submissions_dir: Path = Path("submissions")) -> dict:
-    """Predict with each run, blend them, and write a validated submission.
+            threshold: float = 0.5, eps: float = 0.005, calibrate: str = "auto", out: Path | None = None,
+            force: bool = False, partial: bool = False, device: str = "auto", batch_size: int | None = None,
+            runs_dir: Path = Path("runs"), progress: bool = False, submissions_dir: Path = Path("submissions")) -> dict:
+    """Predict with each run, blend them, calibrate, and write a validated submission with a note.
 
-    Returns ``{"path", "rows", "blend", "probs"}``; ``blend`` is None for a single run.
+    ``calibrate``: ``temperature`` fits one temperature on the blend's out-of-fold predictions and
+    applies it to the test probabilities (before the format's clipping); ``auto`` does so for
+    probability formats (redux), where log-loss is scored, and not for 0/1 labels, which a
+    temperature cannot change. The note ``<submission>.json`` records the runs, weights,
+    calibration and out-of-fold scores.
+
+    Returns ``{"path", "note", "rows", "blend", "calibration", "probs"}``; ``blend`` is None when
+    no out-of-fold predictions exist (a partial run).
     """
-    from pipeline.inference import blend_predictions, blend_runs, predict_run
-    from pipeline.submission import default_submission_name, make_submission, read_test_ids, write_submission
-    from pipeline.rundir import find_run
+    from pipeline.inference import (CALIBRATE_CHOICES, blend_predictions, blend_runs, fit_temperature,
+                                    predict_run)
+    from pipeline.rundir import RunDir, find_run
+    from pipeline.submission import (default_submission_name, get_format, make_submission, read_test_ids,
+                                     write_submission)
 
+    if calibrate not in CALIBRATE_CHOICES:
+        raise ConfigError(f"--calibrate must be one of {', '.join(CALIBRATE_CHOICES)}, got {calibrate!r}.")
     run_dirs = [find_run(runs_dir, str(r)).path for r in runs] if runs else [find_run(runs_dir, None).path]
     if len({r.resolve() for r in run_dirs}) != len(run_dirs):
         raise ConfigError("The same run was given twice with --run.")
     test_ids = read_test_ids(test_csv)
     preds = [predict_run(r, test_csv, tta=tta, device=device, batch_size=batch_size, progress=progress,
                          partial=partial) for r in run_dirs]
-    blend = blend_runs(run_dirs, ensemble) if len(run_dirs) > 1 else None
+    has_oof = all(RunDir(r).oof_path.exists() for r in run_dirs)
+    if len(run_dirs) > 1 and not has_oof:
+        raise ConfigError("Blending needs every run's out-of-fold predictions (oof.csv); finish the runs first.")
+    blend = blend_runs(run_dirs, ensemble) if has_oof else None
     probs = blend_predictions(preds, blend.weights) if blend else preds[0][["id", "prob_dog"]]
+    method = ("temperature" if get_format(fmt).probability else "none") if calibrate == "auto" else calibrate
+    calibration = None
+    if method == "temperature":
+        if blend is None:
+            raise ConfigError("--calibrate temperature is fitted on out-of-fold predictions, which a partial run "
+                              "lacks; finish the run or pass --calibrate none.")
+        calibration = fit_temperature(blend.labels, blend.oof)
+        probs = probs.assign(prob_dog=calibration.apply(probs.prob_dog))
     sub = make_submission(probs, fmt, threshold=threshold, eps=eps)
     if out is None:
         out = Path(submissions_dir) / default_submission_name([r.name for r in run_dirs])
     path = write_submission(sub, out, test_ids, fmt, force=force)
-    return {"path": path, "rows": len(sub), "blend": blend, "probs": probs}
+    note = {"submission": path.name, "format": fmt, "runs": [str(r) for r in run_dirs], "tta": tta,
+            "ensemble": blend.method if blend else None, "weights": blend.weights if blend else [1.0],
+            "oof": blend.blend_score if blend else None, "calibration": vars(calibration) if calibration else None,
+            "threshold": threshold, "eps": eps, "created": datetime.now().isoformat(timespec="seconds")}
+    note_path = write_json(path.with_suffix(".json"), note)
+    return {"path": path, "note": note_path, "rows": len(sub), "blend": blend, "calibration": calibration,
+            "probs": probs}
 
 
 def demo(workdir: Path, *, epochs: int = 20, n_folds: int = 3, console=None) -> dict:

@@ -80,3 +80,40 @@ def test_runs_on_different_folds_are_refused(tiny_run, tmp_path):
     blend = blend_runs([tiny_run, same], "mean")
     assert blend.weights == [0.5, 0.5]
     assert blend.blend_score["log_loss"] == pytest.approx(blend.run_scores["tiny"]["log_loss"])
+
+
+def test_temperature_softens_an_over_confident_oof_set_and_never_hurts():
+    from pipeline.inference import fit_temperature
+
+    rng = np.random.default_rng(1)
+    logit = rng.normal(0, 2, 4000)  # a calibrated model: each label drawn with its predicted probability
+    labels = (rng.random(4000) < 1 / (1 + np.exp(-logit))).astype(int)
+    sharp = 1 / (1 + np.exp(-4 * logit))  # the same ranking, four times too sure
+    cal = fit_temperature(labels, sharp)
+    assert cal.temperature == pytest.approx(4, rel=0.15)
+    assert cal.oof_log_loss_after < cal.oof_log_loss_before - 0.1
+    np.testing.assert_allclose(cal.apply(sharp), 1 / (1 + np.exp(-logit)), atol=0.05)
+    assert ((cal.apply(sharp) >= 0.5) == (sharp >= 0.5)).all()  # labels at 0.5 never change
+    timid = 1 / (1 + np.exp(-logit / 3))
+    assert fit_temperature(labels, timid).temperature < 1  # under-confident: sharpened
+    useless = np.full(4000, 0.5)  # nothing to gain: T stays 1 and the loss is unchanged
+    flat = fit_temperature(labels, useless)
+    assert flat.temperature == 1.0 and flat.oof_log_loss_after == flat.oof_log_loss_before
+
+
+def test_redux_predictions_are_calibrated_on_the_oof_and_the_note_says_so(tiny_run, sample_data, tmp_path):
+    from pipeline.stages import predict
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "tiny")
+    out = predict(runs=[runs / "tiny"], test_csv=sample_data / "test.csv", fmt="redux", tta="none",
+                  runs_dir=runs, submissions_dir=tmp_path / "subs")
+    cal, note = out["calibration"], json.loads(out["note"].read_text())
+    assert cal is not None and note["calibration"]["temperature"] == cal.temperature
+    assert note["calibration"]["oof_log_loss_after"] <= note["calibration"]["oof_log_loss_before"]
+    raw = pd.read_csv(runs / "tiny" / "test_probs.csv").set_index("id").prob_dog
+    sub = pd.read_csv(out["path"]).set_index("id").label
+    np.testing.assert_allclose(sub, np.clip(cal.apply(raw.loc[sub.index]), 0.005, 0.995), atol=1e-6)
+    plain = predict(runs=[runs / "tiny"], test_csv=sample_data / "test.csv", fmt="course", tta="none",
+                    runs_dir=runs, out=tmp_path / "subs" / "labels.csv")
+    assert plain["calibration"] is None  # 0/1 labels: auto leaves them alone
