@@ -218,7 +218,7 @@ def fit(state: FitState, train_loader, validate, normalize, callbacks: list[Call
         train = train_one_epoch(state, train_loader, normalize, callbacks, mix)
         val = validate(state.model)
         state.row = {"fold": state.fold, "epoch": epoch, **train, **val,
-                     "lr": state.optimizer.param_groups[0]["lr"],
+                     "lr": max(g["lr"] for g in state.optimizer.param_groups),  # the head's, under layer decay
                      "seconds": time.perf_counter() - state.epoch_start}
         state.val_loss, state.candidate = val["val_loss"], state.model
         _call(callbacks, "on_validation_end", state)
