@@ -177,6 +177,13 @@ def _parse_folds(text: str) -> list[int] | None:
         raise typer.BadParameter(f"expected 'all' or comma-separated fold numbers like 0,1,2, got {text!r}") from None
 
 
+class Tracker(str, Enum):
+    auto = "auto"
+    none = "none"
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+
+
 class Parallel(str, Enum):
     auto = "auto"
     folds = "folds"
@@ -246,6 +253,9 @@ def train(
                                                   "cache, built once per size \\[default: on].")] = None,
     channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last",
                                                           help="channels_last memory for conv nets \\[default: on].")] = None,
+    tracker: Annotated[Optional[Tracker], typer.Option(help="Live curves: tensorboard (runs/<run>/tensorboard), "
+                                                       "mlflow (mlruns/ beside runs/, or MLFLOW_TRACKING_URI), none; "
+                                                       "auto: TensorBoard when installed \\[default: auto].")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model "
                                                     "(slow start, faster steps on a GPU) \\[default: off].")] = None,
     nproc: Annotated[int, typer.Option(help="Training processes on this machine (one per GPU); started through "
@@ -283,17 +293,20 @@ def train(
                          label_smoothing=label_smoothing, ema=ema, ema_decay=ema_decay,
                          sizes=_parse_ints(sizes, "--sizes") if sizes is not None else None),
         settings=_given(device=device, precision=precision, workers=workers, threads=threads, cache=cache,
-                        channels_last=channels_last, compile=compile, parallel=parallel,
+                        channels_last=channels_last, compile=compile, tracker=tracker, parallel=parallel,
                         folds=_parse_folds(folds) if folds is not None else None, data_dir=data_dir,
                         runs_dir=runs_dir, run_name=run_name, progress=progress))
     cv = launch(request, nproc, max_restarts) if nproc > 1 or max_restarts else run(request)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun the main process reports
-    run_dir = Path(runs_dir or "runs") / cv["run"]
-    _print_cv(cv, run_dir)
-    from pipeline.report import build_report
+    from pipeline.rundir import RunDir
 
-    console.print(f"report: {build_report(run_dir)}")
+    run = RunDir(Path(runs_dir or "runs") / cv["run"])
+    _print_cv(cv, run.path)
+    if (run.report_dir / "report.html").exists():
+        console.print(f"report: {run.report_dir / 'report.html'}")
+    if run.tensorboard_dir.exists():
+        console.print(f"curves: tensorboard --logdir {run.tensorboard_dir}")
 
 
 @app.command()

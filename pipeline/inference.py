@@ -154,15 +154,26 @@ def load_oof(run_dir: Path) -> pd.DataFrame:
     return RunDir(run_dir).read_oof()
 
 
-def aligned_oof(run_dirs: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and an (images x runs) matrix of OOF probabilities; refuses runs trained on other folds."""
+def oof_column(oof: pd.DataFrame, tta: str = "none") -> str:
+    """The OOF column made the way ``tta`` predicts the test set (runs before hflip OOF have only prob_dog)."""
+    return "prob_dog_hflip" if tta == "hflip" and "prob_dog_hflip" in oof.columns else "prob_dog"
+
+
+def aligned_oof(run_dirs: list[Path], tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """Labels and an (images x runs) matrix of OOF probabilities; refuses runs trained on other folds.
+
+    Args:
+        run_dirs: the runs.
+        tta: the test-time augmentation the test set is predicted with: the OOF predictions made the
+            same way are the ones blend weights and the calibration are fitted on.
+    """
     oofs = [load_oof(r).sort_values("path", kind="stable").reset_index(drop=True) for r in run_dirs]
     ref = oofs[0]
     for run, oof in zip(run_dirs[1:], oofs[1:]):
         if len(oof) != len(ref) or not (oof.path.equals(ref.path) and oof.fold.equals(ref.fold)):
             raise ConfigError(f"Runs {run_dirs[0].name} and {run.name} were not trained on the same folds "
                               "(or not on the same folds' images); blend only runs made from one folds.csv.")
-    return ref.label.to_numpy(), np.column_stack([o.prob_dog.to_numpy() for o in oofs])
+    return ref.label.to_numpy(), np.column_stack([o[oof_column(o, tta)].to_numpy() for o in oofs])
 
 
 def fit_weights(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -184,11 +195,12 @@ def fit_weights(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return min(candidates, key=loss)
 
 
-def blend_runs(run_dirs: list[Path], method: str = "fit") -> Blend:
-    """Weights for ``run_dirs``: ``mean`` (equal) or ``fit`` (see :func:`fit_weights`)."""
+def blend_runs(run_dirs: list[Path], method: str = "fit", tta: str = "none") -> Blend:
+    """Weights for ``run_dirs``: ``mean`` (equal) or ``fit`` (see :func:`fit_weights`), on the OOF
+    predictions made as ``tta`` predicts the test set."""
     if method not in ("mean", "fit"):
         raise ConfigError(f"--ensemble must be 'mean' or 'fit', got {method!r}.")
-    labels, probs = aligned_oof(run_dirs)
+    labels, probs = aligned_oof(run_dirs, tta)
     weights = fit_weights(labels, probs) if method == "fit" and len(run_dirs) > 1 else \
         np.full(len(run_dirs), 1 / len(run_dirs))
     return Blend(runs=[Path(r).name for r in run_dirs], weights=[float(w) for w in weights], method=method,

@@ -12,6 +12,7 @@
     cv.json            accuracy, log-loss and ROC-AUC per fold and overall
     test_probs.csv     after ``predict``: id, prob_dog and one column per fold (+ test_probs.json)
     report/            the HTML report and its figures
+    tensorboard/       TensorBoard event files, one folder per fold (with --tracker tensorboard)
     .lock              held by the process that trains the run (an advisory file lock)
 
 Training, inference, the report and the CLI ask this module for paths and facts; none spells a
@@ -94,6 +95,10 @@ class RunDir:
     @property
     def report_dir(self) -> Path:
         return self.path / "report"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / "tensorboard"
 
     def fold_dir(self, k: int) -> Path:
         return self.path / f"fold{k}"

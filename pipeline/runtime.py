@@ -45,6 +45,8 @@ class RunSettings:
     channels_last: bool = True
     compile: bool = False
     progress: bool = True
+    tracker: str = "auto"  # auto (TensorBoard when installed) | none | tensorboard | mlflow
+    report: bool = True  # write the HTML report when the run finishes
     parallel: str = "auto"  # auto | folds | ddp (only matters with several processes)
     folds: list[int] | None = None  # None: every fold in folds.csv
     data_dir: str = "data"
@@ -55,7 +57,8 @@ class RunSettings:
         """Self, after checking every choice (a ConfigError names the bad value)."""
         for name, value, allowed in [("device", self.device, ("auto", "cpu", "cuda")),
                                      ("precision", self.precision, ("auto", "fp32", "fp16", "bf16")),
-                                     ("parallel", self.parallel, PARALLEL_CHOICES)]:
+                                     ("parallel", self.parallel, PARALLEL_CHOICES),
+                                     ("tracker", self.tracker, ("auto", "none", "tensorboard", "mlflow"))]:
             if value not in allowed:
                 raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}.")
         for name in ("workers", "threads"):

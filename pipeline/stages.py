@@ -93,7 +93,7 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str = "hflip", ensemble: s
     has_oof = all(RunDir(r).oof_path.exists() for r in run_dirs)
     if len(run_dirs) > 1 and not has_oof:
         raise ConfigError("Blending needs every run's out-of-fold predictions (oof.csv); finish the runs first.")
-    blend = blend_runs(run_dirs, ensemble) if has_oof else None
+    blend = blend_runs(run_dirs, ensemble, tta) if has_oof else None
     probs = blend_predictions(preds, blend.weights) if blend else preds[0][["id", "prob_dog"]]
     method = ("temperature" if get_format(fmt).probability else "none") if calibrate == "auto" else calibrate
     calibration = None
@@ -120,7 +120,7 @@ def demo(workdir: Path, *, epochs: int = 20, n_folds: int = 3, console=None) -> 
     """Catalogue, fold, train, predict (TTA), validate, score and report on the bundled sample."""
     import time
 
-    from pipeline.report import build_report
+    from pipeline.rundir import RunDir
     from pipeline.submission import score_submission
     from pipeline.training import TrainRequest, run
 
@@ -146,7 +146,7 @@ def demo(workdir: Path, *, epochs: int = 20, n_folds: int = 3, console=None) -> 
     sc = score_submission(p["path"], SAMPLE_DIR / "solution.csv")
     say(f"    {p['path']} ({p['rows']} rows, valid); accuracy against the sample's solution.csv: {sc['accuracy']:.3f}")
     say("[bold]4/4 report[/]")
-    html = build_report(runs_dir / name)
+    html = RunDir(runs_dir / name).report_dir / "report.html"  # written when the training finished
     seconds = time.perf_counter() - t0
     say(f"    {html}\ndone in {seconds:.0f} s. Next: `pipeline download` for the real competition data.")
     return {"cv": cv, "submission": p["path"], "test_accuracy": sc["accuracy"], "report": html, "seconds": seconds}

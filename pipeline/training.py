@@ -37,8 +37,9 @@ from pipeline.images import (BatchNormalizer, ImageDataset, SizedTransforms, bas
 from pipeline.models import build_model, normalization, training_memory_bytes
 from pipeline.progress import NoProgress, make_progress
 from pipeline.recipe import Recipe, build_recipe, check_fields, load_recipe_file
-from pipeline.rundir import RunDir, find_run
+from pipeline.rundir import RunDir, all_runs, find_run
 from pipeline.runtime import RunSettings, Runtime, default_workers
+from pipeline.tracking import Tracker, make_tracker, resolve_tracker
 
 _logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def build_optimizer(recipe: Recipe, model: nn.Module, steps_per_epoch: int):
 
 # ---- one fold ---------------------------------------------------------------------------------
 def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, folds: pd.DataFrame,
-               cache, progress) -> dict:
+               cache, progress, tracker: Tracker | None = None) -> dict:
     """Train one fold to its best epoch (resuming from its last.pt), write its OOF predictions.
 
     With a distributed ``rt`` every process trains this fold together (DDP); otherwise this
@@ -161,6 +162,8 @@ def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: Ru
                   EarlyStopping(recipe.patience)]
     if rt.is_main:
         callbacks.append(ProgressBar(progress))
+    if tracker is not None:
+        callbacks.append(tracker)
     mix = BinaryMix(recipe.mixup, recipe.cutmix, recipe.mix_prob, recipe.label_smoothing) \
         if recipe.mixup or recipe.cutmix or recipe.label_smoothing else None
     fit(state, train_loader, validate, normalize, callbacks, mix)
@@ -169,9 +172,13 @@ def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: Ru
     best = torch.load(run.best(fold), map_location="cpu", weights_only=False)
     model.load_state_dict(best["model"])
     preds = evaluate(model, val_loader, normalize, amp, rt)
-    oof = val_rows.iloc[preds.rows][["path", "label", "fold"]].assign(prob_dog=preds.probs)
+    mirrored = evaluate(model, val_loader, normalize, amp, rt, hflip=True)  # what predict's hflip TTA gives
+    oof = val_rows.iloc[preds.rows][["path", "label", "fold"]].assign(prob_dog=preds.probs,
+                                                                       prob_dog_hflip=mirrored.probs)
     if rt.is_main:
         write_csv(run.fold_oof(fold), oof)
+        if tracker is not None:
+            tracker.fold_done(fold, oof)
     rt.barrier()
     return score(oof.label.to_numpy(), oof.prob_dog.to_numpy()) | {"best_epoch": int(best["epoch"])}
 
@@ -199,10 +206,8 @@ def requested_settings(request: TrainRequest) -> RunSettings:
     """The run settings this request runs with: the given ones over the defaults (a new run) or over
     the run's saved ones (a resume or an attach)."""
     given = dict(request.settings)
-    if request.resume or request.attach or restarting():
-        run = _existing_run(given) if (request.resume or request.attach) else None
-        if run is not None:
-            return RunSettings.from_dict(run.config()["settings"] | given).checked()
+    if request.resume or request.attach:
+        return RunSettings.from_dict(_existing_run(given).config()["settings"] | given).checked()
     return RunSettings.from_dict(given).checked()
 
 
@@ -211,19 +216,19 @@ def restarting() -> bool:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
 
 
-def _existing_run(given: dict) -> RunDir | None:
+def _existing_run(given: dict) -> RunDir:
+    """The run --resume (or a launcher's worker) continues: ``run_name``, or the newest run."""
+    return find_run(given.get("runs_dir", RunSettings.runs_dir), given.get("run_name"), finished=False)
+
+
+def _run_of_this_job(given: dict) -> RunDir | None:
+    """The run this torchrun job created before it restarted its workers: the named one if it exists,
+    else the one whose config records torchrun's run id."""
     runs_dir = given.get("runs_dir", RunSettings.runs_dir)
-    name = given.get("run_name")
-    if name is None and restarting():
-        return _run_of_this_job(runs_dir)
-    return find_run(runs_dir, name, finished=False)
-
-
-def _run_of_this_job(runs_dir) -> RunDir | None:
-    """The run a torchrun job created before it restarted (found by torchrun's run id)."""
+    if given.get("run_name"):
+        run = RunDir(Path(runs_dir) / given["run_name"])
+        return run if run.exists() else None
     job = os.environ.get("TORCHELASTIC_RUN_ID")
-    from pipeline.rundir import all_runs
-
     mine = [r for r in all_runs(runs_dir) if job and r.config().get("launch", {}).get("job") == job]
     return mine[-1] if mine else None
 
@@ -232,20 +237,20 @@ def prepare_run(request: TrainRequest, rt: Runtime):
     """Create the run folder (or reopen it with ``resume``) and take its lock.
 
     Returns ``(RunDir, lock)``; the lock is held until released (the caller releases it at the end).
+    A launcher's worker (``attach``) joins the run the launcher holds, without a lock.
     """
     settings = requested_settings(request)
     if request.attach:
         return _existing_run(request.settings), None
     resume = request.resume
-    if restarting():  # torchrun started the workers again: continue the run this job made, if it made one
-        found = _existing_run(request.settings)
-        resume = found is not None
-        if found is not None:
-            request = dataclasses.replace(request, settings=request.settings | {"run_name": found.name})
+    found = _run_of_this_job(request.settings) if restarting() and not resume else None
+    if found is not None:  # torchrun started the workers again: continue the run this job made
+        resume, request = True, dataclasses.replace(request, settings=request.settings | {"run_name": found.name})
     return (_resume_run if resume else _new_run)(request, settings, rt)
 
 
 def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime):
+    resolve_tracker(settings.tracker)  # a missing package is one line now, not after the first fold
     recipe = build_recipe(request.recipe, request.overrides)
     settings.run_name = settings.run_name or f"{recipe.arch}-{datetime.now():%Y%m%d-%H%M%S}"
     folds = read_folds(settings.data_dir)
@@ -272,12 +277,9 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime):
     return run, lock
 
 
-# settings --resume may change: they never change what is learned (see RunSettings)
-RESUME_MAY_CHANGE = ("device", "precision", "workers", "threads", "cache", "channels_last", "compile", "progress",
-                     "parallel", "folds", "data_dir")
-
-
 def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime):
+    """Reopen a run: its recipe must stay as it was; settings never change what is learned, so any may
+    change (and are recorded)."""
     run = _existing_run(request.settings)
     lock = run.lock(wait=60 if restarting() else 0)  # a restarted job waits for its old process to let go
     try:
@@ -286,8 +288,6 @@ def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime):
                                                                                             "command line")
         differ = {k: (config["recipe"].get(k), v) for k, v in asked.items() if config["recipe"].get(k) != v}
         saved_settings = config["settings"]
-        differ |= {k: (saved_settings.get(k), v) for k, v in request.settings.items()
-                   if k not in RESUME_MAY_CHANGE + ("run_name", "runs_dir") and saved_settings.get(k) != v}
         if differ:
             listing = "; ".join(f"{k.replace('_', '-')} {old!r} -> {new!r}" for k, (old, new) in differ.items())
             raise ConfigError(f"--resume continues run {run.name} with the recipe it started with; these options "
@@ -296,6 +296,7 @@ def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime):
         if settings.folds is not None and any(not 0 <= k < n_folds for k in settings.folds):
             raise ConfigError(f"--folds {settings.folds} out of range: run {run.name} has folds 0..{n_folds - 1}.")
         _warn_if_resplit(run, settings)
+        resolve_tracker(settings.tracker)
         changed = {k: v for k, v in request.settings.items()
                    if saved_settings.get(k) != v and k not in ("run_name", "runs_dir")}
         config["settings"] = dataclasses.asdict(settings)
@@ -406,7 +407,29 @@ def _train(run: RunDir, rt: Runtime) -> dict:
         if rt.local_rank != 0:
             cache = open_cache(settings.data_dir, folds.path, base_size_for(recipe.img_size))
     mine, fold_rt = (selected, rt) if mode == "ddp" else (selected[rt.rank::rt.world], rt.alone())
+    tracker = make_tracker(settings.tracker, run, recipe, main=rt.is_main)
     t0 = time.perf_counter()
+    try:
+        _train_folds(run, rt, fold_rt, mine, recipe, settings, folds, cache, tracker)
+        rt.barrier()
+        cv = rt.decided_by_main(lambda: write_cv(run, selected, seconds=time.perf_counter() - t0))
+        if rt.is_main:
+            report = _report(run) if settings.report else None
+            tracker.run_done(cv, report)
+        return cv
+    finally:
+        tracker.close()
+
+
+def _report(run: RunDir) -> Path:
+    from pipeline.report import build_report
+
+    return build_report(run.path)
+
+
+def _train_folds(run: RunDir, rt: Runtime, fold_rt: Runtime, mine: list[int], recipe: Recipe,
+                 settings: RunSettings, folds: pd.DataFrame, cache, tracker: Tracker) -> None:
+    """Train this process's folds (skipping finished ones)."""
     with make_progress() if settings.progress and rt.is_main else NoProgress() as progress:
         for k in mine:
             if run.fold_oof(k).exists():
@@ -417,14 +440,12 @@ def _train(run: RunDir, rt: Runtime) -> dict:
                 _logger.warning("fold %d: restarted after a failure; continuing after epoch %d (epochs 0-%d are kept, "
                                 "not trained again)", k, done, done)
             try:
-                result = train_fold(run, k, fold_rt, recipe, settings, folds, cache, progress)
+                result = train_fold(run, k, fold_rt, recipe, settings, folds, cache, progress, tracker)
             except KeyboardInterrupt:
                 how = f" --nproc {rt.world}" if rt.distributed else ""
                 raise Interrupted(f"Interrupted during fold {k}; finished epochs are saved. Continue with "
                                   f"`pipeline train --run-name {run.name} --resume{how}`.") from None
             _logger.info("fold %d: %s", k, result)
-    rt.barrier()
-    return rt.decided_by_main(lambda: write_cv(run, selected, seconds=time.perf_counter() - t0))
 
 
 def write_cv(run: RunDir, selected: list[int], seconds: float | None = None) -> dict:

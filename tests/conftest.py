@@ -23,7 +23,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dogs-vs-cats
 def tiny_config(data_dir: Path, runs_dir: Path, **overrides) -> TrainRequest:
     """A run that takes seconds on a 2-core CPU (recipe fields and run settings in one list)."""
     options = dict(arch="lenet", img_size=32, epochs=2, batch_size=32, workers=0, progress=False, patience=0,
-                   data_dir=str(data_dir), runs_dir=str(runs_dir), seed=0) | overrides
+                   report=False, tracker="none", data_dir=str(data_dir), runs_dir=str(runs_dir), seed=0) | overrides
     return TrainRequest(overrides={k: v for k, v in options.items() if k in FIELDS},
                         settings={k: v for k, v in options.items() if k not in FIELDS})
 

@@ -139,3 +139,27 @@ def test_a_killed_worker_is_restarted_and_continues_from_its_last_epoch(project)
     # the restarted run is the uninterrupted one, to the last digit
     pipeline("train", *TINY, "--epochs", "8", "--nproc", "2", "--run-name", "straight", cwd=project)
     pd.testing.assert_frame_equal(metrics(run_dir), metrics(project / "runs" / "straight"))
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+def test_torchrun_restarts_continue_the_run_it_made(project):
+    """Plain torchrun, no --run-name: the restarted workers find their run by torchrun's run id."""
+    proc = pipeline("--standalone", "--nproc-per-node", "2", "--max-restarts", "1", "-m", "pipeline", "train",
+                    *TINY, "--epochs", "8", cwd=project, wait=False, module="torch.distributed.run")
+    killed, deadline = None, time.monotonic() + 300
+    while proc.poll() is None and killed is None and time.monotonic() < deadline:
+        found = list((project / "runs").glob("*/metrics.csv"))
+        if found and len(pd.read_csv(found[0])) >= 3:
+            workers = [p for p in _children(proc.pid) if b"pipeline" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            if workers:
+                os.kill(workers[-1], signal.SIGKILL)
+                killed = workers[-1]
+        time.sleep(0.02)
+    out, err = proc.communicate(timeout=600)
+    assert killed is not None and proc.returncode == 0, err[-4000:]
+    runs = list((project / "runs").iterdir())
+    assert len(runs) == 1  # the restart continued the run; it did not start a second one
+    assert "restarted after a failure; continuing after epoch" in err
+    config = json.loads((runs[0] / "config.json").read_text())
+    assert config["resumes"] and config["resumes"][-1]["restart"] is True
+    check_run(runs[0], 600)

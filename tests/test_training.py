@@ -104,3 +104,18 @@ def test_early_stopping_ends_a_fold(data_copy, tmp_path):
     assert len(metrics) - 1 - best_epoch == 1  # stopped one epoch after the last improvement
     best = torch.load(runs / "es" / "fold0" / "best.pt", weights_only=False)
     assert best["epoch"] == best_epoch
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_checkpoints_a_plain_model_loads(data_copy, tmp_path):
+    """--compile: torch.compile'd steps; the checkpoints hold the plain module's weights."""
+    from pipeline.inference import predict_run
+
+    runs = tmp_path / "runs"
+    cv = run(tiny_config(data_copy, runs, run_name="compiled", folds=[0], compile=True))
+    plain = run(tiny_config(data_copy, runs, run_name="plain", folds=[0]))
+    assert cv["overall"]["accuracy"] == pytest.approx(plain["overall"]["accuracy"], abs=0.05)
+    best = torch.load(runs / "compiled" / "fold0" / "best.pt", weights_only=False)
+    assert not any(k.startswith("_orig_mod.") for k in best["model"])
+    probs = predict_run(runs / "compiled", data_copy / "test.csv", tta="none")
+    assert probs.prob_dog.between(0, 1).all()

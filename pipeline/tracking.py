@@ -1,0 +1,191 @@
+"""Live tracking with the tools people already use: TensorBoard event files and MLflow's local store.
+
+Both plug into the training engine as a callback (per-epoch figures), and get two calls from the
+run: ``fold_done`` (a handful of misclassified validation photos) and ``run_done`` (the resolved
+recipe as hyper-parameters with the CV score, the report as an artifact).
+
+- TensorBoard: ``runs/<run>/tensorboard/fold<k>/`` holds each fold's events, written by the one
+  process that trains that fold (under DDP, the main process), and ``tensorboard/hparams`` the
+  run's recipe with its CV figures. ``tensorboard --logdir runs`` shows every run.
+- MLflow: one MLflow run per pipeline run in ``mlruns/`` beside ``runs/`` (file store, no server),
+  or wherever ``MLFLOW_TRACKING_URI`` points; params = the recipe, metrics per fold and epoch
+  (``fold0/val_loss`` at step = epoch), cv.json's figures, the report as an artifact. Only the
+  main process logs; folds another process trained are logged from metrics.csv when the run ends.
+
+``--tracker auto`` (the default) is TensorBoard when the package is installed, else nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.engine import Callback, FitState
+from pipeline.errors import ConfigError
+
+_logger = logging.getLogger(__name__)
+TRACKERS = ("auto", "none", "tensorboard", "mlflow")
+SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_logloss", "lr", "images_per_s", "ema_val_loss",
+           "ema_val_acc")
+EXTRA = {"tensorboard": 'pip install -e ".[tensorboard]" (or pip install tensorboard)',
+         "mlflow": 'pip install -e ".[mlflow]" (or pip install mlflow-skinny)'}
+
+
+def resolve_tracker(name: str) -> str:
+    """The tracker ``name`` stands for; a ConfigError when its package is missing."""
+    if name not in TRACKERS:
+        raise ConfigError(f"--tracker must be one of {', '.join(TRACKERS)}, got {name!r}.")
+    if name == "auto":
+        return "tensorboard" if importlib.util.find_spec("tensorboard") else "none"
+    package = {"tensorboard": "tensorboard", "mlflow": "mlflow"}.get(name)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"--tracker {name} needs the {package} package, which is not installed: {EXTRA[name]}.")
+    return name
+
+
+class Tracker(Callback):
+    """Nothing tracked (``--tracker none``); the base of the real ones."""
+
+    def fold_done(self, fold: int, oof: pd.DataFrame) -> None: ...
+
+    def run_done(self, cv: dict, report: Path | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def make_tracker(name: str, run, recipe, *, main: bool) -> Tracker:
+    """The tracker of a run for this process (``main``: the process that writes run files)."""
+    name = resolve_tracker(name)
+    if name == "tensorboard":
+        return TensorBoardTracker(run, recipe, main=main)
+    if name == "mlflow" and main:
+        return MlflowTracker(run, recipe)
+    return Tracker()
+
+
+def wrong_photos(oof: pd.DataFrame, n: int = 8) -> pd.DataFrame:
+    """The ``n`` most confidently misclassified rows (threshold 0.5)."""
+    wrong = oof[(oof.prob_dog >= 0.5).astype(int) != oof.label]
+    return wrong.iloc[np.argsort(-(wrong.prob_dog - wrong.label).abs().to_numpy(), kind="stable")[:n]]
+
+
+def _thumbnail(path: str, side: int = 128) -> np.ndarray | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            img.thumbnail((side, side))
+            return np.asarray(img)
+    except OSError:
+        return None
+
+
+class TensorBoardTracker(Tracker):
+    """Event files per fold under ``runs/<run>/tensorboard/``."""
+
+    def __init__(self, run, recipe, *, main: bool):
+        self.run, self.recipe, self.main = run, recipe, main
+        self.writers = {}
+
+    def _writer(self, fold: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        if fold not in self.writers:
+            self.writers[fold] = SummaryWriter(log_dir=str(self.run.tensorboard_dir / f"fold{fold}"))
+        return self.writers[fold]
+
+    def on_epoch_end(self, state: FitState) -> None:
+        if not state.runtime.is_main:  # DDP: every process trains this fold; one writes
+            return
+        writer = self._writer(state.fold)
+        for key in SCALARS:
+            if key in state.row:
+                writer.add_scalar(key, state.row[key], state.epoch)
+        writer.flush()
+
+    def fold_done(self, fold: int, oof: pd.DataFrame) -> None:
+        writer = self._writer(fold)
+        for row in wrong_photos(oof).itertuples():
+            img = _thumbnail(row.path)
+            if img is not None:
+                truth = "dog" if row.label == 1 else "cat"
+                writer.add_image(f"wrong/{Path(row.path).name} (a {truth}, P(dog) {row.prob_dog:.2f})", img,
+                                 dataformats="HWC")
+        writer.flush()
+
+    def run_done(self, cv: dict, report: Path | None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        if not self.main:
+            return
+        hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+                   for k, v in self.recipe.to_dict().items()}
+        overall = cv["overall"]
+        with SummaryWriter(log_dir=str(self.run.tensorboard_dir)) as writer:
+            writer.add_hparams(hparams, {f"cv/{k}": overall[k] for k in ("accuracy", "log_loss", "roc_auc")
+                                         if overall.get(k) is not None}, run_name="hparams")
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+
+
+def mlflow_uri(runs_dir: Path) -> str:
+    """Where MLflow logs: ``MLFLOW_TRACKING_URI`` when the user set it, else ``mlruns/`` beside ``runs/``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or (Path(runs_dir).resolve().parent / "mlruns").as_uri()
+
+
+class MlflowTracker(Tracker):
+    """One MLflow run per pipeline run (reopened on --resume), logged by the main process."""
+
+    EXPERIMENT = "catdog-pipeline"
+
+    def __init__(self, run, recipe):
+        from mlflow.tracking import MlflowClient
+
+        self.run, self.recipe = run, recipe
+        self.client = MlflowClient(tracking_uri=mlflow_uri(run.path.parent))
+        experiment = self.client.get_experiment_by_name(self.EXPERIMENT)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.EXPERIMENT)
+        config = run.config()
+        self.run_id = config.get("tracking", {}).get("mlflow_run_id")
+        if self.run_id is None:
+            self.run_id = self.client.create_run(experiment_id, run_name=run.name).info.run_id
+            for key, value in recipe.to_dict().items():
+                self.client.log_param(self.run_id, key, "" if value is None else value)
+            run.write_config(run.config() | {"tracking": {"mlflow_run_id": self.run_id,
+                                                          "mlflow_uri": self.client.tracking_uri}})
+        self.logged: set[tuple[int, int]] = set()
+
+    def _log_row(self, row: dict) -> None:
+        fold, epoch = int(row["fold"]), int(row["epoch"])
+        for key in SCALARS:
+            value = row.get(key)
+            if value is not None and np.isfinite(value):
+                self.client.log_metric(self.run_id, f"fold{fold}/{key}", float(value), step=epoch)
+        self.logged.add((fold, epoch))
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self._log_row(state.row)
+
+    def run_done(self, cv: dict, report: Path | None) -> None:
+        metrics = self.run.read_metrics()  # folds other processes trained, or epochs before a resume
+        for row in metrics.to_dict("records"):
+            if (int(row["fold"]), int(row["epoch"])) not in self.logged:
+                self._log_row(row)
+        for fold, scores in cv["folds"].items():
+            for key in ("accuracy", "log_loss", "roc_auc"):
+                if scores.get(key) is not None:
+                    self.client.log_metric(self.run_id, f"cv/fold{fold}_{key}", scores[key])
+        for key in ("accuracy", "log_loss", "roc_auc"):
+            if cv["overall"].get(key) is not None:
+                self.client.log_metric(self.run_id, f"cv/{key}", cv["overall"][key])
+        if report is not None and report.exists():
+            self.client.log_artifact(self.run_id, str(report))
+        self.client.set_terminated(self.run_id)
