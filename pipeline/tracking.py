@@ -7,8 +7,9 @@ recipe as hyper-parameters with the CV score, the report as an artifact).
 - TensorBoard: ``runs/<run>/tensorboard/fold<k>/`` holds each fold's events, written by the one
   process that trains that fold (under DDP, the main process), and ``tensorboard/hparams`` the
   run's recipe with its CV figures. ``tensorboard --logdir runs`` shows every run.
-- MLflow: one MLflow run per pipeline run in ``mlruns/`` beside ``runs/`` (file store, no server),
-  or wherever ``MLFLOW_TRACKING_URI`` points; params = the recipe, metrics per fold and epoch
+- MLflow: one MLflow run per pipeline run in ``mlruns/`` beside ``runs/`` (file store, no server;
+  MLflow 3.7+ wants ``MLFLOW_ALLOW_FILE_STORE=true`` for it, which the tracker sets), or wherever
+  ``MLFLOW_TRACKING_URI`` points (a ``sqlite:///`` database or a server); params = the recipe, metrics per fold and epoch
   (``fold0/val_loss`` at step = epoch), cv.json's figures, the report as an artifact. Only the
   main process logs; folds another process trained are logged from metrics.csv when the run ends.
 
@@ -33,7 +34,7 @@ TRACKERS = ("auto", "none", "tensorboard", "mlflow")
 SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_logloss", "lr", "images_per_s", "ema_val_loss",
            "ema_val_acc")
 EXTRA = {"tensorboard": 'pip install -e ".[tensorboard]" (or pip install tensorboard)',
-         "mlflow": 'pip install -e ".[mlflow]" (or pip install mlflow-skinny)'}
+         "mlflow": 'pip install -e ".[mlflow]" (or pip install mlflow)'}
 
 
 def resolve_tracker(name: str) -> str:
@@ -150,7 +151,12 @@ class MlflowTracker(Tracker):
         from mlflow.tracking import MlflowClient
 
         self.run, self.recipe = run, recipe
-        self.client = MlflowClient(tracking_uri=mlflow_uri(run.path.parent))
+        uri = mlflow_uri(run.path.parent)
+        if uri.startswith("file:"):
+            # MLflow 3.7+ keeps its file store in maintenance mode and refuses it unless asked; the
+            # issue's "no server, no database" store is this one, so this process asks for it
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self.client = MlflowClient(tracking_uri=uri)
         experiment = self.client.get_experiment_by_name(self.EXPERIMENT)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.EXPERIMENT)
         config = run.config()

@@ -53,8 +53,9 @@ def test_mlflow_file_store_holds_the_recipe_metrics_and_report(data_copy, tmp_pa
     assert logged.data.metrics["cv/fold2_log_loss"] == pytest.approx(cv["folds"]["2"]["log_loss"])
     history = client.get_metric_history(logged.info.run_id, "fold1/val_loss")
     metrics = pd.read_csv(runs / "ml" / "metrics.csv")
-    assert [(h.step, h.value) for h in history] == pytest.approx(
-        list(zip(metrics[metrics.fold == 1].epoch, metrics[metrics.fold == 1].val_loss)))
+    mine = metrics[metrics.fold == 1]
+    assert [h.step for h in history] == mine.epoch.tolist()
+    assert [h.value for h in history] == pytest.approx(mine.val_loss.tolist())
     assert [a.path for a in client.list_artifacts(logged.info.run_id)] == ["report.html"]
 
 
