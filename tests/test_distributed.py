@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -64,6 +65,8 @@ def test_two_processes_share_the_folds_and_match_one_process(project):
     pipeline("train", *TINY, "--epochs", "2", "--nproc", "2", "--parallel", "folds", "--run-name", "two", cwd=project)
     pipeline("train", *TINY, "--epochs", "2", "--threads", "1", "--run-name", "one", cwd=project)
     runs = project / "runs"
+    if importlib.util.find_spec("tensorboard"):  # --tracker auto: each fold's events, written by its process
+        assert sorted(p.name for p in (runs / "two" / "tensorboard").glob("fold*")) == ["fold0", "fold1", "fold2"]
     config = json.loads((runs / "two" / "config.json").read_text())
     assert config["environment"]["processes"] == 1  # the launcher made the run; 2 workers trained it
     check_run(runs / "two", 600)
