@@ -323,17 +323,18 @@ def _check_size(archive: Path, dest: Path, total: int) -> None:
     packed = archive.stat().st_size
     ratio = total / max(packed, 1)
     if total > RATIO_CHECK_ABOVE and ratio > MAX_COMPRESSION_RATIO:
-        raise ExtractError(f"{archive} declares {human_size(total)} of files in {human_size(packed)}, a compression ratio of "
-                           f"{ratio:,.0f}:1 where photos give about 1:1 (limit {MAX_COMPRESSION_RATIO}:1), so it looks "
-                           "like a zip bomb and nothing was unpacked: check where the archive came from.")
+        raise ExtractError(f"{archive} declares {human_size(total)} of files in {human_size(packed)}, a compression "
+                           f"ratio of {ratio:,.0f}:1 where photos give about 1:1 (limit {MAX_COMPRESSION_RATIO}:1), so "
+                           "it looks like a zip bomb and nothing was unpacked: check where the archive came from.")
     probe = dest
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if total > free - FREE_SPACE_MARGIN:
-        raise ExtractError(f"{archive.name} unpacks to {human_size(total)} but the disk holding {probe} has {human_size(free)} "
-                           f"free, and {human_size(FREE_SPACE_MARGIN)} is kept spare, so nothing was unpacked: free some "
-                           "space or point --data-dir at a larger disk, then run the same command again.")
+        raise ExtractError(f"{archive.name} unpacks to {human_size(total)} but the disk holding {probe} has "
+                           f"{human_size(free)} free, and {human_size(FREE_SPACE_MARGIN)} is kept spare, so nothing was "
+                           "unpacked: free some space or point --data-dir at a larger disk, then run the same command "
+                           "again.")
 
 
 def _copy_member(src: IO[bytes], dst: IO[bytes], declared: int, archive: Path, name: str) -> None:
