@@ -427,22 +427,48 @@ def report(
     console.print(f"report: {build_report(find_run(runs_dir, str(run) if run else None).path)}")
 
 
+class RunSort(str, Enum):
+    logloss = "logloss"
+    accuracy = "accuracy"
+    auc = "auc"
+    time = "time"
+    created = "created"
+    name = "name"
+
+
+RUN_HEADERS = {"img_size": "size", "log_loss": "log-loss", "roc_auc": "ROC-AUC", "seconds": "time",
+               "test_probs": "test preds"}
+
+
 @app.command()
 @friendly
-def runs(runs_dir: RunsDir = Path("runs")):
-    """List runs, best cross-validation log-loss first."""
+def runs(
+    runs_dir: RunsDir = Path("runs"),
+    sort: Annotated[RunSort, typer.Option(help="logloss (lowest first), accuracy, auc (highest first), time "
+                                          "(shortest training first), created (newest first) or name; "
+                                          "unfinished runs come last for the scores and time.")] = RunSort.logloss,
+):
+    """List runs: arch, recipe, size, folds finished, CV accuracy, log-loss, ROC-AUC, training time, test predictions."""
     from pipeline.report import list_runs
 
-    df = list_runs(runs_dir)
+    df = list_runs(runs_dir, sort.value)
     if df.empty:
         console.print(f"no runs in {runs_dir}")
         return
     table = Table()
     for col in df.columns:
-        table.add_column(col, justify="right")
+        table.add_column(RUN_HEADERS.get(col, col), justify="left" if col in ("run", "arch", "recipe") else "right")
     for row in df.itertuples(index=False):
         table.add_row(*[_run_cell(col, v) for col, v in zip(df.columns, row)])
-    console.print(table)
+    # piped (not a terminal): the table at its natural width, one line per run, for grep and files
+    (console if console.is_terminal else Console(file=console.file, width=1000)).print(table)
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``12.5 min`` or ``3.2 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def _run_cell(column: str, value) -> str:
@@ -451,8 +477,14 @@ def _run_cell(column: str, value) -> str:
         return "-"  # an unfinished run has no scores; a run without config.json has no settings
     if column in ("accuracy", "log_loss", "roc_auc"):
         return f"{value:.4f}"
+    if column == "seconds":
+        return _duration(value)
+    if column == "test_probs":
+        return "yes" if value else "no"
+    if column == "created":
+        return escape(str(value).replace("T", " ")[:16])  # 2026-11-23 17:26
     if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # a column holding a missing value is float: 3.0 folds is 3
+        return str(int(value))  # a column holding a missing value is float: 64.0 px is 64
     return escape(str(value))
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 from PIL import Image
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 from pipeline.fileio import atomic_path, write_text
 from pipeline.rundir import RunDir, all_runs
 
@@ -33,7 +33,8 @@ _logger = logging.getLogger(__name__)
 
 DPI = 100
 CLASSES = ("cat", "dog")
-RUN_COLUMNS = ["run", "arch", "img_size", "epochs", "folds", "accuracy", "log_loss", "roc_auc", "created", "status"]
+RUN_COLUMNS = ["run", "arch", "recipe", "img_size", "epochs", "folds", "accuracy", "log_loss", "roc_auc", "seconds",
+               "test_probs", "created", "status"]
 FIGURES = {"curves.png": "Learning curves", "confusion.png": "Out-of-fold confusion matrix (threshold 0.5)",
            "roc.png": "Out-of-fold ROC curve", "wrong.png": "Most confidently wrong training photos"}
 
@@ -279,36 +280,71 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, n_wrong
 
 
 # ---- all runs ---------------------------------------------------------------------------------
+SORTS = ("logloss", "accuracy", "auc", "time", "created", "name")
+
+
 def _nan_if_none(value) -> float:
     return math.nan if value is None else value
+
+
+def _recipe_name(source: str | None) -> str | None:
+    """A named recipe as is; a recipe file by its stem (``recipes/big.toml`` -> ``big``)."""
+    if not source:
+        return None
+    return Path(source).stem if source.endswith(".toml") else source
 
 
 def _run_row(run: RunDir) -> dict:
     config = run.config()
     c = config["recipe"]
-    overall = (run.read_cv() or {}).get("overall", {}) if run.is_finished() else {}
-    return {"run": run.name, "arch": c.get("arch"), "img_size": c.get("img_size"), "epochs": c.get("epochs"),
-            "folds": len(config["folds"]) or None,
+    finished = run.is_finished()
+    cv = (run.read_cv() or {}) if finished else {}
+    overall = cv.get("overall", {})
+    selected, n_folds = len(run.selected_folds()), config.get("n_folds")
+    folds = f"{len(run.finished_folds())}/{selected}"
+    if n_folds and selected and selected != n_folds:
+        folds += f" of {n_folds}"  # a run of some folds only: its CV covers part of the training set
+    return {"run": run.name, "arch": c.get("arch"), "recipe": _recipe_name(config.get("recipe_source")),
+            "img_size": c.get("img_size"), "epochs": c.get("epochs"), "folds": folds,
             **{k: _nan_if_none(overall.get(k)) for k in ("accuracy", "log_loss", "roc_auc")},
-            "created": config.get("created"),
-            "status": "done" if run.is_finished() else "unfinished"}
+            "seconds": _nan_if_none(cv.get("seconds")), "test_probs": run.test_probs_path.exists(),
+            "created": config.get("created"), "status": "done" if finished else "unfinished"}
 
 
-def list_runs(runs_dir: str | Path) -> pd.DataFrame:
-    """One row per run folder, finished runs first, best (lowest log-loss, then highest accuracy) first.
+def list_runs(runs_dir: str | Path, sort: str = "logloss") -> pd.DataFrame:
+    """One row per run folder, in the order ``sort`` asks for.
 
     Args:
         runs_dir: the folder holding the run folders; missing is the same as empty.
+        sort: ``logloss`` (lowest first), ``accuracy`` or ``auc`` (highest first), ``time`` (shortest
+            training first), ``created`` (newest first) or ``name``. For the four scores, unfinished runs
+            (which have none) come last; ties go to the lower log-loss, then the name.
 
     Returns:
-        Columns ``run, arch, img_size, epochs, folds, accuracy, log_loss, roc_auc, created, status``;
-        unfinished runs (no cv.json) have NaN scores and status ``unfinished`` (``pipeline runs``
-        shows NaN and None as ``-``).
+        Columns ``run, arch, recipe, img_size, epochs, folds, accuracy, log_loss, roc_auc, seconds,
+        test_probs, created, status``: ``recipe`` is the recipe the run was started from (missing when
+        options alone made it), ``folds`` reads ``finished/trained`` (``1/1 of 5`` for a run of one
+        fold of five), ``seconds`` is the training wall time from cv.json, ``test_probs`` whether
+        ``pipeline predict`` has saved the run's test predictions. Unfinished runs have NaN scores and
+        status ``unfinished`` (``pipeline runs`` shows NaN and None as ``-``).
+
+    Raises:
+        ConfigError: for an unknown ``sort``.
     """
-    runs = sorted(all_runs(runs_dir), key=lambda r: r.name)
+    if sort not in SORTS:
+        raise ConfigError(f"--sort must be one of {', '.join(SORTS)}, got {sort!r}.")
+    runs = all_runs(runs_dir)
     if not runs:
         return pd.DataFrame(columns=RUN_COLUMNS)
     df = pd.DataFrame([_run_row(r) for r in runs], columns=RUN_COLUMNS)
-    # "done" sorts before "unfinished"
-    return df.sort_values(["status", "log_loss", "accuracy"], ascending=[True, True, False],
-                          kind="stable").reset_index(drop=True)
+    df["unfinished"] = df.status != "done"
+    first = {"logloss": [("unfinished", True), ("log_loss", True)],
+             "accuracy": [("unfinished", True), ("accuracy", False)],
+             "auc": [("unfinished", True), ("roc_auc", False)],
+             "time": [("unfinished", True), ("seconds", True)],
+             "created": [("created", False)],
+             "name": []}[sort]
+    keys = dict(first + [(k, a) for k, a in (("log_loss", True), ("accuracy", False)) if sort != "name"]
+                + [("run", True)])  # a key listed twice keeps its first place; later keys break ties
+    df = df.sort_values(list(keys), ascending=list(keys.values()), kind="stable", na_position="last")
+    return df.drop(columns="unfinished").reset_index(drop=True)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 from pipeline.report import RUN_COLUMNS, build_report, list_runs, most_confident_wrong
 
 PNGS = ["curves.png", "confusion.png", "roc.png", "wrong.png"]
@@ -131,9 +131,15 @@ def test_missing_cv_json_is_a_data_error(tiny_run, tmp_path):
         build_report(run_dir)
 
 
-def _write_cv(run_dir: Path, accuracy: float, log_loss: float) -> None:
-    overall = {"n": 300, "accuracy": accuracy, "log_loss": log_loss, "roc_auc": 0.9}
-    (run_dir / "cv.json").write_text(json.dumps({"run": run_dir.name, "folds": {}, "overall": overall}))
+def _write_cv(run_dir: Path, accuracy: float, log_loss: float, roc_auc: float = 0.9, seconds: float | None = None):
+    overall = {"n": 300, "accuracy": accuracy, "log_loss": log_loss, "roc_auc": roc_auc}
+    cv = {"run": run_dir.name, "folds": {}, "overall": overall} | ({"seconds": seconds} if seconds else {})
+    (run_dir / "cv.json").write_text(json.dumps(cv))
+
+
+def _edit_config(run_dir: Path, **changes) -> None:
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps(config | changes))
 
 
 def test_list_runs_best_first_unfinished_last(tiny_run, tmp_path):
@@ -149,7 +155,40 @@ def test_list_runs_best_first_unfinished_last(tiny_run, tmp_path):
     assert list(df.status) == ["done", "done", "done", "unfinished"]
     assert list(df.log_loss[:3]) == [0.20, 0.30, 0.30] and math.isnan(df.log_loss[3])
     config = json.loads((tiny_run / "config.json").read_text())
-    assert (df.arch == config["recipe"]["arch"]).all() and (df.folds == len(config["folds"])).all()
+    assert (df.arch == config["recipe"]["arch"]).all() and (df.folds == "3/3").all()
+
+
+def test_list_runs_sorts_and_shows_recipe_folds_time_and_test_predictions(tiny_run, tmp_path):
+    runs = tmp_path / "runs"
+    figures = {  # accuracy, log-loss, ROC-AUC, seconds, created
+        "a": (0.80, 0.40, 0.95, 300.0, "2026-01-03T10:00:00"),
+        "b": (0.90, 0.25, 0.91, 900.0, "2026-01-01T10:00:00"),
+        "c": (0.85, 0.30, 0.97, 60.0, "2026-01-02T10:00:00"),
+    }
+    for name, (accuracy, log_loss, auc, seconds, created) in figures.items():
+        run_dir = _copy_run(tiny_run, runs / name, files=("config.json",))
+        _write_cv(run_dir, accuracy, log_loss, auc, seconds)
+        _edit_config(run_dir, created=created, recipe_source={"a": "scratch", "b": "/home/u/my-recipe.toml",
+                                                               "c": None}[name])
+    (runs / "b" / "test_probs.csv").write_text("id,prob_dog\n0,0.5\n")
+    half = _copy_run(tiny_run, runs / "half", files=("config.json",))  # 2 of its 3 folds trained
+    shutil.rmtree(half / "fold2")
+    _edit_config(half, created="2026-01-04T10:00:00")
+    some = _copy_run(tiny_run, runs / "some", files=("config.json",))  # trains folds 0 and 1 of 3, both done
+    _edit_config(some, folds=[0, 1], created="2026-01-05T10:00:00")
+    _write_cv(some, 0.70, 0.50, 0.80, 120.0)
+
+    order = {sort: list(list_runs(runs, sort).run) for sort in ("logloss", "accuracy", "auc", "time", "created", "name")}
+    assert order == {"logloss": ["b", "c", "a", "some", "half"], "accuracy": ["b", "c", "a", "some", "half"],
+                     "auc": ["c", "a", "b", "some", "half"], "time": ["c", "some", "a", "b", "half"],
+                     "created": ["some", "half", "a", "c", "b"], "name": ["a", "b", "c", "half", "some"]}
+    df = list_runs(runs, "name").set_index("run")
+    assert df.recipe.fillna("-").to_dict() == {"a": "scratch", "b": "my-recipe", "c": "-", "half": "-", "some": "-"}
+    assert df.folds.to_dict() == {"a": "3/3", "b": "3/3", "c": "3/3", "half": "2/3", "some": "2/2 of 3"}
+    assert df.test_probs.to_dict() == {"a": False, "b": True, "c": False, "half": False, "some": False}
+    assert df.seconds["b"] == 900.0 and math.isnan(df.seconds["half"]) and math.isnan(df.roc_auc["half"])
+    with pytest.raises(ConfigError, match="--sort must be one of logloss, accuracy, auc, time, created, name"):
+        list_runs(runs, "speed")
 
 
 def test_list_runs_of_nothing(tmp_path):
