@@ -1,16 +1,19 @@
-"""Run reports: learning curves, the out-of-fold confusion matrix and ROC, the most confidently wrong
-photos, and one self-contained HTML page; plus a table of all runs, best first.
+"""Run reports: learning curves, the out-of-fold confusion matrix, ROC and reliability diagram, the
+most confidently wrong photos, and one self-contained HTML page; and a table of all
+runs.
 
 Report folder ``runs/<name>/report/``::
 
-    curves.png  confusion.png  roc.png  wrong.png
-    report.html   the four figures embedded as data: URIs, so the page can be mailed or moved alone
+    curves.png  confusion.png  roc.png  calibration.png
+    report.html   the four figures and JPEG thumbnails of the wrong photos embedded as data: URIs,
+                  so the page can be mailed or moved alone
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 import logging
 import math
 from pathlib import Path
@@ -19,6 +22,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from PIL import Image
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 from pipeline.errors import ConfigError, DataError
@@ -36,7 +40,9 @@ CLASSES = ("cat", "dog")
 RUN_COLUMNS = ["run", "arch", "recipe", "img_size", "epochs", "folds", "accuracy", "log_loss", "roc_auc", "seconds",
                "test_probs", "created", "status"]
 FIGURES = {"curves.png": "Learning curves", "confusion.png": "Out-of-fold confusion matrix (threshold 0.5)",
-           "roc.png": "Out-of-fold ROC curve", "wrong.png": "Most confidently wrong training photos"}
+           "roc.png": "Out-of-fold ROC curve", "calibration.png": "Reliability diagram (out-of-fold)"}
+THUMBNAIL = 192  # longest side of a gallery photo, in pixels
+JPEG_QUALITY = 80
 
 
 # ---- reading a run ----------------------------------------------------------------------------
@@ -145,37 +151,53 @@ def plot_roc(oof: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_wrong(wrong: pd.DataFrame, path: Path, cols: int = 4) -> Path:
-    """A gallery of ``wrong``'s photos titled with file name, true label and P(dog); unreadable ones skipped.
+def plot_calibration(oof: pd.DataFrame, path: Path, n_bins: int = 10) -> Path:
+    """The reliability diagram: observed share of dogs against mean predicted P(dog) per bin, with the
+    diagonal of perfect calibration, and below it a histogram of the predicted probabilities.
+
+    Points under the diagonal on the right (and above it on the left) are over-confidence, which
+    log-loss punishes hardest.
 
     Args:
-        wrong: rows from :func:`most_confident_wrong`.
+        oof: out-of-fold predictions (``label``, ``prob_dog``).
         path: the PNG to write.
-        cols: photos per row.
+        n_bins: equal-width bins of P(dog).
     """
-    photos = []
-    for row in wrong.itertuples():
+    fig, (ax, hist_ax) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True, layout="constrained")
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    if oof.label.nunique() == 2:
+        observed, predicted = calibration_curve(oof.label, oof.prob_dog, n_bins=n_bins, strategy="uniform")
+        ax.plot(predicted, observed, "-o", color="C0", ms=4, label="out-of-fold")
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="share of dogs (observed)",
+           title=f"reliability, n={len(oof)}, {n_bins} bins")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    hist_ax.hist(oof.prob_dog, bins=np.linspace(0, 1, 2 * n_bins + 1), color="C0", alpha=0.7)
+    hist_ax.set(xlabel="predicted P(dog)", ylabel="photos")
+    return _save(fig, path)
+
+
+def thumbnails(wrong: pd.DataFrame, size: int = THUMBNAIL, quality: int = JPEG_QUALITY) -> list[tuple[bytes, pd.Series]]:
+    """JPEG thumbnails (longest side ``size``) of ``wrong``'s photos with their rows; unreadable ones skipped.
+
+    Args:
+        wrong: rows from :func:`most_confident_wrong` (``path``, ``label``, ``prob_dog``, ...).
+        size: longest side in pixels.
+        quality: JPEG quality (1-95).
+    """
+    out = []
+    for _, row in wrong.iterrows():
         try:
             with Image.open(row.path) as img:
                 img = img.convert("RGB")
+                img.thumbnail((size, size))
         except OSError as e:
             _logger.warning("skipping %s in the gallery: %s", row.path, e)
             continue
-        img.thumbnail((256, 256))
-        photos.append((img, f"{Path(row.path).name}\ntrue {CLASSES[int(row.label)]}, P(dog) {row.prob_dog:.3f}"))
-    if not photos:
-        fig = plt.figure(figsize=(6, 3))
-        fig.text(0.5, 0.5, "No wrongly classified training photos to show.", ha="center", va="center", fontsize=12)
-        return _save(fig, path)
-    cols = min(cols, len(photos))
-    rows = math.ceil(len(photos) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(max(3 * cols, 6), 3.3 * rows), squeeze=False, layout="constrained")
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (img, title) in zip(axes.flat, photos):
-        ax.imshow(img)
-        ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+        buffer = io.BytesIO()
+        img.save(buffer, format="JPEG", quality=quality, optimize=True)
+        out.append((buffer.getvalue(), row))
+    return out
 
 
 # ---- the HTML page ----------------------------------------------------------------------------
@@ -186,6 +208,10 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.7em; text-align: right; }
 th { background: #f2f2f2; }
 td.text { text-align: left; font-family: monospace; }
 img { max-width: 100%; border: 1px solid #eee; }
+.gallery { display: flex; flex-wrap: wrap; gap: 0.8em; }
+.gallery figure { margin: 0; width: 200px; font-size: 0.8em; }
+.gallery figcaption { font-family: monospace; overflow-wrap: anywhere; }
+.note { max-width: 60em; }
 """
 
 
@@ -230,9 +256,42 @@ def _wrong_table(wrong: pd.DataFrame) -> str:
                   frozenset({0}), "wrong")
 
 
+def _img_data(data: bytes, mime: str, alt: str) -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<img src="data:{mime};base64,{encoded}" alt="{html.escape(alt)}">'
+
+
 def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+    return _img_data(path.read_bytes(), "image/png", alt)
+
+
+def _gallery(wrong: pd.DataFrame) -> str:
+    """The wrong photos as JPEG thumbnails with file name, true label and P(dog); '' when there are none."""
+    figures = []
+    for data, row in thumbnails(wrong):
+        name = Path(row.path).name
+        caption = f"{html.escape(name)}<br>true {CLASSES[int(row.label)]}, P(dog) {row.prob_dog:.3f}"
+        figures.append(f"<figure>{_img_data(data, 'image/jpeg', name)}<figcaption>{caption}</figcaption></figure>")
+    return '<div class="gallery">\n' + "\n".join(figures) + "\n</div>" if figures else ""
+
+
+def _calibration_note(oof: pd.DataFrame) -> str:
+    """What one temperature (``pipeline predict --calibrate temperature``) would do to these predictions."""
+    from pipeline.inference import fit_temperature
+
+    if oof.label.nunique() < 2:
+        return ""
+    cal = fit_temperature(oof.label.to_numpy(), oof.prob_dog.to_numpy())
+    if cal.temperature == 1.0:
+        verdict = "No temperature lowers the out-of-fold log-loss: the predictions are as well calibrated as one " \
+                  "temperature can make them."
+    else:
+        kind = "over-confident" if cal.temperature > 1 else "timid (under-confident)"
+        verdict = (f"The predictions are {kind}: temperature scaling with T = {cal.temperature:.3f} (what "
+                   f"<code>pipeline predict --calibrate temperature</code> fits on the blend it submits) lowers the "
+                   f"out-of-fold log-loss from {cal.oof_log_loss_before:.4f} to {cal.oof_log_loss_after:.4f}.")
+    return (f'<p class="note">Points below the diagonal on the right, or above it on the left, are over-confidence, '
+            f"which log-loss punishes hardest. {verdict}</p>")
 
 
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None, n_wrong: int = 16) -> Path:
@@ -241,7 +300,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, n_wrong
     Args:
         run_dir: the run folder (with config.json, metrics.csv, oof.csv and cv.json).
         out_dir: where to write; default ``run_dir/report``.
-        n_wrong: how many of the most confidently wrong photos to show.
+        n_wrong: how many of the most confidently wrong photos to show (as JPEG thumbnails in the page).
 
     Returns:
         The path of report.html.
@@ -256,10 +315,11 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, n_wrong
     plot_curves(metrics, out_dir / "curves.png")
     plot_confusion(oof, out_dir / "confusion.png")
     plot_roc(oof, out_dir / "roc.png")
-    plot_wrong(wrong, out_dir / "wrong.png")
+    plot_calibration(oof, out_dir / "calibration.png")
 
     name = html.escape(cv.get("run", run_dir.name))
     figures = "\n".join(f"<h2>{html.escape(title)}</h2>\n{_img(out_dir / file, title)}"
+                        + (f"\n{_calibration_note(oof)}" if file == "calibration.png" else "")
                         for file, title in FIGURES.items())
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Run {name}</title><style>{_CSS}</style></head>
@@ -270,7 +330,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, n_wrong
 <h2>Cross-validation</h2>
 {_cv_table(cv)}
 {figures}
-<h2>Most confidently wrong files</h2>
+<h2>Most confidently wrong training photos</h2>
+{_gallery(wrong)}
 {_wrong_table(wrong)}
 </body></html>
 """

@@ -2,18 +2,21 @@ import base64
 import io
 import json
 import math
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.report import RUN_COLUMNS, build_report, list_runs, most_confident_wrong
+from pipeline.report import RUN_COLUMNS, THUMBNAIL, build_report, list_runs, most_confident_wrong
 
-PNGS = ["curves.png", "confusion.png", "roc.png", "wrong.png"]
+PNGS = ["curves.png", "confusion.png", "roc.png", "calibration.png"]
+PAGE_BOUND = 400_000  # bytes: the report of the tiny run (16 wrong photos) stays under it
 
 
 class Page(HTMLParser):
@@ -61,6 +64,21 @@ def _copy_run(tiny_run: Path, run_dir: Path, files=("config.json", "metrics.csv"
     return run_dir
 
 
+def _images(page: "Page") -> tuple[list[bytes], list[bytes]]:
+    """The page's embedded PNG and JPEG images, decoded."""
+    pngs, jpegs = [], []
+    for src in page.images:
+        header, data = src.split(",", 1)
+        assert header in ("data:image/png;base64", "data:image/jpeg;base64"), header
+        (pngs if "png" in header else jpegs).append(base64.b64decode(data))
+    return pngs, jpegs
+
+
+def _same_shape(thumb, photo) -> bool:
+    """Whether the thumbnail keeps the photo's aspect ratio (to a pixel's rounding), i.e. is not stretched."""
+    return abs(thumb.width / thumb.height / (photo.width / photo.height) - 1) < 2 / min(thumb.size)
+
+
 def test_report_renders_self_contained(tiny_run, tmp_path):
     out = tmp_path / "out"
     page_path = build_report(tiny_run, out)
@@ -69,23 +87,61 @@ def test_report_renders_self_contained(tiny_run, tmp_path):
     for name in PNGS:
         with Image.open(out / name) as img:
             assert img.format == "PNG" and 300 <= img.width <= 2500 and 200 <= img.height <= 2500, (name, img.size)
+    assert not (out / "wrong.png").exists()  # the gallery lives in the page, as JPEG thumbnails
 
     page = Page(page_path.read_text())
-    assert len(page.images) == 4
     for link in page.links:
         assert link.startswith("data:") or (page_path.parent / link).exists(), link[:80]
-    for src in page.images:
-        header, data = src.split(",", 1)
-        assert header == "data:image/png;base64"
-        Image.open(io.BytesIO(base64.b64decode(data))).verify()
+    pngs, jpegs = _images(page)
+    assert pngs == [(out / name).read_bytes() for name in PNGS]  # the four figures, in order
+    wrong = most_confident_wrong(pd.read_csv(tiny_run / "oof.csv"), 16)
+    assert len(wrong) == 16 and len(jpegs) == len(wrong)  # every photo of the sample is readable
+    for data, row in zip(jpegs, wrong.itertuples()):
+        with Image.open(io.BytesIO(data)) as thumb, Image.open(row.path) as photo:
+            assert thumb.format == "JPEG" and max(thumb.size) == min(THUMBNAIL, max(photo.size))
+            assert _same_shape(thumb, photo)
+    captions = re.findall(r"<figcaption>(.*?)<br>true (cat|dog), P\(dog\) ([0-9.]+)</figcaption>",
+                          page_path.read_text())
+    assert [(c[0], c[1], float(c[2])) for c in captions] == [
+        (Path(r.path).name, ("cat", "dog")[r.label], round(r.prob_dog, 3)) for r in wrong.itertuples()]
+    assert page_path.stat().st_size < PAGE_BOUND
 
     cv = json.loads((tiny_run / "cv.json").read_text())
     cv_rows = page.table(["fold", "n", "accuracy", "log-loss", "ROC-AUC", "best epoch"])
     assert [r[0] for r in cv_rows] == ["0", "1", "2", "all"]
     assert cv_rows[-1][1:3] == [str(cv["overall"]["n"]), f"{cv['overall']['accuracy']:.4f}"]
     wrong_rows = page.table(["path", "fold", "label", "P(dog)"])
-    expected = most_confident_wrong(pd.read_csv(tiny_run / "oof.csv"), 16)
-    assert [r[0] for r in wrong_rows] == list(expected.path)
+    assert [r[0] for r in wrong_rows] == list(wrong.path)
+
+
+def _oof_with(tiny_run: Path, prob_dog) -> pd.DataFrame:
+    oof = pd.read_csv(tiny_run / "oof.csv")
+    return oof.assign(prob_dog=prob_dog(oof))
+
+
+@pytest.mark.parametrize("kind, prob_dog, words", [
+    # right 70% of the time but always 99% sure: over-confident, a temperature above 1 softens it
+    ("over", lambda o: np.where(np.arange(len(o)) % 10 < 7, o.label, 1 - o.label) * 0.98 + 0.01, "over-confident"),
+    # always right but never more than 60% sure: timid, a temperature below 1 sharpens it
+    ("timid", lambda o: o.label * 0.2 + 0.4, "timid (under-confident)"),
+])
+def test_reliability_diagram_and_what_a_temperature_would_do(tiny_run, tmp_path, kind, prob_dog, words):
+    from pipeline.inference import fit_temperature
+    from sklearn.calibration import calibration_curve
+
+    run_dir = _copy_run(tiny_run, tmp_path / "run")
+    oof = _oof_with(tiny_run, prob_dog)
+    oof.to_csv(run_dir / "oof.csv", index=False)
+    text = build_report(run_dir).read_text()
+    with Image.open(run_dir / "report" / "calibration.png") as img:
+        assert img.format == "PNG" and img.height > img.width  # the diagram above its histogram
+    cal = fit_temperature(oof.label.to_numpy(), oof.prob_dog.to_numpy())
+    assert (cal.temperature > 1) == (kind == "over") and cal.temperature != 1
+    assert f"The predictions are {words}: temperature scaling with T = {cal.temperature:.3f}" in text
+    assert f"from {cal.oof_log_loss_before:.4f} to {cal.oof_log_loss_after:.4f}" in text
+    observed, predicted = calibration_curve(oof.label, oof.prob_dog, n_bins=10)
+    if kind == "over":  # the top bin says 99% dog, 70% are: far below the diagonal
+        assert predicted[-1] > 0.98 and abs(observed[-1] - 0.7) < 0.05
 
 
 def test_most_confident_wrong_order_and_in_the_report(tiny_run, tmp_path):
@@ -112,8 +168,10 @@ def test_most_confident_wrong_order_and_in_the_report(tiny_run, tmp_path):
     page = Page(build_report(run_dir, n_wrong=3).read_text())
     assert [r[:3] for r in page.table(["path", "fold", "label", "P(dog)"])] == [
         [gone, "1", "cat"], [real[1], "1", "cat"], [real[0], "0", "dog"]]
-    with Image.open(run_dir / "report" / "wrong.png") as img:
-        assert img.width >= 300 and img.height >= 200
+    _, jpegs = _images(page)
+    assert len(jpegs) == 2  # the deleted photo is listed but has no thumbnail
+    with Image.open(real[1]) as photo, Image.open(io.BytesIO(jpegs[0])) as thumb:
+        assert _same_shape(thumb, photo)
 
 
 def test_report_when_nothing_is_wrong(tiny_run, tmp_path):
@@ -122,7 +180,8 @@ def test_report_when_nothing_is_wrong(tiny_run, tmp_path):
     oof.assign(prob_dog=oof.label * 0.8 + 0.1).to_csv(run_dir / "oof.csv", index=False)
     page = build_report(run_dir).read_text()
     assert "Every training photo is on the right side of 0.5." in page
-    assert len(Page(page).images) == 4
+    pngs, jpegs = _images(Page(page))
+    assert len(pngs) == 4 and jpegs == []
 
 
 def test_missing_cv_json_is_a_data_error(tiny_run, tmp_path):
@@ -195,3 +254,4 @@ def test_list_runs_of_nothing(tmp_path):
     for folder in (tmp_path, tmp_path / "missing"):
         df = list_runs(folder)
         assert df.empty and list(df.columns) == RUN_COLUMNS
+
