@@ -417,14 +417,30 @@ def score_cmd(
 @app.command()
 @friendly
 def report(
-    run: Annotated[Optional[Path], typer.Argument(help="Run folder or name (default: the latest run).")] = None,
+    run: Annotated[Optional[list[Path]], typer.Argument(help="Run folder or name (default: the latest run); with "
+                                                        "--compare, two or more.")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="One page comparing the runs: CV scores side by side, "
+                                          "fold by fold, out-of-fold correlation and the fitted blend.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="With --compare: the HTML file to write "
+                                                "\\[default: <runs-dir>/compare-<names>.html].")] = None,
     runs_dir: RunsDir = Path("runs"),
 ):
-    """Write PNG plots and one self-contained HTML page for a run."""
-    from pipeline.report import build_report
+    """Write PNG plots and one self-contained HTML page for a run, or (--compare) one page comparing runs."""
+    from pipeline.report import build_comparison, build_report, comparison_path
     from pipeline.rundir import find_run
 
-    console.print(f"report: {build_report(find_run(runs_dir, str(run) if run else None).path)}")
+    names = [str(r) for r in run or []]
+    if compare:
+        runs = [find_run(runs_dir, name) for name in names]
+        if len(runs) < 2:
+            raise typer.BadParameter("--compare takes two or more runs, e.g. `pipeline report --compare A B`.")
+        path = build_comparison([r.path for r in runs], out or comparison_path(runs_dir, [r.name for r in runs]))
+        console.print(f"comparison: {escape(str(path))}")
+        return
+    if len(names) > 1 or out is not None:
+        raise typer.BadParameter("One run at a time (its page goes to its report/ folder); to put several on one "
+                                 "page, or to choose the file, add --compare.")
+    console.print(f"report: {escape(str(build_report(find_run(runs_dir, names[0] if names else None).path)))}")
 
 
 class RunSort(str, Enum):

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.report import RUN_COLUMNS, THUMBNAIL, build_report, list_runs, most_confident_wrong
+from pipeline.report import (RUN_COLUMNS, THUMBNAIL, build_comparison, build_report, comparison_path, list_runs,
+                             most_confident_wrong)
 
 PNGS = ["curves.png", "confusion.png", "roc.png", "calibration.png"]
 PAGE_BOUND = 400_000  # bytes: the report of the tiny run (16 wrong photos) stays under it
@@ -255,3 +256,91 @@ def test_list_runs_of_nothing(tmp_path):
         df = list_runs(folder)
         assert df.empty and list(df.columns) == RUN_COLUMNS
 
+
+# ---- comparing runs ---------------------------------------------------------------------------
+def _two_runs(tiny_run: Path, runs: Path) -> tuple[Path, Path]:
+    """``a``: the tiny run; ``b``: the same with its out-of-fold predictions perturbed (and its CV rescored)."""
+    from pipeline.engine import score
+
+    a = _copy_run(tiny_run, runs / "a", files=("config.json", "metrics.csv", "cv.json", "oof.csv"))
+    b = _copy_run(tiny_run, runs / "b", files=("config.json", "metrics.csv", "cv.json", "oof.csv"))
+    oof = pd.read_csv(b / "oof.csv")
+    noise = np.random.default_rng(0).normal(0, 0.15, len(oof))
+    oof["prob_dog"] = np.clip(oof.prob_dog + noise, 0.01, 0.99)
+    oof.to_csv(b / "oof.csv", index=False)
+    cv = json.loads((b / "cv.json").read_text())
+    cv["folds"] = {str(k): score(part.label, part.prob_dog) for k, part in oof.groupby("fold")}
+    cv["overall"], cv["run"] = score(oof.label, oof.prob_dog), "b"
+    (b / "cv.json").write_text(json.dumps(cv))
+    return a, b
+
+
+def test_compare_two_runs_side_by_side_with_correlation_and_blend(tiny_run, tmp_path):
+    from pipeline.inference import aligned_oof, blend_runs
+
+    a, b = _two_runs(tiny_run, tmp_path / "runs")
+    out = build_comparison([a, b], comparison_path(tmp_path / "runs", ["a", "b"]))
+    assert out == tmp_path / "runs" / "compare-a+b.html"
+    text = out.read_text()
+    page = Page(text)
+    assert "<h1>Compare a vs b</h1>" in text
+    assert all(link.startswith("data:image/png;base64,") for link in page.links) and len(page.images) == 1
+
+    summary = {r[0]: r[1:] for r in page.table(["", "a", "b"])}
+    cv_a, cv_b = (json.loads((r / "cv.json").read_text())["overall"] for r in (a, b))
+    assert summary["log-loss"] == [f"{cv_a['log_loss']:.4f}", f"{cv_b['log_loss']:.4f}"]
+    assert summary["accuracy"] == [f"{cv_a['accuracy']:.4f}", f"{cv_b['accuracy']:.4f}"]
+    assert summary["arch"] == ["lenet", "lenet"] and summary["folds"] == ["3 of 3", "3 of 3"]
+    folds = page.table(["fold", "a log-loss", "a accuracy", "b log-loss", "b accuracy"])
+    assert [r[0] for r in folds] == ["0", "1", "2"]
+
+    corr = page.table(["correlation", "a", "b"])
+    _, probs = aligned_oof([a, b])
+    expected = np.corrcoef(probs[:, 0], probs[:, 1])[0, 1]
+    assert corr == [["a", "1.0000", f"{expected:.4f}"], ["b", f"{expected:.4f}", "1.0000"]]
+    assert 0 < expected < 0.999  # they differ, so a blend can help
+
+    blend = {r[0]: r[1:] for r in page.table(["run", "weight", "accuracy", "log-loss", "ROC-AUC"])}
+    weights = [float(blend[n][0]) for n in ("a", "b")]
+    assert abs(sum(weights) - 1) < 2e-3 and blend["blend"][0] == "1.000"
+    fitted = blend_runs([a, b], "fit")
+    assert [blend[n][0] for n in ("a", "b")] == [f"{w:.3f}" for w in fitted.weights]
+    assert float(blend["blend"][2]) <= min(float(blend["a"][2]), float(blend["b"][2])) + 1e-4
+
+
+def test_compare_through_the_cli(tiny_run, tmp_path):
+    from tests.test_cli import invoke
+
+    runs = tmp_path / "runs"
+    _two_runs(tiny_run, runs)
+    r = invoke("report", "--compare", "a", "b", "--runs-dir", runs)
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == f"comparison: {runs / 'compare-a+b.html'}"
+    r = invoke("report", "--compare", "a", "b", "--runs-dir", runs, "--out", tmp_path / "mine.html")
+    assert r.exit_code == 0 and "Compare a vs b" in (tmp_path / "mine.html").read_text()
+    assert invoke("report", "--compare", "a", "--runs-dir", runs).exit_code == 2
+    assert invoke("report", "a", "b", "--runs-dir", runs).exit_code == 2  # two runs need --compare
+
+
+def test_compare_runs_on_other_folds_shows_them_without_a_blend(tiny_run, tmp_path):
+    a, b = _two_runs(tiny_run, tmp_path / "runs")
+    oof = pd.read_csv(b / "oof.csv")
+    oof["fold"] = (oof["fold"] + 1) % 3
+    oof.to_csv(b / "oof.csv", index=False)
+    text = build_comparison([a, b], tmp_path / "page.html").read_text()
+    page = Page(text)
+    assert [r[0] for r in page.table(["", "a", "b"])][:2] == ["arch", "recipe"]  # both runs are shown
+    assert "Cannot be computed: Runs a and b were not trained on the same folds" in text
+    assert not any(t[0][0] in ("run", "correlation") for t in page.tables)
+
+
+def test_compare_refuses_one_run_a_repeated_run_and_an_unfinished_run(tiny_run, tmp_path):
+    a, b = _two_runs(tiny_run, tmp_path / "runs")
+    with pytest.raises(ConfigError, match="at least two runs"):
+        build_comparison([a], tmp_path / "x.html")
+    with pytest.raises(ConfigError, match="given twice"):
+        build_comparison([a, tmp_path / "runs" / "." / "a"], tmp_path / "x.html")
+    (b / "cv.json").unlink()
+    with pytest.raises(DataError, match=r"Run b has no cv\.json, so it cannot be compared"):
+        build_comparison([a, b], tmp_path / "x.html")
+    assert not (tmp_path / "x.html").exists()
