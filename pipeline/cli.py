@@ -413,6 +413,48 @@ def score_cmd(
     console.print(f"{submission}: accuracy {s['accuracy']:.4f} on {s['n']} images{ll}")
 
 
+class SubmitSource(str, Enum):
+    kaggle = "kaggle"
+    kaggle_redux = "kaggle-redux"
+    course = "course"
+
+
+@app.command()
+@friendly
+def submit(
+    file: Annotated[Path, typer.Argument(help="The submission CSV (from `pipeline predict`).", dir_okay=False)],
+    source: Annotated[SubmitSource, typer.Option(help="kaggle (Dogs vs. Cats, 0/1), kaggle-redux (probabilities) "
+                                                 "or course (猫狗大战, uploaded in a browser); the file is "
+                                                 "validated in that competition's format.")],
+    message: Annotated[Optional[str], typer.Option("--message", "-m", help="Description on Kaggle \\[default: the "
+                                                   "file's name and the runs from its JSON note].")] = None,
+    test: Annotated[Path, typer.Option(help="The test catalogue (id,path) the ids must match.")] = Path("data/test.csv"),
+    log: Annotated[Path, typer.Option(help="The log that gets one row per submission.")] = Path("submissions/log.csv"),
+):
+    """Validate a submission and send it with the official kaggle CLI (or, for the course, print what to upload); log it."""
+    from pipeline.submit import submit as send
+
+    done = send(file, source.value, test_csv=test, message=message, log_path=log)
+    for w in done.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    facts = f"{done.rows} rows, {done.format} format, sha256 {done.sha256}"
+    if done.status == "validated":
+        console.print(f"valid: {escape(str(done.file.resolve()))} ({facts})", highlight=False)
+        where = done.page or "the course competition's submission page (on the course site)"
+        console.print(f"upload it by hand on {escape(where)}", highlight=False)
+    else:
+        console.print(f"sent: {escape(str(done.file))} ({facts}) to {escape(done.source)} with the message "
+                      f"{escape(repr(done.message))}", highlight=False)
+        if done.answer:
+            console.print(escape(done.answer), highlight=False)
+        if done.listing and done.latest is None:
+            console.print(escape(done.listing), highlight=False)  # no table to read: show it all
+        elif done.latest is not None:
+            console.print("latest submission: " + escape(", ".join(f"{k} {v}" for k, v in done.latest.items() if v)),
+                          highlight=False)
+    console.print(f"logged in {escape(str(done.log))}", highlight=False)
+
+
 # ---- reports ---------------------------------------------------------------------------------
 @app.command()
 @friendly
