@@ -426,36 +426,120 @@ def score_cmd(
     console.print(f"{submission}: accuracy {s['accuracy']:.4f} on {s['n']} images{ll}")
 
 
+class SubmitSource(str, Enum):
+    kaggle = "kaggle"
+    kaggle_redux = "kaggle-redux"
+    course = "course"
+
+
+@app.command()
+@friendly
+def submit(
+    file: Annotated[Path, typer.Argument(help="The submission CSV (from `pipeline predict`).", dir_okay=False)],
+    source: Annotated[SubmitSource, typer.Option(help="kaggle (Dogs vs. Cats, 0/1), kaggle-redux (probabilities) "
+                                                 "or course (猫狗大战, uploaded in a browser); the file is "
+                                                 "validated in that competition's format.")],
+    message: Annotated[Optional[str], typer.Option("--message", "-m", help="Description on Kaggle \\[default: the "
+                                                   "file's name and the runs from its JSON note].")] = None,
+    test: Annotated[Path, typer.Option(help="The test catalogue (id,path) the ids must match.")] = Path("data/test.csv"),
+    log: Annotated[Path, typer.Option(help="The log that gets one row per submission.")] = Path("submissions/log.csv"),
+):
+    """Validate a submission and send it with the official kaggle CLI (or, for the course, print what to upload); log it."""
+    from pipeline.submit import submit as send
+
+    done = send(file, source.value, test_csv=test, message=message, log_path=log)
+    for w in done.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    facts = f"{done.rows} rows, {done.format} format, sha256 {done.sha256}"
+    if done.status == "validated":
+        console.print(f"valid: {escape(str(done.file.resolve()))} ({facts})", highlight=False)
+        where = done.page or "the course competition's submission page (on the course site)"
+        console.print(f"upload it by hand on {escape(where)}", highlight=False)
+    else:
+        console.print(f"sent: {escape(str(done.file))} ({facts}) to {escape(done.source)} with the message "
+                      f"{escape(repr(done.message))}", highlight=False)
+        if done.answer:
+            console.print(escape(done.answer), highlight=False)
+        if done.listing and done.latest is None:
+            console.print(escape(done.listing), highlight=False)  # no table to read: show it all
+        elif done.latest is not None:
+            console.print("latest submission: " + escape(", ".join(f"{k} {v}" for k, v in done.latest.items() if v)),
+                          highlight=False)
+    console.print(f"logged in {escape(str(done.log))}", highlight=False)
+
+
 # ---- reports ---------------------------------------------------------------------------------
 @app.command()
 @friendly
 def report(
-    run: Annotated[Optional[Path], typer.Argument(help="Run folder or name (default: the latest run).")] = None,
+    run: Annotated[Optional[list[Path]], typer.Argument(help="Run folder or name (default: the latest run); with "
+                                                        "--compare, two or more.")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="One page comparing the runs: CV scores side by side, "
+                                          "fold by fold, out-of-fold correlation and the fitted blend.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="With --compare: the HTML file to write "
+                                                "\\[default: <runs-dir>/compare-<names>.html].")] = None,
     runs_dir: RunsDir = Path("runs"),
 ):
-    """Write PNG plots and one self-contained HTML page for a run."""
-    from pipeline.report import build_report
+    """Write PNG plots and one self-contained HTML page for a run, or (--compare) one page comparing runs."""
+    from pipeline.report import build_comparison, build_report, comparison_path
     from pipeline.rundir import find_run
 
-    console.print(f"report: {build_report(find_run(runs_dir, str(run) if run else None).path)}")
+    names = [str(r) for r in run or []]
+    if compare:
+        runs = [find_run(runs_dir, name) for name in names]
+        if len(runs) < 2:
+            raise typer.BadParameter("--compare takes two or more runs, e.g. `pipeline report --compare A B`.")
+        path = build_comparison([r.path for r in runs], out or comparison_path(runs_dir, [r.name for r in runs]))
+        console.print(f"comparison: {escape(str(path))}")
+        return
+    if len(names) > 1 or out is not None:
+        raise typer.BadParameter("One run at a time (its page goes to its report/ folder); to put several on one "
+                                 "page, or to choose the file, add --compare.")
+    console.print(f"report: {escape(str(build_report(find_run(runs_dir, names[0] if names else None).path)))}")
+
+
+class RunSort(str, Enum):
+    logloss = "logloss"
+    accuracy = "accuracy"
+    auc = "auc"
+    time = "time"
+    created = "created"
+    name = "name"
+
+
+RUN_HEADERS = {"img_size": "size", "log_loss": "log-loss", "roc_auc": "ROC-AUC", "seconds": "time",
+               "test_probs": "test preds"}
 
 
 @app.command()
 @friendly
-def runs(runs_dir: RunsDir = Path("runs")):
-    """List runs, best cross-validation log-loss first."""
+def runs(
+    runs_dir: RunsDir = Path("runs"),
+    sort: Annotated[RunSort, typer.Option(help="logloss (lowest first), accuracy, auc (highest first), time "
+                                          "(shortest training first), created (newest first) or name; "
+                                          "unfinished runs come last for the scores and time.")] = RunSort.logloss,
+):
+    """List runs: arch, recipe, size, folds finished, CV accuracy, log-loss, ROC-AUC, training time, test predictions."""
     from pipeline.report import list_runs
 
-    df = list_runs(runs_dir)
+    df = list_runs(runs_dir, sort.value)
     if df.empty:
         console.print(f"no runs in {runs_dir}")
         return
     table = Table()
     for col in df.columns:
-        table.add_column(col, justify="right")
+        table.add_column(RUN_HEADERS.get(col, col), justify="left" if col in ("run", "arch", "recipe") else "right")
     for row in df.itertuples(index=False):
         table.add_row(*[_run_cell(col, v) for col, v in zip(df.columns, row)])
-    console.print(table)
+    # piped (not a terminal): the table at its natural width, one line per run, for grep and files
+    (console if console.is_terminal else Console(file=console.file, width=1000)).print(table)
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``12.5 min`` or ``3.2 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def _run_cell(column: str, value) -> str:
@@ -464,8 +548,14 @@ def _run_cell(column: str, value) -> str:
         return "-"  # an unfinished run has no scores; a run without config.json has no settings
     if column in ("accuracy", "log_loss", "roc_auc"):
         return f"{value:.4f}"
+    if column == "seconds":
+        return _duration(value)
+    if column == "test_probs":
+        return "yes" if value else "no"
+    if column == "created":
+        return escape(str(value).replace("T", " ")[:16])  # 2026-11-23 17:26
     if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # a column holding a missing value is float: 3.0 folds is 3
+        return str(int(value))  # a column holding a missing value is float: 64.0 px is 64
     return escape(str(value))
 
 

@@ -33,7 +33,8 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, Time
                            TransferSpeedColumn)
 
 from pipeline import __version__
-from pipeline.errors import ConfigError, DownloadError, ExtractError, StorageError, is_disk_full, storage_error
+from pipeline.errors import (ConfigError, DownloadError, ExtractError, PipelineError, StorageError, is_disk_full,
+                             storage_error)
 from pipeline.fileio import human_size, write_json
 from pipeline.sources import get_source
 
@@ -402,6 +403,34 @@ def _kaggle_credentials_found() -> bool:
     return any((config / f).is_file() for f in ("kaggle.json", "access_token"))
 
 
+def kaggle_rules(competition: str) -> str:
+    """The page on which a competition's rules are accepted (Kaggle refuses downloads and submissions before)."""
+    return f"https://www.kaggle.com/competitions/{competition}/rules"
+
+
+def kaggle_command(competition: str, error: type[PipelineError] = DownloadError) -> str:
+    """The path of the official ``kaggle`` CLI, once it and the API credentials are known to be there.
+
+    Args:
+        competition: the competition's slug (named in the messages, with its rules page).
+        error: the error class to raise (``pipeline submit`` raises its own).
+
+    Raises:
+        error: no ``kaggle`` on PATH, or no credentials (file or environment variables).
+    """
+    rules = kaggle_rules(competition)
+    exe = shutil.which("kaggle")
+    if exe is None:
+        raise error("The kaggle command was not found: install it with `pip install kaggle` and put your API "
+                    f"token in ~/.kaggle/kaggle.json (and accept the competition rules on {rules}).")
+    if not _kaggle_credentials_found():
+        raise error("No Kaggle API credentials found (no ~/.kaggle/kaggle.json or ~/.kaggle/access_token, no "
+                    "KAGGLE_USERNAME/KAGGLE_KEY or KAGGLE_API_TOKEN): create a token at "
+                    "https://www.kaggle.com/settings/api, save it as ~/.kaggle/kaggle.json, and accept the "
+                    f"competition rules on {rules}.")
+    return exe
+
+
 def fetch_kaggle(competition: str, dest_dir: str | os.PathLike, *, progress: bool = True) -> Path:
     """Download a competition's files with the official ``kaggle`` CLI; return ``dest_dir/COMPETITION.zip``.
 
@@ -415,16 +444,8 @@ def fetch_kaggle(competition: str, dest_dir: str | os.PathLike, *, progress: boo
     if zip_path.exists():
         _logger.info("%s is already downloaded", zip_path)
         return zip_path
-    rules = f"https://www.kaggle.com/competitions/{competition}/rules"
-    exe = shutil.which("kaggle")
-    if exe is None:
-        raise DownloadError("The kaggle command was not found: install it with `pip install kaggle` and put your API "
-                            f"token in ~/.kaggle/kaggle.json (and accept the competition rules on {rules}).")
-    if not _kaggle_credentials_found():
-        raise DownloadError("No Kaggle API credentials found (no ~/.kaggle/kaggle.json or ~/.kaggle/access_token, no "
-                            "KAGGLE_USERNAME/KAGGLE_KEY or KAGGLE_API_TOKEN): create a token at "
-                            "https://www.kaggle.com/settings/api, save it as ~/.kaggle/kaggle.json, and accept the "
-                            f"competition rules on {rules}.")
+    rules = kaggle_rules(competition)
+    exe = kaggle_command(competition)
     dest_dir.mkdir(parents=True, exist_ok=True)
     cmd = [exe, "competitions", "download", "-c", competition, "-p", str(dest_dir)]
     _logger.info("running %s", " ".join(cmd))

@@ -29,6 +29,10 @@ class SubmissionError(PipelineError):
     """A submission file is malformed or does not match the test set."""
 
 
+class SubmitError(PipelineError):
+    """A submission could not be sent (no kaggle CLI, no credentials) or the competition rejected it."""
+
+
 class ConfigError(PipelineError):
     """An option or a combination of options cannot work (unknown arch, no CUDA, ...)."""
 

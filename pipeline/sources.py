@@ -34,6 +34,8 @@ SOURCES: dict[str, Source] = {
             urls=("https://gaopursuit.oss-cn-beijing.aliyuncs.com/2021/files/train.zip",
                   "https://gaopursuit.oss-cn-beijing.aliyuncs.com/202007/dogs_cats_test.zip"),
             # No pinned digests: the files could not be fetched where this was written to learn them.
+            # No homepage: submissions are uploaded in a browser on the course site's competition page,
+            # whose exact address was not known where this was written; `pipeline submit` names it in words.
         ),
         Source(
             name="petimages",

@@ -79,8 +79,8 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str = "hflip", ensemble: s
     from pipeline.inference import (CALIBRATE_CHOICES, blend_predictions, blend_runs, fit_temperature,
                                     predict_run)
     from pipeline.rundir import RunDir, find_run
-    from pipeline.submission import (default_submission_name, get_format, make_submission, read_test_ids,
-                                     write_submission)
+    from pipeline.submission import (default_submission_name, get_format, make_submission, note_path,
+                                     read_test_ids, write_submission)
 
     if calibrate not in CALIBRATE_CHOICES:
         raise ConfigError(f"--calibrate must be one of {', '.join(CALIBRATE_CHOICES)}, got {calibrate!r}.")
@@ -111,8 +111,8 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str = "hflip", ensemble: s
             "ensemble": blend.method if blend else None, "weights": blend.weights if blend else [1.0],
             "oof": blend.blend_score if blend else None, "calibration": vars(calibration) if calibration else None,
             "threshold": threshold, "eps": eps, "created": datetime.now().isoformat(timespec="seconds")}
-    note_path = write_json(path.with_suffix(".json"), note)
-    return {"path": path, "note": note_path, "rows": len(sub), "blend": blend, "calibration": calibration,
+    note_file = write_json(note_path(path), note)
+    return {"path": path, "note": note_file, "rows": len(sub), "blend": blend, "calibration": calibration,
             "probs": probs}
 
 

@@ -329,6 +329,11 @@ def default_submission_name(run_names: list[str], now: datetime | None = None) -
     return f"{'+'.join(run_names) or 'submission'}-{(now or datetime.now()):%Y%m%d-%H%M%S}.csv"
 
 
+def note_path(submission: str | Path) -> Path:
+    """The JSON note ``pipeline predict`` writes beside a submission (runs, weights, OOF scores): ``<name>.json``."""
+    return Path(submission).with_suffix(".json")
+
+
 def _csv_text(sub: pd.DataFrame) -> str:
     """The CSV text of ``sub`` as written: no index, floats with six decimals, integers as is."""
     return sub.to_csv(index=False, float_format=_FLOAT_FORMAT, lineterminator="\n")

@@ -1,5 +1,6 @@
 """The commands as a user types them (typer's CliRunner), and the demo through the installed entry point."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.cli import _duration, app
 from tests.conftest import SAMPLE
 from tests.images import sample_jpeg
 
@@ -128,24 +129,43 @@ def test_validate_lists_the_problems(workdir):
     assert "invalid" in r.output and "more than once: 0" in r.output and "missing" in r.output and "not 0 or 1" in r.output
 
 
+def _table_rows(output: str) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows (cells stripped) of the one rich table in ``output``."""
+    header = [c.strip() for c in next(line for line in output.splitlines() if "┃" in line).split("┃")[1:-1]]
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in output.splitlines() if line.startswith("│")]
+    return header, rows
+
+
 def test_runs_shows_a_dash_for_what_an_unfinished_run_lacks(tiny_run, tmp_path):
     runs = tmp_path / "runs"
-    for name, files in (("done", ("config.json", "cv.json")), ("half", ("config.json",))):
+    for name, files in (("done", ("config.json", "cv.json")), ("a-half", ("config.json",))):
         (runs / name).mkdir(parents=True)
         for f in files:
             shutil.copy(tiny_run / f, runs / name / f)
     for marker in tiny_run.glob("fold*/oof.csv"):  # "done" trained every fold
         shutil.copytree(marker.parent, runs / "done" / marker.parent.name, ignore=shutil.ignore_patterns("*.pt"))
+    (runs / "done" / "test_probs.csv").write_text("id,prob_dog\n0,0.5\n")
     r = invoke("runs", "--runs-dir", runs)
     assert r.exit_code == 0 and "nan" not in r.output.lower()
-    rows = {cells[0]: cells for cells in ([c.strip() for c in line.split("│")[1:-1]]
-                                          for line in r.output.splitlines() if line.startswith("│"))}
-    assert set(rows) == {"done", "half"}
-    header = [c.strip() for c in next(line for line in r.output.splitlines() if "┃" in line).split("┃")[1:-1]]
-    scores = [i for i, h in enumerate(header) if h.startswith(("accu", "log", "roc"))]
-    assert len(scores) == 3 and [rows["half"][i] for i in scores] == ["-", "-", "-"]
-    assert all(rows["done"][i] not in ("", "-") for i in scores)
-    assert rows["half"][header.index("folds")] == "3"  # a count, not 3.0000
+    header, cells = _table_rows(r.output)
+    assert header == ["run", "arch", "recipe", "size", "epochs", "folds", "accuracy", "log-loss", "ROC-AUC", "time",
+                      "test preds", "created", "status"]
+    rows = {row[0]: dict(zip(header, row)) for row in cells}
+    assert list(rows) == ["done", "a-half"]  # one line per run, best first, the unfinished last
+    half, done = rows["a-half"], rows["done"]
+    assert [half[h] for h in ("accuracy", "log-loss", "ROC-AUC", "time")] == ["-", "-", "-", "-"]
+    assert all(done[h] not in ("", "-") for h in ("accuracy", "log-loss", "ROC-AUC", "time"))
+    seconds = json.loads((tiny_run / "cv.json").read_text())["seconds"]
+    assert done["time"] == _duration(seconds) and done["log-loss"].startswith("0.")
+    assert (half["folds"], done["folds"]) == ("0/3", "3/3")
+    assert (half["test preds"], done["test preds"]) == ("no", "yes")
+    assert half["recipe"] == "-" and half["size"] == "32" and half["status"] == "unfinished"
+    r = invoke("runs", "--runs-dir", runs, "--sort", "name")
+    assert [row[0] for row in _table_rows(r.output)[1]] == ["a-half", "done"]
+    r = invoke("runs", "--runs-dir", runs, "--sort", "created")
+    assert r.exit_code == 0
+    r = invoke("runs", "--runs-dir", runs, "--sort", "speed")
+    assert r.exit_code == 2 and "speed" in r.output
 
 
 def test_help_keeps_square_brackets():

@@ -1,0 +1,225 @@
+"""Send a submission to its competition and keep a log of every one (``pipeline submit``).
+
+- ``kaggle`` and ``kaggle-redux``: the official CLI, ``kaggle competitions submit -c SLUG -f FILE -m
+  MESSAGE``, then ``kaggle competitions submissions -c SLUG`` for the competition's answer.
+- ``course`` (猫狗大战): the site takes the file in a browser, so the file is validated, its checksum
+  taken, and the user uploads it.
+
+A file is validated against the test catalogue first, as the source's format; an invalid file is never
+sent. Each submission, sent or (for the course) validated, adds a row to ``submissions/log.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+from filelock import FileLock
+
+from pipeline.download import kaggle_command, sha256_file
+from pipeline.errors import ConfigError, DataError, SubmissionError, SubmitError
+from pipeline.fileio import write_csv
+from pipeline.sources import get_source
+from pipeline.submission import check_submission, note_path, read_test_ids
+
+_logger = logging.getLogger(__name__)
+
+SOURCE_FORMATS = {"kaggle": "kaggle", "kaggle-redux": "redux", "course": "course"}
+LOG_COLUMNS = ["time", "file", "sha256", "source", "format", "rows", "status", "message", "runs", "weights",
+               "ensemble", "oof_accuracy", "oof_log_loss", "oof_roc_auc", "temperature", "answer"]
+# what the kaggle CLI prints when the site refuses a file: "400 - Bad Request - ...", "403 Client Error: ...",
+# "Could not submit to competition", "error: ..."
+_ERROR_LINE = re.compile(r"\berror\b|^\s*[45]\d\d\b|could not submit", re.IGNORECASE)
+
+
+@dataclass
+class Submitted:
+    """What ``submit`` did.
+
+    ``status`` is ``sent`` (the competition took the file), ``validated`` (course: upload it in a
+    browser) or ``rejected`` (only in the log: ``submit`` raises then). ``answer`` is what the
+    competition said (the CLI's output); ``latest`` the newest row of the competition's list of
+    submissions (``fileName``, ``date``, ``status``, ``publicScore``, ...) when it could be read.
+    """
+
+    file: Path
+    source: str
+    format: str
+    rows: int
+    sha256: str
+    message: str
+    status: str
+    log: Path
+    answer: str = ""
+    latest: dict | None = None
+    listing: str = ""
+    page: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def submit(file: str | Path, source: str, *, test_csv: str | Path = Path("data/test.csv"), message: str | None = None,
+           log_path: str | Path = Path("submissions/log.csv")) -> Submitted:
+    """Validate ``file`` as ``source``'s format, send it (Kaggle) or prepare it for upload (course), log it.
+
+    Args:
+        file: the submission CSV.
+        source: ``kaggle``, ``kaggle-redux`` or ``course``.
+        test_csv: the test catalogue the ids must match.
+        message: the submission's description on Kaggle (default: the file's name and, from its JSON
+            note, the runs blended).
+        log_path: the CSV that gets one row per submission.
+
+    Raises:
+        SubmissionError: the file fails validation (nothing is sent or logged).
+        SubmitError: no kaggle CLI or credentials (nothing is sent or logged), or the competition rejected
+            the file (the attempt is logged with the competition's answer).
+    """
+    if source not in SOURCE_FORMATS:
+        raise ConfigError(f"--source must be one of {', '.join(SOURCE_FORMATS)}, got {source!r}.")
+    file, fmt, log_path = Path(file), SOURCE_FORMATS[source], Path(log_path)
+    if not file.is_file():
+        raise SubmissionError(f"{file} does not exist; write one with `pipeline predict`.")
+    result = check_submission(file, read_test_ids(test_csv), fmt)
+    if result.problems:
+        raise SubmissionError(_one_line(f"Not sent: {file} is not a valid {fmt} submission for {source} "
+                                        f"({len(result.problems)} problem(s)): {' '.join(result.problems)} Fix it "
+                                        f"and check it with `pipeline validate {file} --format {fmt}`."))
+    note, warnings = _read_note(file)
+    done = Submitted(file=file, source=source, format=fmt, rows=_data_rows(file), sha256=sha256_file(file),
+                     message=message if message is not None else default_message(file, note), status="validated",
+                     log=log_path, warnings=list(result.warnings) + warnings)
+    src = get_source(source)
+    if src.kaggle_competition is None:  # the course site: uploaded by hand
+        done.page = src.homepage or None
+        append_log(log_path, _log_row(done, note))
+        return done
+
+    slug = src.kaggle_competition
+    exe = kaggle_command(slug, SubmitError)
+    cmd = [exe, "competitions", "submit", "-c", slug, "-f", str(file), "-m", done.message]
+    _logger.info("running %s", " ".join(cmd))
+    sent = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    done.answer = _output(sent)
+    refused = sent.returncode != 0 or any(_ERROR_LINE.search(line) for line in done.answer.splitlines())
+    if not refused:
+        listing = subprocess.run([exe, "competitions", "submissions", "-c", slug], capture_output=True, text=True,
+                                 check=False)
+        done.listing = _output(listing)
+        if listing.returncode == 0:
+            done.latest = latest_submission(listing.stdout)
+        else:
+            done.warnings.append(f"The list of submissions could not be read ({_one_line(done.listing)}); see it "
+                                 f"with `kaggle competitions submissions -c {slug}`.")
+        ours = done.latest is not None and done.latest.get("fileName") == file.name
+        refused = ours and "error" in done.latest.get("status", "").lower()
+    done.status = "rejected" if refused else "sent"
+    append_log(log_path, _log_row(done, note))
+    if refused:
+        said = done.answer if sent.returncode != 0 or not done.latest else _describe(done.latest)
+        code = f", exit status {sent.returncode}" if sent.returncode else ""
+        raise SubmitError(_one_line(f"The competition {slug} did not accept {file}{code}: "
+                                    f"{said or 'no answer'}; the attempt is logged in {log_path}."))
+    return done
+
+
+def default_message(file: Path, note: dict | None) -> str:
+    """``<file name>: runs A + B`` (the runs from the submission's JSON note, when it has one)."""
+    runs = [Path(r).name for r in (note or {}).get("runs") or []]
+    return f"{file.name}: runs {' + '.join(runs)}" if runs else file.name
+
+
+def latest_submission(listing: str) -> dict | None:
+    """The newest row of ``kaggle competitions submissions`` (a table ruled with dashes), by column name.
+
+    Args:
+        listing: the CLI's standard output; None when no table is found in it.
+    """
+    lines = listing.splitlines()
+    for i, line in enumerate(lines[1:-1], start=1):
+        if "-" in line and re.fullmatch(r"[-\s]+", line):
+            starts = [m.start() for m in re.finditer(r"-+", line)]
+            ends = starts[1:] + [None]
+            header, row = lines[i - 1], lines[i + 1]
+            return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends)}
+    return None
+
+
+def read_log(log_path: str | Path) -> pd.DataFrame:
+    """``submissions/log.csv`` as text columns (empty, with the log's columns, when it does not exist)."""
+    log_path = Path(log_path)
+    if not log_path.exists():
+        return pd.DataFrame(columns=LOG_COLUMNS)
+    try:
+        return pd.read_csv(log_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"The submission log {log_path} cannot be read ({_one_line(str(exc))}); move it aside and "
+                        "submit again (a new log is started).") from None
+
+
+def append_log(log_path: str | Path, row: dict) -> Path:
+    """Add ``row`` to the log under a file lock, rewriting it atomically (an interrupt never truncates it)."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(log_path.with_name(f".{log_path.name}.lock")):
+        old = read_log(log_path)
+        rows = pd.concat([r for r in (old, pd.DataFrame([row], dtype=str)) if not r.empty], ignore_index=True)
+        extra = [c for c in rows.columns if c not in LOG_COLUMNS]  # columns a later version added
+        write_csv(log_path, rows.reindex(columns=LOG_COLUMNS + extra).astype(object).fillna(""))
+    return log_path
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def _read_note(file: Path) -> tuple[dict | None, list[str]]:
+    """The JSON note ``pipeline predict`` wrote beside the submission, and a warning if it is unreadable."""
+    path = note_path(file)
+    if not path.exists():
+        return None, []
+    try:
+        note = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, [f"The note {path} cannot be read ({exc}); the log row lacks the runs and OOF figures."]
+    return (note if isinstance(note, dict) else None), []
+
+
+def _log_row(done: Submitted, note: dict | None) -> dict:
+    note = note or {}
+    oof = note.get("oof") or {}
+    calibration = note.get("calibration") or {}
+
+    def figure(value) -> str:
+        return "" if value is None else f"{value:.6g}"
+
+    return {"time": datetime.now().isoformat(timespec="seconds"), "file": str(done.file), "sha256": done.sha256,
+            "source": done.source, "format": done.format, "rows": str(done.rows), "status": done.status,
+            "message": done.message, "runs": ";".join(Path(r).name for r in note.get("runs") or []),
+            "weights": ";".join(f"{w:.4f}" for w in note.get("weights") or []) if note.get("runs") else "",
+            "ensemble": note.get("ensemble") or "", "oof_accuracy": figure(oof.get("accuracy")),
+            "oof_log_loss": figure(oof.get("log_loss")), "oof_roc_auc": figure(oof.get("roc_auc")),
+            "temperature": figure(calibration.get("temperature")),
+            "answer": _one_line(" | ".join(x for x in (done.answer, _describe(done.latest) if done.latest else "")
+                                           if x))}
+
+
+def _describe(latest: dict) -> str:
+    """``status complete, publicScore 0.0612, ...`` from the newest row of the list of submissions."""
+    return ", ".join(f"{k} {v}" for k, v in latest.items() if v and k not in ("fileName", "description"))
+
+
+def _data_rows(file: Path) -> int:
+    """The number of data rows (lines after the header) of a validated CSV."""
+    with open(file, "rb") as f:
+        return max(0, sum(1 for line in f if line.strip()) - 1)
+
+
+def _output(result: subprocess.CompletedProcess) -> str:
+    return "\n".join(x.strip() for x in (result.stdout, result.stderr) if x and x.strip())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
