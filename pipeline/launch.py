@@ -75,11 +75,11 @@ def launch(request: TrainRequest, nproc: int, max_restarts: int = 0) -> dict:
         raise Interrupted(f"Interrupted; finished epochs are saved. Continue with `pipeline train --run-name "
                           f"{run_dir.name} --resume --nproc {nproc}`.") from None
     except ChildFailedError as exc:
-        failure = next(iter(exc.failures.values()))
-        raise PipelineError(f"A training process failed ({exc.name}, rank {failure.rank}, exit code "
-                            f"{failure.exitcode}{'' if max_restarts else '; no restarts left'}): "
-                            f"{failure.message or 'see the log above'}; finished epochs are saved, continue with "
-                            f"`pipeline train --run-name {run_dir.name} --resume --nproc {nproc}`.") from None
+        rank, failure = next(iter(exc.failures.items()))
+        raise PipelineError(f"Training process {rank} failed (exit code {failure.exitcode}) and no restart was "
+                            f"left (--max-restarts {max_restarts}): {failure.message or 'see its log above'}; "
+                            f"finished epochs are saved, continue with `pipeline train --run-name {run_dir.name} "
+                            f"--resume --nproc {nproc}`.") from None
     finally:
         if old_omp is None:
             os.environ.pop("OMP_NUM_THREADS", None)
