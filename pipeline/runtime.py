@@ -146,8 +146,14 @@ class Runtime:
         if world > 1 and not dist.is_initialized():
             if dev.type == "cuda":
                 torch.cuda.set_device(dev)
+            # the store torchrun hands over may still hold the previous attempt's addresses after a restart
+            # (a new worker then dials a dead one: "connectFullMesh failed ... Connection refused"), so each
+            # attempt keeps its keys under a prefix of its own
+            store, _, _ = next(dist.rendezvous("env://", timeout=PROCESS_GROUP_TIMEOUT))
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=PROCESS_GROUP_TIMEOUT,
-                                    device_id=dev if dev.type == "cuda" else None)
+                                    store=dist.PrefixStore(f"pipeline/attempt_{attempt}", store), rank=rank,
+                                    world_size=world, device_id=dev if dev.type == "cuda" else None)
             rt._owns_group = True
         return rt
 
