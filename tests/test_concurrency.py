@@ -54,6 +54,15 @@ def test_two_processes_building_one_cache_size_at_once(photos, tmp_path):
         assert np.array_equal(cache.get(p), decode_resized(p, 96)), p
 
 
+def rebuild_counts(root, photos) -> tuple[int, int, int]:
+    """Build the 64-px cache again; check every photo then reads back as itself; (repaired, decoded, reused)."""
+    report = DecodedCache(root, 64).build(photos, workers=1)
+    fresh = DecodedCache(root, 64)
+    for p in photos:
+        assert np.array_equal(fresh.get(p), decode_resized(p, 64))
+    return report.repaired, report.decoded, report.reused
+
+
 def test_shuffled_index_and_overwritten_pixels_are_caught_and_repaired(photos, tmp_path, caplog):
     photos = photos[:12]
     DecodedCache(tmp_path / "cache", 64).build(photos, workers=1)
@@ -71,11 +80,7 @@ def test_shuffled_index_and_overwritten_pixels_are_caught_and_repaired(photos, t
     assert "fails its checksum" in caplog.text
     assert np.array_equal(reader.get(index.path[2]), decode_resized(index.path[2], 64))
 
-    report = DecodedCache(tmp_path / "cache", 64).build(photos, workers=1)
-    assert (report.repaired, report.decoded, report.reused) == (3, 3, 9)
-    fresh = DecodedCache(tmp_path / "cache", 64)
-    for p in photos:
-        assert np.array_equal(fresh.get(p), decode_resized(p, 64))
+    assert rebuild_counts(tmp_path / "cache", photos) == (3, 3, 9)
 
 
 def test_truncated_pixels_file_loses_only_its_tail(photos, tmp_path):
@@ -88,11 +93,7 @@ def test_truncated_pixels_file_loses_only_its_tail(photos, tmp_path):
     for p in photos:
         got = reader.get(p)
         assert (got is None) if rows[p] >= 6 else np.array_equal(got, decode_resized(p, 64))
-    report = DecodedCache(tmp_path / "cache", 64).build(photos, workers=1)
-    assert (report.repaired, report.decoded, report.reused) == (4, 4, 6)
-    fresh = DecodedCache(tmp_path / "cache", 64)
-    for p in photos:
-        assert np.array_equal(fresh.get(p), decode_resized(p, 64))
+    assert rebuild_counts(tmp_path / "cache", photos) == (4, 4, 6)
 
 
 def test_same_run_name_started_twice_at_once(data_copy, tmp_path):
