@@ -74,7 +74,7 @@ def main() -> None:
             print(f"  {side:<32} run {i + 1}: {seconds:7.1f} s", flush=True)
 
     a, b = (times[s] for s in sides)
-    ratios = [y / x for x, y in zip(a, b)]
+    ratios = [y / x for x, y in zip(a, b, strict=True)]
     print(f"\n{args.arch} {args.img_size} px, {args.epochs} epochs x every fold, batch {args.batch_size}, "
           f"{args.threads} threads per side, {os.cpu_count()} CPUs")
     print(f"{'side':<34}{'median wall s':>14}{'min':>8}{'max':>8}")

@@ -8,7 +8,7 @@ for both sides. It measures
 2. ``train``: images/s of full training epochs (forward + backward + optimizer step, fp32, CPU) for
    LeNet at its default 64 px and ResNet-34 at a small size;
 3. ``e2e``:   seconds from ``train.zip`` to a validated submission CSV with the default settings
-   (``pipeline.stages.download`` -> ``pipeline.training.run`` -> ``pipeline.stages.predict``);
+   (``pipeline.data.download`` -> ``pipeline.train.session.train`` -> ``pipeline.predict.predict``);
 
 plus the time to build the decoded-image cache for every photo at 256 px (``base_size_for(224)``).
 
@@ -43,14 +43,21 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
-from pipeline.cache import DecodedCache  # noqa: E402
-from pipeline.engine import Amp, train_step  # noqa: E402
-from pipeline.images import (IMAGENET_MEAN, IMAGENET_STD, BatchNormalizer, ImageDataset,  # noqa: E402
-                             base_size_for, build_train_transform, make_loader)
+from pipeline.data.cache import DecodedCache  # noqa: E402
+from pipeline.data.images import (  # noqa: E402
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BatchNormalizer,
+    ImageDataset,
+    base_size_for,
+    build_train_transform,
+    make_loader,
+)
 from pipeline.models import build_model, normalization  # noqa: E402
-from pipeline.recipe import Recipe  # noqa: E402
-from pipeline.runtime import Runtime, default_workers  # noqa: E402
-from pipeline.training import build_optimizer  # noqa: E402
+from pipeline.train.engine import Amp, train_step  # noqa: E402
+from pipeline.train.optim import build_optimizer  # noqa: E402
+from pipeline.train.recipe import Recipe  # noqa: E402
+from pipeline.train.runtime import Runtime, default_workers  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dogs-vs-cats-mini"
 SAMPLE_DATA = REPO / "pipeline" / "sample"
@@ -112,7 +119,7 @@ def project_loader(paths, labels, size: int, batch_size: int, workers: int, cach
 def build_cache(root: Path, size: int, paths) -> tuple[DecodedCache, float, int]:
     cache = DecodedCache(root, size)
     t0 = time.perf_counter()
-    report = cache.build(paths)  # default workers (all cores), as pipeline.training.open_cache does
+    report = cache.build(paths)  # default workers (all cores), as pipeline.data.cache.open_cache does
     seconds = time.perf_counter() - t0
     if report.failed:
         raise SystemExit(f"cache build failed for {len(report.failed)} photos: {list(report.failed)[:3]}")
@@ -151,7 +158,7 @@ def summarize(epochs: list[dict]) -> dict:
 def bench_per_photo(paths, size: int = 224, n: int = 200) -> dict:
     """Milliseconds per photo, in this process on one core: the notebook's PIL decode alone, the
     notebook's whole sample (decode + torchvision transforms), and the project's cache build decode."""
-    from pipeline.images import decode_resized
+    from pipeline.data.images import decode_resized
 
     paths = paths[::max(1, len(paths) // n)][:n]  # spread over cats and dogs
     nb = notebook_transform(size)
@@ -171,7 +178,8 @@ def bench_per_photo(paths, size: int = 224, n: int = 200) -> dict:
     finally:
         torch.set_num_threads(threads)
     log(f"    one core, {len(paths)} photos: PIL decode {out['pil_decode_ms']:.2f} ms, notebook sample at {size} px "
-        f"{out['notebook_sample_ms']:.2f} ms, decode_resized to {base_size_for(size)} px {out['decode_resized_ms']:.2f} ms")
+        f"{out['notebook_sample_ms']:.2f} ms, decode_resized to {base_size_for(size)} px "
+        f"{out['decode_resized_ms']:.2f} ms")
     return out
 
 
@@ -188,14 +196,14 @@ def bench_data(args, photos, cache256) -> dict:
     def project_epoch(epoch):
         proj.sampler.set_epoch(epoch)
         n = 0
-        for x, y, _ in proj:
+        for x, _y, _ in proj:
             x = normalize(x)  # the float batch the model would get
             n += len(x)
         return n
 
     def hand_epoch(epoch):
         n = 0
-        for x, y in hand:
+        for x, _y in hand:
             x = x.to(CPU)
             n += len(x)
         return n
@@ -204,7 +212,7 @@ def bench_data(args, photos, cache256) -> dict:
     out = {"img_size": size, "base_size": base_size_for(size), "images": len(paths),
            "project": summarize(res["project"]), "hand_written": summarize(res["hand-written"])}
     out["ratio"] = round(out["project"]["images_per_s"] / out["hand_written"]["images_per_s"], 2)
-    del proj, hand
+    proj = hand = None  # let the loaders (and their workers) go
     return out
 
 
@@ -280,9 +288,12 @@ def bench_train(args, photos, tmp: Path) -> dict:
 
 # ---- 3. end to end -------------------------------------------------------------------------------
 def bench_e2e(args, zips: dict, tmp: Path) -> dict:
-    from pipeline.stages import download, predict
-    from pipeline.submission import score_submission
-    from pipeline.training import TrainRequest, run
+    from pipeline.data.download import download
+    from pipeline.predict.predict import predict
+    from pipeline.predict.validation import score_submission
+    from pipeline.report import build_report
+    from pipeline.train.request import TrainRequest
+    from pipeline.train.session import train
 
     work = tmp / "e2e"
     data_dir, runs_dir, subs = work / "data", work / "runs", work / "submissions"
@@ -302,7 +313,7 @@ def bench_e2e(args, zips: dict, tmp: Path) -> dict:
     log(f"    download (unzip, verify, catalogue, folds): {t['download']:.2f} s "
         f"({summary['train']} train, {summary['test']} test, {summary['problems']} problems)")
     t0 = time.perf_counter()
-    cv = run(request)
+    cv = train(request, report=build_report)
     t["train"] = time.perf_counter() - t0
     run_dir = runs_dir / "bench-lenet"
     log(f"    train: {t['train']:.2f} s (of which folds {cv.get('seconds', float('nan')):.2f} s; the rest is the "
@@ -319,7 +330,7 @@ def bench_e2e(args, zips: dict, tmp: Path) -> dict:
     import pandas as pd
 
     metrics = pd.read_csv(run_dir / "metrics.csv")
-    out["epochs_trained"] = int(len(metrics))
+    out["epochs_trained"] = len(metrics)
     out["train_images_per_s_median"] = round(float(metrics.images_per_s.median()), 1)
     solution = zips.get("solution")
     if solution is not None and solution.exists() and not args.max_images:

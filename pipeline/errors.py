@@ -37,6 +37,10 @@ class ConfigError(PipelineError):
     """An option or a combination of options cannot work (unknown arch, no CUDA, ...)."""
 
 
+class Interrupted(PipelineError):
+    """Ctrl-C during training; the state of the last finished epoch is on disk (the CLI exits with 130)."""
+
+
 class StorageError(PipelineError):
     """The disk is full, or a folder cannot be written (read-only, no permission)."""
 

@@ -15,8 +15,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.errors import ConfigError
-from pipeline.images import IMAGENET_MEAN, IMAGENET_STD
 
 _logger = logging.getLogger(__name__)
 HUB_HOST = "huggingface.co"
@@ -102,9 +102,7 @@ def build_model(arch: str, img_size: int, *, pretrained: bool = False, weights: 
             ``.safetensors``/``.pth`` ImageNet file (its classifier is dropped and re-initialised).
         drop_rate: dropout before the classifier of timm models.
     """
-    check_arch(arch)
-    if pretrained and weights:
-        raise ConfigError("Use either --pretrained or --weights FILE, not both.")
+    check_arch(arch)  # pretrained and weights together: refused by the recipe (train.recipe.Recipe.resolved)
     if arch in OWN_MODELS:
         if pretrained:
             raise ConfigError(f"{arch} has no pretrained weights; drop --pretrained (or pass --weights FILE).")
@@ -175,7 +173,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - torch.load and safetensors raise many kinds
         raise ConfigError(f"Cannot read --weights file {path} ({type(exc).__name__}: {exc}).") from None
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -194,7 +192,6 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
                           f"{len(unexplained)} tensors differ (e.g. {', '.join(unexplained[:3])}).")
     if head:
         _logger.info("weights %s: re-initialised %s (shape differs)", path, ", ".join(sorted(head)))
-
 
 
 def training_memory_bytes(arch: str, img_size: int, batch_size: int, half: bool = False) -> int:

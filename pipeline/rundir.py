@@ -32,12 +32,18 @@ from filelock import FileLock, Timeout
 from pipeline.errors import ConfigError, DataError
 from pipeline.fileio import write_csv, write_json
 
+SCHEMA = 1  # the layout of config.json; a later layout raises it and reads older ones by it
 METRIC_COLUMNS = ["fold", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_logloss",
                   "lr", "images_per_s", "seconds"]
 
 
 class RunBusy(ConfigError):
     """Another process holds the run's lock."""
+
+
+class RunUnreadable(DataError):
+    """A run folder whose config.json cannot be read (cut off by a crash, edited by hand, or from another
+    version of the pipeline)."""
 
 
 class RunDir:
@@ -118,25 +124,27 @@ class RunDir:
         return self.config_path.exists()
 
     def config(self) -> dict:
-        """config.json, in today's layout (``recipe``, ``settings``, ``folds``, ``n_folds``, ...)."""
+        """config.json (``schema``, ``recipe``, ``settings``, ``folds``, ``n_folds``, ...).
+
+        Raises:
+            ConfigError: the folder has no config.json.
+            RunUnreadable: config.json is not JSON, lacks what every run has, or has another schema.
+        """
         if not self.exists():
             raise ConfigError(f"{self.path} is not a run folder (no config.json).")
-        return _upgrade(json.loads(self.config_path.read_text()))
+        try:
+            config = json.loads(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunUnreadable(f"Run {self.name} cannot be read: its config.json is not valid JSON ({exc}); it was "
+                                f"cut off or edited by hand: move {self.path} aside or delete it.") from None
+        why = config_problem(config)
+        if why:
+            raise RunUnreadable(f"Run {self.name} cannot be read: its config.json {why}; move {self.path} aside or "
+                                "delete it.")
+        return config
 
     def write_config(self, config: dict) -> None:
         write_json(self.config_path, config)
-
-    def recipe(self):
-        """The run's resolved :class:`pipeline.recipe.Recipe`."""
-        from pipeline.recipe import FIELDS, Recipe
-
-        return Recipe(**{k: v for k, v in self.config()["recipe"].items() if k in FIELDS})
-
-    def settings(self):
-        """The run's :class:`pipeline.runtime.RunSettings`."""
-        from pipeline.runtime import RunSettings
-
-        return RunSettings.from_dict(self.config()["settings"])
 
     # ---- folds and progress --------------------------------------------------------------
     def selected_folds(self) -> list[int]:
@@ -209,17 +217,20 @@ class RunDir:
         return lock
 
 
-def _upgrade(config: dict) -> dict:
-    """Runs written before recipes and settings were split kept one flat ``config``; split it."""
-    if "recipe" in config:
-        return config
-    from pipeline.recipe import FIELDS
-    from pipeline.runtime import RunSettings
-
-    flat = dict(config.get("config", {}))
-    settings = RunSettings.from_dict(flat)
-    return config | {"recipe": {k: v for k, v in flat.items() if k in FIELDS},
-                     "settings": vars(settings), "folds": flat.get("folds") or []}
+def config_problem(config) -> str | None:
+    """What makes ``config`` (a parsed config.json) unusable, as the end of a sentence; None when it is fine."""
+    if not isinstance(config, dict):
+        return f"holds a {type(config).__name__}, not the object of a run"
+    schema = config.get("schema")
+    if schema is None:
+        return "has no schema version (a run made by a development version of the pipeline); train it again"
+    if schema != SCHEMA:
+        return (f"has schema version {schema!r}, but this version of the pipeline reads version {SCHEMA}; use the "
+                "pipeline version that made it")
+    for key, kind in (("recipe", dict), ("settings", dict), ("folds", list)):
+        if not isinstance(config.get(key), kind):
+            return f"lacks its {key!r} entry (or it is not a {kind.__name__})"
+    return None
 
 
 # ---- finding runs --------------------------------------------------------------------------

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog import scan, write_catalog
-from pipeline.folds import write_folds
-from pipeline.recipe import FIELDS
-from pipeline.training import TrainRequest, run
+from pipeline.data.catalog import scan, write_catalog
+from pipeline.data.folds import write_folds
+from pipeline.train.recipe import FIELDS
+from pipeline.train.request import TrainRequest
+from pipeline.train.session import train
 
 SAMPLE = Path(__file__).resolve().parents[1] / "pipeline" / "sample"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dogs-vs-cats-mini"
@@ -22,8 +23,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dogs-vs-cats
 
 def tiny_config(data_dir: Path, runs_dir: Path, **overrides) -> TrainRequest:
     """A run that takes seconds on a 2-core CPU (recipe fields and run settings in one list)."""
-    options = dict(arch="lenet", img_size=32, epochs=2, batch_size=32, workers=0, progress=False, patience=0,
-                   report=False, tracker="none", data_dir=str(data_dir), runs_dir=str(runs_dir), seed=0) | overrides
+    options = {"arch": "lenet", "img_size": 32, "epochs": 2, "batch_size": 32, "workers": 0, "progress": False,
+               "patience": 0, "report": False, "tracker": "none", "data_dir": str(data_dir), "runs_dir": str(runs_dir),
+               "seed": 0} | overrides
     return TrainRequest(overrides={k: v for k, v in options.items() if k in FIELDS},
                         settings={k: v for k, v in options.items() if k not in FIELDS})
 
@@ -57,5 +59,5 @@ def data_copy(sample_data, tmp_path) -> Path:
 def tiny_run(tmp_path_factory, sample_data) -> Path:
     """One finished 3-fold LeNet run on the sample (read-only for tests)."""
     runs = tmp_path_factory.mktemp("runs")
-    run(tiny_config(sample_data, runs, run_name="tiny"))
+    train(tiny_config(sample_data, runs, run_name="tiny"))
     return runs / "tiny"

@@ -11,10 +11,10 @@ import contextlib
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 _CHUNK = 1 << 20
@@ -70,7 +70,7 @@ class FileServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: FileServer
 
-    def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
+    def log_message(self, format, *args):  # http.server names the argument format; output stays quiet
         pass
 
     def do_HEAD(self):

@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pipeline.cache as cache_mod
-from pipeline.cache import DecodedCache
-from pipeline.images import decode_resized
+import pipeline.data.cache as cache_mod
+from pipeline.data.cache import DecodedCache
+from pipeline.data.images import decode_resized
 
 
 @pytest.fixture

@@ -4,11 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import pipeline.catalog as catalog
-from pipeline.catalog import label_from_path, read_test, scan, write_catalog
+import pipeline.data.catalog as catalog
+from pipeline.data.catalog import label_from_path, read_test, scan, write_catalog
+from pipeline.data.images import decode_resized
 from pipeline.errors import DataError
-from pipeline.images import decode_resized
-from pipeline.submission import read_test_ids, validate_submission
+from pipeline.predict.formats import read_test_ids
+from pipeline.predict.validation import validate_submission
 from tests.images import sample_image, sample_jpeg, save
 
 
@@ -46,10 +47,10 @@ def test_scan_keeps_readable_images_and_reports_the_rest(messy):
     c = scan([messy], workers=1)
     names = sorted(Path(p).name for p in c.train.path)
     assert names == ["cat.1.jpg", "cat.2.jpg", "dog.3.jpg", "dog.4.png", "x.png"]
-    assert dict(zip((Path(p).name for p in c.train.path), c.train.label)) == {
+    assert dict(zip((Path(p).name for p in c.train.path), c.train.label, strict=True)) == {
         "cat.1.jpg": 0, "cat.2.jpg": 0, "dog.3.jpg": 1, "dog.4.png": 1, "x.png": 1}
     assert c.test.id.tolist() == [2, 10]  # numeric order
-    reasons = {Path(p).name: r for p, r in zip(c.problems.path, c.problems.reason)}
+    reasons = {Path(p).name: r for p, r in zip(c.problems.path, c.problems.reason, strict=True)}
     assert set(reasons) == {"cat.5.jpg", "dog.6.jpg", "cat.666.jpg", "holiday.jpg"}
     assert "truncated" in reasons["cat.5.jpg"]
     assert reasons["holiday.jpg"].startswith("label unknown")

@@ -12,7 +12,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline.cli import _duration, app
+from pipeline.cli import app
+from pipeline.cli.runs import _duration
 from tests.conftest import SAMPLE
 from tests.images import sample_jpeg
 
@@ -117,7 +118,8 @@ def test_predict_validate_score(workdir):
     assert r.exit_code == 0 and "accuracy" in r.output and "on 100 images" in r.output
     again = invoke("predict", "--run", "cli", "--out", out, "--no-progress")
     assert again.exit_code == 1 and "--force" in again.output
-    assert invoke("predict", "--run", "cli", "--out", out, "--force", "--format", "redux", "--no-progress").exit_code == 0
+    assert invoke("predict", "--run", "cli", "--out", out, "--force", "--format", "redux",
+                  "--no-progress").exit_code == 0
     assert pd.read_csv(out).label.between(0.005, 0.995).all()
 
 
@@ -126,7 +128,8 @@ def test_validate_lists_the_problems(workdir):
     bad.write_text("id,label\n0,1\n0,1\n1,2\n")
     r = invoke("validate", bad, "--test", workdir / "data/test.csv")
     assert r.exit_code == 1
-    assert "invalid" in r.output and "more than once: 0" in r.output and "missing" in r.output and "not 0 or 1" in r.output
+    assert "invalid" in r.output and "more than once: 0" in r.output and "missing" in r.output \
+        and "not 0 or 1" in r.output
 
 
 def _table_rows(output: str) -> tuple[list[str], list[list[str]]]:
@@ -150,7 +153,7 @@ def test_runs_shows_a_dash_for_what_an_unfinished_run_lacks(tiny_run, tmp_path):
     header, cells = _table_rows(r.output)
     assert header == ["run", "arch", "recipe", "size", "epochs", "folds", "accuracy", "log-loss", "ROC-AUC", "time",
                       "test preds", "created", "status"]
-    rows = {row[0]: dict(zip(header, row)) for row in cells}
+    rows = {row[0]: dict(zip(header, row, strict=True)) for row in cells}
     assert list(rows) == ["done", "a-half"]  # one line per run, best first, the unfinished last
     half, done = rows["a-half"], rows["done"]
     assert [half[h] for h in ("accuracy", "log-loss", "ROC-AUC", "time")] == ["-", "-", "-", "-"]
@@ -246,7 +249,8 @@ def test_download_of_the_shared_mini_set_over_loopback_http(tmp_path, monkeypatc
     assert len(train) == 1600 and (train.label == 1).sum() == 800 and (train.label == 0).sum() == 800
     assert test.id.tolist() == list(range(400))
     folds = pd.read_csv("data/folds.csv")
-    assert sorted(folds.path) == sorted(train.path) and folds.fold.value_counts().to_dict() == {k: 320 for k in range(5)}
+    assert sorted(folds.path) == sorted(train.path) \
+        and folds.fold.value_counts().to_dict() == dict.fromkeys(range(5), 320)
     assert pd.read_csv("data/catalog_problems.csv").empty
 
 

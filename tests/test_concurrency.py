@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.cache import DecodedCache
+from pipeline.data.cache import DecodedCache
+from pipeline.data.images import decode_resized
 from pipeline.errors import ConfigError
-from pipeline.images import decode_resized
 from pipeline.rundir import RunBusy, RunDir
-from pipeline.training import run
+from pipeline.train.session import train
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def test_two_processes_building_one_cache_size_at_once(photos, tmp_path):
     listing = tmp_path / "photos.txt"
     listing.write_text("\n".join(photos))
     code = f"""
-        from pipeline.cache import DecodedCache
+        from pipeline.data.cache import DecodedCache
         paths = open({str(listing)!r}).read().split()
         report = DecodedCache({str(tmp_path / 'cache')!r}, 96).build(paths, workers=1, flush_every=8)
         print(report.decoded, report.reused)
@@ -102,7 +102,7 @@ def test_same_run_name_started_twice_at_once(data_copy, tmp_path):
     code = f"""
         import os, sys, time
         from pipeline.errors import PipelineError
-        from pipeline.training import run
+        from pipeline.train.session import train
         from tests.conftest import tiny_config
         from pipeline.models import check_arch
         check_arch("lenet")  # timm imported: both reach the run folder at the same moment
@@ -110,7 +110,7 @@ def test_same_run_name_started_twice_at_once(data_copy, tmp_path):
         while not os.path.exists({str(go)!r}):  # start together, after both imported torch
             time.sleep(0.001)
         try:
-            run(tiny_config({str(data_copy)!r}, {str(tmp_path / 'runs')!r}, run_name="same", folds=[0], epochs=3))
+            train(tiny_config({str(data_copy)!r}, {str(tmp_path / 'runs')!r}, run_name="same", folds=[0], epochs=3))
         except PipelineError as exc:
             print(exc)
             sys.exit(1)
@@ -122,10 +122,10 @@ def test_same_run_name_started_twice_at_once(data_copy, tmp_path):
     outs = [p.communicate(timeout=300) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 1], [o[1][-2000:] for o in outs]
-    refusal = next(o[0] for p, o in zip(procs, outs) if p.returncode == 1)
+    refusal = next(o[0] for p, o in zip(procs, outs, strict=True) if p.returncode == 1)
     assert "being trained by another process" in refusal or "exists already" in refusal
     metrics = pd.read_csv(tmp_path / "runs" / "same" / "metrics.csv")
-    assert sorted(zip(metrics.fold, metrics.epoch)) == [(0, 0), (0, 1), (0, 2)]  # one writer
+    assert sorted(zip(metrics.fold, metrics.epoch, strict=True)) == [(0, 0), (0, 1), (0, 2)]  # one writer
 
 
 def test_resume_of_a_busy_run_is_refused(tiny_run, data_copy, tmp_path):
@@ -136,8 +136,8 @@ def test_resume_of_a_busy_run_is_refused(tiny_run, data_copy, tmp_path):
     lock = RunDir(runs / "tiny").lock()  # as a training process holds it
     try:
         with pytest.raises(RunBusy, match="being trained by another process"):
-            run(tiny_config(data_copy, runs, run_name="tiny"), resume=True)
+            train(tiny_config(data_copy, runs, run_name="tiny"), resume=True)
         with pytest.raises(ConfigError, match="being trained by another process"):
-            run(tiny_config(data_copy, runs, run_name="tiny"))
+            train(tiny_config(data_copy, runs, run_name="tiny"))
     finally:
         lock.release()

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.engine import score
-from pipeline.inference import predict_run
+from pipeline.metrics import score
+from pipeline.predict.inference import predict_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--arch", "lenet", "--img-size", "32", "--batch-size", "32", "--workers", "0", "--patience", "0",
@@ -84,7 +84,7 @@ def test_ddp_trains_one_fold_together_and_predict_loads_it_alone(project):
     oof = check_run(run_dir, int((folds.fold == 0).sum()))  # 200 validation images: no padding repeats
     assert set(oof.path) == set(folds.path[folds.fold == 0])
     m = metrics(run_dir)
-    assert list(zip(m.fold, m.epoch)) == [(0, 0), (0, 1)]  # one row per epoch, written by one process
+    assert list(zip(m.fold, m.epoch, strict=True)) == [(0, 0), (0, 1)]  # one row per epoch, written by one process
     probs = predict_run(run_dir, project / "data" / "test.csv", tta="none")  # one process, no process group
     assert len(probs) == 100 and probs.prob_dog.between(0, 1).all() and probs.prob_dog.std() > 0
     assert not torch.distributed.is_initialized()
@@ -134,7 +134,7 @@ def test_a_killed_worker_is_restarted_and_continues_from_its_last_epoch(project)
                 os.kill(workers[0], signal.SIGKILL)  # mid-fold: a fold has 8 epochs, 3 rows are written
                 killed = workers[0]
         time.sleep(0.02)
-    out, err = proc.communicate(timeout=600)
+    _out, err = proc.communicate(timeout=600)
     assert killed is not None, "the run ended before a worker could be killed"
     assert proc.returncode == 0, err[-4000:]
     assert "restarted after a failure; continuing after epoch" in err  # finished epochs were not trained again
@@ -158,7 +158,7 @@ def test_torchrun_restarts_continue_the_run_it_made(project):
                 os.kill(workers[-1], signal.SIGKILL)
                 killed = workers[-1]
         time.sleep(0.02)
-    out, err = proc.communicate(timeout=600)
+    _out, err = proc.communicate(timeout=600)
     assert killed is not None and proc.returncode == 0, err[-4000:]
     runs = list((project / "runs").iterdir())
     assert len(runs) == 1  # the restart continued the run; it did not start a second one

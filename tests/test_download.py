@@ -18,13 +18,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.download import acquire, extract_archive, fetch, fetch_kaggle, sha256_file
+from pipeline.data.archives import extract_archive
+from pipeline.data.download import acquire
+from pipeline.data.fetch import fetch, sha256_file
+from pipeline.data.sources import SOURCES, get_source
 from pipeline.errors import ConfigError, DownloadError, ExtractError
-from pipeline.sources import SOURCES, get_source
+from pipeline.kaggle import download as fetch_kaggle
 from tests.conftest import SHARED
 from tests.httpserver import closed_port, serve_dir
 
-FAST = dict(backoff=0.001, progress=False)
+FAST = {"backoff": 0.001, "progress": False}
 
 
 def image_bytes(color: tuple[int, int, int], fmt: str = "JPEG") -> bytes:
@@ -105,9 +108,8 @@ def test_range_not_satisfiable_finishes_or_restarts(blob, tmp_path, extra, reque
 
 
 def test_checksum_mismatch_keeps_the_file_aside(blob, tmp_path):
-    with serve_dir(blob.parent) as server:
-        with pytest.raises(DownloadError, match="expected") as err:
-            fetch(server.url("blob.bin"), tmp_path, sha256="0" * 64, **FAST)
+    with serve_dir(blob.parent) as server, pytest.raises(DownloadError, match="expected") as err:
+        fetch(server.url("blob.bin"), tmp_path, sha256="0" * 64, **FAST)
     assert "0" * 64 in str(err.value) and sha256_file(blob) in str(err.value)
     assert (tmp_path / "blob.bin.bad").read_bytes() == blob.read_bytes()
     assert not (tmp_path / "blob.bin").exists() and not (tmp_path / "blob.bin.part").exists()
@@ -121,17 +123,16 @@ def test_server_errors_are_retried(blob, tmp_path):
 
 
 def test_a_server_that_always_fails_is_given_up_after_the_retries(blob, tmp_path):
-    with serve_dir(blob.parent, fail_first=100, fail_status=500) as server:
-        with pytest.raises(DownloadError, match="HTTP 500 to all 4 requests"):
-            fetch(server.url("blob.bin"), tmp_path, retries=3, **FAST)
+    with serve_dir(blob.parent, fail_first=100, fail_status=500) as server, \
+            pytest.raises(DownloadError, match="HTTP 500 to all 4 requests"):
+        fetch(server.url("blob.bin"), tmp_path, retries=3, **FAST)
     assert len(server.requests) == 4
     assert not (tmp_path / "blob.bin").exists()
 
 
 def test_not_found_fails_at_once(blob, tmp_path):
-    with serve_dir(blob.parent) as server:
-        with pytest.raises(DownloadError, match="HTTP 404"):
-            fetch(server.url("missing.zip"), tmp_path, **FAST)
+    with serve_dir(blob.parent) as server, pytest.raises(DownloadError, match="HTTP 404"):
+        fetch(server.url("missing.zip"), tmp_path, **FAST)
     assert len(server.requests) == 1
 
 
@@ -369,10 +370,9 @@ def test_acquire_uses_local_archives_and_folders_in_place(tmp_path):
 def test_acquire_refuses_a_url_that_is_not_an_archive(tmp_path):
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "cat.jpg").write_bytes(image_bytes((1, 1, 1)))
-    with serve_dir(tmp_path / "www") as server:
-        with pytest.raises(DownloadError, match="does not end in .zip"):
-            acquire(urls=[server.url("cat.jpg")], raw_dir=tmp_path / "raw", extract_dir=tmp_path / "ex",
-                    progress=False)
+    with serve_dir(tmp_path / "www") as server, pytest.raises(DownloadError, match="does not end in .zip"):
+        acquire(urls=[server.url("cat.jpg")], raw_dir=tmp_path / "raw", extract_dir=tmp_path / "ex",
+                progress=False)
     assert server.requests == []
 
 

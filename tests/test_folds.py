@@ -1,11 +1,10 @@
-import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.catalog import scan
+from pipeline.data.catalog import scan
+from pipeline.data.folds import assign_folds, duplicate_groups
 from pipeline.errors import DataError
-from pipeline.folds import assign_folds, duplicate_groups
 
 
 def test_duplicate_groups_by_hamming_distance():
@@ -32,7 +31,8 @@ def test_folds_are_stratified_complete_and_deterministic(sample_data):
 def test_near_duplicates_share_a_fold(sample_images, tmp_path):
     root = tmp_path / "train"
     root.mkdir()
-    originals = sorted((sample_images / "train").glob("*.jpg"))[:40] + sorted((sample_images / "train").glob("dog*.jpg"))[:40]
+    train = sample_images / "train"
+    originals = sorted(train.glob("*.jpg"))[:40] + sorted(train.glob("dog*.jpg"))[:40]
     for p in originals:
         (root / p.name).write_bytes(p.read_bytes())
     # the same photos again under other names: one byte-identical, one re-encoded smaller

@@ -7,12 +7,13 @@ import pytest
 import torch
 from sklearn.metrics import log_loss
 
+from pipeline.data.images import BatchNormalizer, ImageDataset, base_size_for, build_eval_transform, make_loader
 from pipeline.errors import ConfigError
-from pipeline.engine import Amp, evaluate
-from pipeline.images import BatchNormalizer, ImageDataset, base_size_for, build_eval_transform, make_loader
-from pipeline.inference import aligned_oof, blend_predictions, blend_runs, fit_weights, predict_run
 from pipeline.models import build_model
-from pipeline.runtime import Runtime
+from pipeline.predict.ensemble import aligned_oof, blend_predictions, blend_runs, fit_weights
+from pipeline.predict.inference import predict_run
+from pipeline.train.engine import Amp, evaluate
+from pipeline.train.runtime import Runtime
 
 
 def test_fold_mean_and_saved_probabilities(tiny_run, sample_data, tmp_path):
@@ -83,7 +84,7 @@ def test_runs_on_different_folds_are_refused(tiny_run, tmp_path):
 
 
 def test_temperature_softens_an_over_confident_oof_set_and_never_hurts():
-    from pipeline.inference import fit_temperature
+    from pipeline.predict.calibration import fit_temperature
 
     rng = np.random.default_rng(1)
     logit = rng.normal(0, 2, 4000)  # a calibrated model: each label drawn with its predicted probability
@@ -102,7 +103,7 @@ def test_temperature_softens_an_over_confident_oof_set_and_never_hurts():
 
 
 def test_redux_predictions_are_calibrated_on_the_oof_and_the_note_says_so(tiny_run, sample_data, tmp_path):
-    from pipeline.stages import predict
+    from pipeline.predict.predict import predict
 
     runs = tmp_path / "runs"
     shutil.copytree(tiny_run, runs / "tiny")

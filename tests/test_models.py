@@ -2,10 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.engine import Amp, train_step
 from pipeline.errors import ConfigError
 from pipeline.models import build_model, check_arch, load_weights
-from pipeline.runtime import resolve_device
+from pipeline.train.engine import Amp, train_step
+from pipeline.train.runtime import resolve_device
 
 
 @pytest.mark.parametrize("arch,size", [("lenet", 32), ("lenet", 64), ("resnet34", 64), ("resnet50", 64)])
@@ -28,7 +28,7 @@ def test_each_architecture_takes_a_training_step_on_cpu(arch, size):
     assert loss.item() == pytest.approx(F.binary_cross_entropy_with_logits(expected, y).item(), rel=1e-5)
     assert int(((logits > 0) == (y == 1)).sum()) == int(((expected > 0) == (y == 1)).sum())
     assert amp.logits(model, x).shape == (4,)
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_bf16_autocast_on_cpu_really_runs_in_bf16():

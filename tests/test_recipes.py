@@ -1,20 +1,20 @@
 """Recipes: the named files, overrides, and the training features they switch on (issue 11)."""
 
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from pipeline.engine import BinaryMix, FreezeBatchNorm
+from pipeline.data.images import SeededSampler
 from pipeline.errors import ConfigError
-from pipeline.images import SeededSampler
 from pipeline.models import build_model
-from pipeline.recipe import Recipe, build_recipe, load_recipe_file, named_recipes
-from pipeline.training import build_optimizer, run
+from pipeline.train.callbacks import FreezeBatchNorm
+from pipeline.train.mixing import BinaryMix
+from pipeline.train.optim import build_optimizer
+from pipeline.train.recipe import Recipe, build_recipe, load_recipe_file, named_recipes
+from pipeline.train.session import train
 from tests.conftest import SHARED, tiny_config
 from tests.images import sample_image
 
@@ -23,11 +23,15 @@ FAMILIES = [("resnet18", 64), ("tf_efficientnet_lite0", 64), ("mobilenetv3_small
             ("convnext_atto", 64), ("vit_tiny_patch16_224", 224)]
 
 
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
 def photos(size: int, n: int = 8) -> torch.Tensor:
     """Real photos of the bundled sample, normalised as ImageNet models expect."""
     imgs = [np.asarray(sample_image(i, label).resize((size, size))) for i in range(n // 2) for label in ("cat", "dog")]
     x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255
-    return (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (x - IMAGENET_MEAN) / IMAGENET_STD
 
 
 @pytest.mark.parametrize("arch,size", FAMILIES)
@@ -52,13 +56,13 @@ def test_every_family_starts_with_a_small_head_on_imagenet_weights(arch, size, t
 def test_the_finetune_recipe_on_the_real_imagenet_weights(sample_data, tmp_path):
     model = build_model("tf_efficientnet_lite0", 96, weights=WEIGHTS).eval()
     mean = std = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)  # this model's own normalisation
-    x = photos(96) * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) + torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    x = photos(96) * IMAGENET_STD + IMAGENET_MEAN
     with torch.no_grad():
         assert model((x - mean) / std).abs().max() == 0  # P(dog) = 0.5 for every photo at the start
 
-    cv = run(tiny_config(sample_data, tmp_path / "runs", run_name="ft", arch="tf_efficientnet_lite0",
-                         weights=str(WEIGHTS), img_size=96, epochs=2, folds=[0], lr=1e-3, layer_decay=0.7, freeze_bn=True,
-                         ema=True, batch_size=32))
+    cv = train(tiny_config(sample_data, tmp_path / "runs", run_name="ft", arch="tf_efficientnet_lite0",
+                           weights=str(WEIGHTS), img_size=96, epochs=2, folds=[0], lr=1e-3, layer_decay=0.7,
+                           freeze_bn=True, ema=True, batch_size=32))
     metrics = pd.read_csv(tmp_path / "runs" / "ft" / "metrics.csv")
     assert metrics.train_loss.iloc[0] < 0.75  # no 2.7 first-epoch loss from a huge head
     assert cv["overall"]["accuracy"] > 0.85 and cv["overall"]["log_loss"] < 0.35  # ImageNet features at work
@@ -99,16 +103,16 @@ def test_a_recipe_file_is_saved_with_the_run_and_kept_on_resume(data_copy, tmp_p
     runs = tmp_path / "runs"
     request = tiny_config(data_copy, runs, run_name="mine", folds=[0])
     request.recipe, request.overrides = str(mine), {"epochs": 1}
-    run(request)
+    train(request)
     saved = json.loads((runs / "mine" / "config.json").read_text())
     assert saved["recipe_source"] == str(mine) and saved["recipe"]["epochs"] == 1 and saved["recipe"]["img_size"] == 32
     mine.write_text("arch = \"lenet\"\nimg_size = 48\n")  # the file changes afterwards: the run keeps its recipe
     again = tiny_config(data_copy, runs, run_name="mine", folds=[0])
     again.overrides = {}
-    run(again, resume=True)
+    train(again, resume=True)
     again.recipe = str(mine)
     with pytest.raises(ConfigError, match="img-size 32 -> 48"):
-        run(again, resume=True)
+        train(again, resume=True)
 
 
 def test_mixup_for_one_logit_gives_soft_targets_and_counts_accuracy_on_the_labels():
@@ -126,7 +130,7 @@ def test_mixup_for_one_logit_gives_soft_targets_and_counts_accuracy_on_the_label
 
 def test_a_run_with_every_feature_on_trains_and_stays_consistent(data_copy, tmp_path):
     runs = tmp_path / "runs"
-    cv = run(tiny_config(data_copy, runs, run_name="all", arch="resnet10t", img_size=48, sizes=[32], epochs=4,
+    cv = train(tiny_config(data_copy, runs, run_name="all", arch="resnet10t", img_size=48, sizes=[32], epochs=4,
                          folds=[0], mixup=0.4, cutmix=1.0, mix_prob=0.8, label_smoothing=0.1, ema=True, ema_decay=0.9,
                          layer_decay=0.8, augment="strong", lr=3e-3, freeze_bn=False))
     run_dir = runs / "all"
@@ -147,7 +151,7 @@ def test_a_run_with_every_feature_on_trains_and_stays_consistent(data_copy, tmp_
 def test_the_ema_is_what_best_pt_holds_when_it_validates_better(data_copy, tmp_path):
     runs = tmp_path / "runs"
     # a too-high learning rate makes the raw weights jump around; their average validates better
-    run(tiny_config(data_copy, runs, run_name="ema", epochs=4, folds=[0], lr=0.02, ema=True, ema_decay=0.95))
+    train(tiny_config(data_copy, runs, run_name="ema", epochs=4, folds=[0], lr=0.02, ema=True, ema_decay=0.95))
     metrics = pd.read_csv(runs / "ema" / "metrics.csv").set_index("epoch")
     best = torch.load(runs / "ema" / "fold0" / "best.pt", weights_only=False)
     row = metrics.loc[best["epoch"]]

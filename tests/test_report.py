@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.report import (RUN_COLUMNS, THUMBNAIL, build_comparison, build_report, comparison_path, list_runs,
-                             most_confident_wrong)
+from pipeline.metrics import most_confident_wrong
+from pipeline.report import RUN_COLUMNS, THUMBNAIL, build_comparison, build_report, comparison_path, list_runs
 
 PNGS = ["curves.png", "confusion.png", "roc.png", "calibration.png"]
 PAGE_BOUND = 400_000  # bytes: the report of the tiny run (16 wrong photos) stays under it
@@ -97,7 +97,7 @@ def test_report_renders_self_contained(tiny_run, tmp_path):
     assert pngs == [(out / name).read_bytes() for name in PNGS]  # the four figures, in order
     wrong = most_confident_wrong(pd.read_csv(tiny_run / "oof.csv"), 16)
     assert len(wrong) == 16 and len(jpegs) == len(wrong)  # every photo of the sample is readable
-    for data, row in zip(jpegs, wrong.itertuples()):
+    for data, row in zip(jpegs, wrong.itertuples(), strict=True):
         with Image.open(io.BytesIO(data)) as thumb, Image.open(row.path) as photo:
             assert thumb.format == "JPEG" and max(thumb.size) == min(THUMBNAIL, max(photo.size))
             assert _same_shape(thumb, photo)
@@ -127,8 +127,9 @@ def _oof_with(tiny_run: Path, prob_dog) -> pd.DataFrame:
     ("timid", lambda o: o.label * 0.2 + 0.4, "timid (under-confident)"),
 ])
 def test_reliability_diagram_and_what_a_temperature_would_do(tiny_run, tmp_path, kind, prob_dog, words):
-    from pipeline.inference import fit_temperature
     from sklearn.calibration import calibration_curve
+
+    from pipeline.predict.calibration import fit_temperature
 
     run_dir = _copy_run(tiny_run, tmp_path / "run")
     oof = _oof_with(tiny_run, prob_dog)
@@ -238,7 +239,8 @@ def test_list_runs_sorts_and_shows_recipe_folds_time_and_test_predictions(tiny_r
     _edit_config(some, folds=[0, 1], created="2026-01-05T10:00:00")
     _write_cv(some, 0.70, 0.50, 0.80, 120.0)
 
-    order = {sort: list(list_runs(runs, sort).run) for sort in ("logloss", "accuracy", "auc", "time", "created", "name")}
+    sorts = ("logloss", "accuracy", "auc", "time", "created", "name")
+    order = {sort: list(list_runs(runs, sort).run) for sort in sorts}
     assert order == {"logloss": ["b", "c", "a", "some", "half"], "accuracy": ["b", "c", "a", "some", "half"],
                      "auc": ["c", "a", "b", "some", "half"], "time": ["c", "some", "a", "b", "half"],
                      "created": ["some", "half", "a", "c", "b"], "name": ["a", "b", "c", "half", "some"]}
@@ -260,7 +262,7 @@ def test_list_runs_of_nothing(tmp_path):
 # ---- comparing runs ---------------------------------------------------------------------------
 def _two_runs(tiny_run: Path, runs: Path) -> tuple[Path, Path]:
     """``a``: the tiny run; ``b``: the same with its out-of-fold predictions perturbed (and its CV rescored)."""
-    from pipeline.engine import score
+    from pipeline.metrics import score
 
     a = _copy_run(tiny_run, runs / "a", files=("config.json", "metrics.csv", "cv.json", "oof.csv"))
     b = _copy_run(tiny_run, runs / "b", files=("config.json", "metrics.csv", "cv.json", "oof.csv"))
@@ -276,7 +278,7 @@ def _two_runs(tiny_run: Path, runs: Path) -> tuple[Path, Path]:
 
 
 def test_compare_two_runs_side_by_side_with_correlation_and_blend(tiny_run, tmp_path):
-    from pipeline.inference import aligned_oof, blend_runs
+    from pipeline.predict.ensemble import aligned_oof, blend_runs
 
     a, b = _two_runs(tiny_run, tmp_path / "runs")
     out = build_comparison([a, b], comparison_path(tmp_path / "runs", ["a", "b"]))

@@ -9,26 +9,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import pipeline.training as training
-from pipeline.errors import ConfigError
-from pipeline.folds import write_folds
-from pipeline.inference import NEUTRAL, predict_run
+import pipeline.train.session as session
+from pipeline.data.folds import write_folds
+from pipeline.errors import ConfigError, Interrupted
+from pipeline.predict.inference import NEUTRAL, predict_run
+from pipeline.predict.predict import predict
 from pipeline.rundir import RunDir, find_run
-from pipeline.stages import predict
-from pipeline.training import Interrupted, run
+from pipeline.train.session import train
 from tests.conftest import tiny_config
 
 
 def _interrupt_after(monkeypatch, fold: int):
     """Make training stop with Ctrl-C as fold ``fold`` starts (earlier folds finish)."""
-    real = training.train_fold
+    real = session.train_fold
 
     def fold_then_stop(run_dir, k, *a):
         if k == fold:
             raise KeyboardInterrupt
         return real(run_dir, k, *a)
 
-    monkeypatch.setattr(training, "train_fold", fold_then_stop)
+    monkeypatch.setattr(session, "train_fold", fold_then_stop)
     return real
 
 
@@ -37,14 +37,14 @@ def test_resume_after_a_resplit_keeps_the_runs_own_folds(data_copy, tmp_path, mo
     runs = tmp_path / "runs"
     real = _interrupt_after(monkeypatch, 1)
     with pytest.raises(Interrupted):
-        run(tiny_config(data_copy, runs, run_name="r", epochs=1))
-    monkeypatch.setattr(training, "train_fold", real)
+        train(tiny_config(data_copy, runs, run_name="r", epochs=1))
+    monkeypatch.setattr(session, "train_fold", real)
     own = pd.read_csv(runs / "r" / "folds.csv")
     write_folds(data_copy, n_folds=3, seed=7)  # the user re-splits in between
     assert not pd.read_csv(data_copy / "folds.csv")[["path", "fold"]].equals(own[["path", "fold"]])
 
     with caplog.at_level(logging.WARNING):
-        cv = run(tiny_config(data_copy, runs, run_name="r", epochs=1), resume=True)
+        cv = train(tiny_config(data_copy, runs, run_name="r", epochs=1), resume=True)
     assert "has changed since run r started" in caplog.text
     pd.testing.assert_frame_equal(pd.read_csv(runs / "r" / "folds.csv"), own)
     oof = pd.read_csv(runs / "r" / "oof.csv")
@@ -58,12 +58,12 @@ def test_resume_refuses_changed_recipe_and_records_changed_settings(tiny_run, sa
     runs = tmp_path / "runs"
     shutil.copytree(tiny_run, runs / "tiny")
     with pytest.raises(ConfigError) as err:
-        run(tiny_config(sample_data, runs, run_name="tiny", epochs=50, arch="resnet34"), resume=True)
+        train(tiny_config(sample_data, runs, run_name="tiny", epochs=50, arch="resnet34"), resume=True)
     assert "epochs 2 -> 50" in str(err.value) and "arch 'lenet' -> 'resnet34'" in str(err.value)
     before = json.loads((runs / "tiny" / "config.json").read_text())
     assert before["recipe"]["epochs"] == 2  # nothing was changed by the refusal
 
-    run(tiny_config(sample_data, runs, run_name="tiny", workers=1), resume=True)  # a setting may change
+    train(tiny_config(sample_data, runs, run_name="tiny", workers=1), resume=True)  # a setting may change
     config = json.loads((runs / "tiny" / "config.json").read_text())
     assert config["settings"]["workers"] == 1 and config["recipe"] == before["recipe"]
     assert config["resumes"][-1]["changed"] == {"workers": 1}
@@ -76,8 +76,8 @@ def test_predict_picks_the_newest_finished_run_and_refuses_a_partial_one(tiny_ru
     shutil.copytree(tiny_run, runs / "tiny")
     real = _interrupt_after(monkeypatch, 1)
     with pytest.raises(Interrupted):
-        run(tiny_config(data_copy, runs, run_name="half"))
-    monkeypatch.setattr(training, "train_fold", real)
+        train(tiny_config(data_copy, runs, run_name="half"))
+    monkeypatch.setattr(session, "train_fold", real)
     half = RunDir(runs / "half")
     assert half.finished_folds() == [0] and half.missing_folds() == [1, 2]
 

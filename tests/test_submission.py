@@ -6,9 +6,21 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import SubmissionError
-from pipeline.submission import (FORMATS, Validation, check_submission, default_submission_name, get_format,
-                                 make_submission, parse_image_id, read_test_ids, score_submission, validate_submission,
-                                 write_submission)
+from pipeline.predict.formats import (
+    FORMATS,
+    default_submission_name,
+    get_format,
+    make_submission,
+    parse_image_id,
+    read_test_ids,
+)
+from pipeline.predict.validation import (
+    Validation,
+    check_submission,
+    score_submission,
+    validate_submission,
+    write_submission,
+)
 
 SHARED_SOLUTION = Path(__file__).resolve().parents[2] / "shared/data/dogs-vs-cats-mini/solution.csv"
 SAMPLE_SOLUTION = Path(__file__).resolve().parents[1] / "pipeline/sample/solution.csv"

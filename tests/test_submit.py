@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.submit import LOG_COLUMNS, append_log, latest_submission, read_log
+from pipeline.kaggle import latest_submission
+from pipeline.predict.upload import LOG_COLUMNS, append_log, read_log
 from tests.test_cli import invoke
 
 REDUX = "dogs-vs-cats-redux-kernels-edition"
@@ -82,7 +83,7 @@ def _calls(record: Path) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def predicted(tiny_run, sample_data, tmp_path_factory) -> dict:
     """Real submissions of a copy of the tiny run, with predict's JSON notes: redux (P(dog)) and 0/1 labels."""
-    from pipeline.stages import predict
+    from pipeline.predict.predict import predict
 
     root = tmp_path_factory.mktemp("predicted")
     runs = root / "runs"
@@ -246,7 +247,7 @@ def test_the_log_keeps_every_row_and_columns_it_does_not_know(tmp_path):
     pd.DataFrame([{"time": "t0", "file": "old.csv", "from_the_future": "x"}]).to_csv(log, index=False)
     append_log(log, {"time": "t1", "file": "new.csv", "message": "a, \"quoted\" message"})
     df = read_log(log)
-    assert list(df.columns) == LOG_COLUMNS + ["from_the_future"]
+    assert list(df.columns) == [*LOG_COLUMNS, "from_the_future"]
     assert df.file.tolist() == ["old.csv", "new.csv"] and df.message.tolist() == ["", 'a, "quoted" message']
     assert df.from_the_future.tolist() == ["x", ""]
     assert not list(tmp_path.glob(".log.csv.*.tmp"))

@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.training import run
+from pipeline.report import build_report
+from pipeline.train.session import train
 from tests.conftest import tiny_config
 
 
@@ -17,7 +18,7 @@ def test_tensorboard_events_match_metrics_csv(data_copy, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     runs = tmp_path / "runs"
-    run(tiny_config(data_copy, runs, run_name="tb", epochs=3, folds=[0, 1], tracker="tensorboard", ema=True))
+    train(tiny_config(data_copy, runs, run_name="tb", epochs=3, folds=[0, 1], tracker="tensorboard", ema=True))
     metrics = pd.read_csv(runs / "tb" / "metrics.csv")
     for fold in (0, 1):
         events = EventAccumulator(str(runs / "tb" / "tensorboard" / f"fold{fold}"), size_guidance={"images": 0})
@@ -42,7 +43,8 @@ def test_mlflow_file_store_holds_the_recipe_metrics_and_report(data_copy, tmp_pa
     store = (tmp_path / "store").as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # the user's choice is honoured
     runs = tmp_path / "runs"
-    cv = run(tiny_config(data_copy, runs, run_name="ml", epochs=2, tracker="mlflow", report=True))
+    cv = train(tiny_config(data_copy, runs, run_name="ml", epochs=2, tracker="mlflow", report=True),
+               report=build_report)
     config = json.loads((runs / "ml" / "config.json").read_text())
     client = MlflowClient(tracking_uri=store)
     logged = client.get_run(config["tracking"]["mlflow_run_id"])
@@ -62,7 +64,7 @@ def test_mlflow_file_store_holds_the_recipe_metrics_and_report(data_copy, tmp_pa
 def test_mlflow_beside_runs_by_default(data_copy, tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    run(tiny_config(data_copy, tmp_path / "runs", run_name="ml", epochs=1, folds=[0], tracker="mlflow"))
+    train(tiny_config(data_copy, tmp_path / "runs", run_name="ml", epochs=1, folds=[0], tracker="mlflow"))
     assert (tmp_path / "mlruns").is_dir() and not (tmp_path / "runs" / "mlruns").exists()
 
 

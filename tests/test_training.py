@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
-import pipeline.training as training
-from pipeline.engine import MIN_DELTA
-from pipeline.errors import ConfigError
+import pipeline.train.session as session
+from pipeline.errors import ConfigError, Interrupted
 from pipeline.rundir import METRIC_COLUMNS, RunDir
-from pipeline.training import Interrupted, run
+from pipeline.train.engine import MIN_DELTA
+from pipeline.train.session import train
 from tests.conftest import tiny_config
 
 TIMING = ["images_per_s", "seconds"]
@@ -23,7 +23,7 @@ def test_run_folder_is_complete_and_consistent(tiny_run, sample_data):
         assert (tiny_run / f"fold{k}" / "last.pt").exists()
     metrics = pd.read_csv(tiny_run / "metrics.csv")
     assert list(metrics.columns) == METRIC_COLUMNS
-    assert sorted(zip(metrics.fold, metrics.epoch)) == [(k, e) for k in range(3) for e in range(2)]
+    assert sorted(zip(metrics.fold, metrics.epoch, strict=True)) == [(k, e) for k in range(3) for e in range(2)]
     assert (metrics.images_per_s > 0).all()
     oof = pd.read_csv(tiny_run / "oof.csv")
     assert sorted(oof.path) == sorted(folds.path)  # every training image exactly once
@@ -45,18 +45,18 @@ def _metrics(run_dir):
 
 def test_same_seed_same_metrics_with_and_without_cache(data_copy, tmp_path):
     runs = tmp_path / "runs"
-    run(tiny_config(data_copy, runs, run_name="a", folds=[0]))
-    run(tiny_config(data_copy, runs, run_name="b", folds=[0], workers=1))  # a loader process
-    run(tiny_config(data_copy, runs, run_name="c", folds=[0], cache=False))
+    train(tiny_config(data_copy, runs, run_name="a", folds=[0]))
+    train(tiny_config(data_copy, runs, run_name="b", folds=[0], workers=1))  # a loader process
+    train(tiny_config(data_copy, runs, run_name="c", folds=[0], cache=False))
     pd.testing.assert_frame_equal(_metrics(runs / "a"), _metrics(runs / "b"))
     pd.testing.assert_frame_equal(_metrics(runs / "a"), _metrics(runs / "c"))
-    run(tiny_config(data_copy, runs, run_name="d", folds=[0], seed=1))
+    train(tiny_config(data_copy, runs, run_name="d", folds=[0], seed=1))
     assert not _metrics(runs / "a").equals(_metrics(runs / "d"))
 
 
 def test_resume_after_a_finished_fold_and_mid_fold(data_copy, tmp_path, monkeypatch):
     runs = tmp_path / "runs"
-    run(tiny_config(data_copy, runs, run_name="straight", epochs=3))
+    train(tiny_config(data_copy, runs, run_name="straight", epochs=3))
 
     real_append = RunDir.append_metrics
 
@@ -67,15 +67,15 @@ def test_resume_after_a_finished_fold_and_mid_fold(data_copy, tmp_path, monkeypa
 
     monkeypatch.setattr(RunDir, "append_metrics", interrupt_fold1_epoch1)
     with pytest.raises(Interrupted, match="--resume"):
-        run(tiny_config(data_copy, runs, run_name="cut", epochs=3))
+        train(tiny_config(data_copy, runs, run_name="cut", epochs=3))
     assert not (runs / "cut" / "oof.csv").exists()
     fold0_mtime = (runs / "cut" / "fold0" / "best.pt").stat().st_mtime_ns
     monkeypatch.setattr(RunDir, "append_metrics", real_append)
 
     trained = []
-    real_fold = training.train_fold
-    monkeypatch.setattr(training, "train_fold", lambda cfg, k, *a: trained.append(k) or real_fold(cfg, k, *a))
-    run(tiny_config(data_copy, runs, run_name="cut", epochs=3), resume=True)  # the same recipe (issue 9)
+    real_fold = session.train_fold
+    monkeypatch.setattr(session, "train_fold", lambda cfg, k, *a: trained.append(k) or real_fold(cfg, k, *a))
+    train(tiny_config(data_copy, runs, run_name="cut", epochs=3), resume=True)  # the same recipe (issue 9)
     assert trained == [1, 2]  # fold 0 was not retrained
     assert (runs / "cut" / "fold0" / "best.pt").stat().st_mtime_ns == fold0_mtime
     # the resumed run continued fold 1 from its epoch 0 and reproduces the uninterrupted run exactly
@@ -87,14 +87,14 @@ def test_resume_after_a_finished_fold_and_mid_fold(data_copy, tmp_path, monkeypa
 
 def test_existing_run_needs_resume_and_folds_must_exist(tiny_run, sample_data):
     with pytest.raises(ConfigError, match="--resume"):
-        run(tiny_config(sample_data, tiny_run.parent, run_name="tiny"))
+        train(tiny_config(sample_data, tiny_run.parent, run_name="tiny"))
     with pytest.raises(ConfigError, match="out of range"):
-        run(tiny_config(sample_data, tiny_run.parent, run_name="bad-folds", folds=[7]))
+        train(tiny_config(sample_data, tiny_run.parent, run_name="bad-folds", folds=[7]))
 
 
 def test_early_stopping_ends_a_fold(data_copy, tmp_path):
     runs = tmp_path / "runs"
-    run(tiny_config(data_copy, runs, run_name="es", folds=[0], epochs=30, patience=1, lr=0.05))
+    train(tiny_config(data_copy, runs, run_name="es", folds=[0], epochs=30, patience=1, lr=0.05))
     metrics = pd.read_csv(runs / "es" / "metrics.csv")
     assert len(metrics) < 30
     best_loss, best_epoch = float("inf"), -1
@@ -109,11 +109,11 @@ def test_early_stopping_ends_a_fold(data_copy, tmp_path):
 @pytest.mark.slow
 def test_compiled_training_saves_checkpoints_a_plain_model_loads(data_copy, tmp_path):
     """--compile: torch.compile'd steps; the checkpoints hold the plain module's weights."""
-    from pipeline.inference import predict_run
+    from pipeline.predict.inference import predict_run
 
     runs = tmp_path / "runs"
-    cv = run(tiny_config(data_copy, runs, run_name="compiled", folds=[0], compile=True))
-    plain = run(tiny_config(data_copy, runs, run_name="plain", folds=[0]))
+    cv = train(tiny_config(data_copy, runs, run_name="compiled", folds=[0], compile=True))
+    plain = train(tiny_config(data_copy, runs, run_name="plain", folds=[0]))
     assert cv["overall"]["accuracy"] == pytest.approx(plain["overall"]["accuracy"], abs=0.05)
     best = torch.load(runs / "compiled" / "fold0" / "best.pt", weights_only=False)
     assert not any(k.startswith("_orig_mod.") for k in best["model"])

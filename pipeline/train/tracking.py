@@ -9,7 +9,8 @@ recipe as hyper-parameters with the CV score, the report as an artifact).
   run's recipe with its CV figures. ``tensorboard --logdir runs`` shows every run.
 - MLflow: one MLflow run per pipeline run in ``mlruns/`` beside ``runs/`` (file store, no server;
   MLflow 3.7+ wants ``MLFLOW_ALLOW_FILE_STORE=true`` for it, which the tracker sets), or wherever
-  ``MLFLOW_TRACKING_URI`` points (a ``sqlite:///`` database or a server); params = the recipe, metrics per fold and epoch
+  ``MLFLOW_TRACKING_URI`` points (a ``sqlite:///`` database or a server); params = the recipe, metrics per fold and
+  epoch
   (``fold0/val_loss`` at step = epoch), cv.json's figures, the report as an artifact. Only the
   main process logs; folds another process trained are logged from metrics.csv when the run ends.
 
@@ -26,11 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.engine import Callback, FitState
+from pipeline.choices import TRACKERS
+from pipeline.data.images import thumbnail
 from pipeline.errors import ConfigError
+from pipeline.metrics import most_confident_wrong
+from pipeline.train.engine import Callback, FitState
 
 _logger = logging.getLogger(__name__)
-TRACKERS = ("auto", "none", "tensorboard", "mlflow")
 SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_logloss", "lr", "images_per_s", "ema_val_loss",
            "ema_val_acc")
 EXTRA = {"tensorboard": 'pip install -e ".[tensorboard]" (or pip install tensorboard)',
@@ -69,24 +72,6 @@ def make_tracker(name: str, run, recipe, *, main: bool) -> Tracker:
     return Tracker()
 
 
-def wrong_photos(oof: pd.DataFrame, n: int = 8) -> pd.DataFrame:
-    """The ``n`` most confidently misclassified rows (threshold 0.5)."""
-    wrong = oof[(oof.prob_dog >= 0.5).astype(int) != oof.label]
-    return wrong.iloc[np.argsort(-(wrong.prob_dog - wrong.label).abs().to_numpy(), kind="stable")[:n]]
-
-
-def _thumbnail(path: str, side: int = 128) -> np.ndarray | None:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((side, side))
-            return np.asarray(img)
-    except OSError:
-        return None
-
-
 class TensorBoardTracker(Tracker):
     """Event files per fold under ``runs/<run>/tensorboard/``."""
 
@@ -112,11 +97,11 @@ class TensorBoardTracker(Tracker):
 
     def fold_done(self, fold: int, oof: pd.DataFrame) -> None:
         writer = self._writer(fold)
-        for row in wrong_photos(oof).itertuples():
-            img = _thumbnail(row.path)
+        for row in most_confident_wrong(oof, 8).itertuples():
+            img = thumbnail(row.path, 128)
             if img is not None:
                 truth = "dog" if row.label == 1 else "cat"
-                writer.add_image(f"wrong/{Path(row.path).name} (a {truth}, P(dog) {row.prob_dog:.2f})", img,
+                writer.add_image(f"wrong/{Path(row.path).name} (a {truth}, P(dog) {row.prob_dog:.2f})", np.asarray(img),
                                  dataformats="HWC")
         writer.flush()
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import imagehash
 import pandas as pd
@@ -28,6 +28,7 @@ from pipeline.progress import track
 _logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+TEST_ID = re.compile(r"[0-9]+")  # a test photo is named by its id: 12.jpg (ids are written without signs)
 _PREFIX = re.compile(r"^(cat|dog)s?[._\- ]", re.IGNORECASE)
 _CLASS_FOLDERS = {"cat": 0, "cats": 0, "dog": 1, "dogs": 1}
 _VERIFY_COLUMNS = ["path", "size", "mtime_ns", "ok", "width", "height", "mode", "phash", "error"]
@@ -61,6 +62,16 @@ def label_from_path(path: Path) -> int | None:
         if parent.lower() in _CLASS_FOLDERS:
             return _CLASS_FOLDERS[parent.lower()]
     return None
+
+
+def id_from_name(path: str | Path) -> int | None:
+    """The test id a file's name gives (``12.jpg``, ``test/0012.png`` -> 12); None when its stem is not a number.
+
+    Args:
+        path: a file name or path.
+    """
+    stem = Path(path).stem
+    return int(stem) if TEST_ID.fullmatch(stem) else None
 
 
 def verify_image(path: str) -> dict:
@@ -146,18 +157,19 @@ def scan(roots: Iterable[Path], *, cache_csv: Path | None = None, workers: int |
     for r in verified.itertuples(index=False):
         p = Path(r.path)
         label = label_from_path(p)
-        is_test = label is None and p.stem.isdigit()
+        tid = id_from_name(p) if label is None else None
+        is_test = tid is not None
         if not r.ok and is_test:
-            test.append({"id": int(p.stem), "path": r.path, "width": 0, "height": 0, "readable": False})
+            test.append({"id": tid, "path": r.path, "width": 0, "height": 0, "readable": False})
             problems.append({"path": r.path, "reason": f"unreadable test image ({r.error}): kept in test.csv with "
-                             f"readable=False so the submission still lists id {int(p.stem)}; it will get a "
+                             f"readable=False so the submission still lists id {tid}; it will get a "
                              "neutral prediction (P(dog) 0.5)"})
         elif not r.ok:
             problems.append({"path": r.path, "reason": f"unreadable image ({r.error})"})
         elif label is not None:
             train.append({"path": r.path, "label": label, "width": r.width, "height": r.height, "phash": r.phash})
         elif is_test:
-            test.append({"id": int(p.stem), "path": r.path, "width": r.width, "height": r.height, "readable": True})
+            test.append({"id": tid, "path": r.path, "width": r.width, "height": r.height, "readable": True})
         else:
             problems.append({"path": r.path, "reason": "label unknown: the name has no cat/dog prefix, no "
                              "cat(s)/dog(s) folder holds it, and it is not a numeric test id"})

@@ -1,10 +1,4 @@
-"""Build, validate, write and score competition submissions (``id,label`` CSV files).
-
-Three formats share the header ``id,label``:
-
-- ``course``: the course competition 猫狗大战; label 1 = dog, 0 = cat; test ids from 0.
-- ``kaggle``: Kaggle "Dogs vs. Cats" (2013); the same 0/1 labels; test ids from 1.
-- ``redux``: Kaggle "Dogs vs. Cats Redux"; label = P(dog), clipped to [eps, 1-eps] for log-loss.
+"""Validate, write and score submissions (the formats are :mod:`pipeline.predict.formats`).
 
 Validation reads the file as text, so it can name defects pandas would otherwise paper over
 (``3.0`` ids, a missing header, empty cells). A frame is validated as the exact CSV text it would
@@ -30,125 +24,21 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Iterable
 
-import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss
 
 from pipeline.errors import SubmissionError
 from pipeline.fileio import write_text
+from pipeline.predict.formats import HEADER, SubmissionFormat, csv_text, get_format, listing
 
-HEADER = ["id", "label"]
-_FLOAT_FORMAT = "%.6f"
-_MAX_LISTED = 5
 _INTEGER = re.compile(r"[0-9]+")
 _PADDED = re.compile(r"0[0-9]+")
 _NEGATIVE = re.compile(r"-[0-9]+")
 _BOM = "\ufeff"
-
-
-@dataclass(frozen=True)
-class SubmissionFormat:
-    """One competition's submission format."""
-
-    name: str
-    description: str
-    probability: bool  # label is P(dog) rather than 0/1
-    strips_bom: bool = False  # the competition's checker ignores a UTF-8 byte-order mark (see the module notes)
-
-
-FORMATS: dict[str, SubmissionFormat] = {
-    f.name: f
-    for f in (
-        SubmissionFormat("course", "猫狗大战 course competition: id,label with 1 = dog, 0 = cat", False),
-        SubmissionFormat("kaggle", 'Kaggle "Dogs vs. Cats" (2013): id,label with 1 = dog, 0 = cat', False, True),
-        SubmissionFormat("redux", 'Kaggle "Dogs vs. Cats Redux": id,label with label = P(dog), clipped', True, True),
-    )
-}
-
-
-def get_format(name: str) -> SubmissionFormat:
-    """The format called ``name``.
-
-    Args:
-        name: one of the keys of ``FORMATS``.
-    """
-    if name not in FORMATS:
-        raise SubmissionError(f"Unknown submission format {name!r}; choose one of {', '.join(FORMATS)}.")
-    return FORMATS[name]
-
-
-def parse_image_id(name: str) -> int:
-    """The test id in an image file name: ``12.jpg``, ``test/12.jpg`` and ``0012.png`` give 12.
-
-    Args:
-        name: a file name or path whose stem is the id.
-    """
-    stem = Path(name).stem
-    if not _INTEGER.fullmatch(stem):
-        raise SubmissionError(f"Cannot read a test id from the file name {name!r}: test images must be "
-                              "named <number>.<ext>, e.g. 12.jpg.")
-    return int(stem)
-
-
-def read_test_ids(test_csv: str | Path) -> list[int]:
-    """The ids of the test catalogue ``data/test.csv`` (``id,path``), sorted.
-
-    Every id, including the photos the catalogue marks unreadable (``readable`` False): the
-    competition expects a row for each of them all the same.
-
-    Args:
-        test_csv: the catalogue written by ``pipeline download``.
-    """
-    test_csv = Path(test_csv)
-    if not test_csv.exists():
-        raise SubmissionError(f"{test_csv} does not exist; run `pipeline download` to catalogue the test images.")
-    df = pd.read_csv(test_csv, dtype={"id": str})
-    if "id" not in df.columns:
-        raise SubmissionError(f"{test_csv} has no 'id' column; rebuild it with `pipeline download`.")
-    bad = df.id[~df.id.fillna("").str.fullmatch(_INTEGER)].tolist()
-    if bad:
-        raise SubmissionError(f"{test_csv} has non-integer ids ({_listing(bad, repr)}); "
-                              "rebuild it with `pipeline download`.")
-    ids = df.id.astype(int)
-    if ids.duplicated().any():
-        raise SubmissionError(f"{test_csv} lists ids more than once ({_listing(sorted(set(ids[ids.duplicated()])))}); "
-                              "rebuild it with `pipeline download`.")
-    if ids.empty:
-        raise SubmissionError(f"{test_csv} lists no test images; check the test download and catalogue it again.")
-    return sorted(ids.tolist())
-
-
-def make_submission(probs: pd.DataFrame, fmt: str, *, threshold: float = 0.5, eps: float = 0.005) -> pd.DataFrame:
-    """Turn ``id, prob_dog`` predictions into an ``id,label`` frame sorted by numeric id.
-
-    Args:
-        probs: one row per test image with columns ``id`` and ``prob_dog``.
-        fmt: a format name (see ``FORMATS``).
-        threshold: P(dog) at or above which the label is 1 (0/1 formats); in (0, 1).
-        eps: probabilities are clipped to [eps, 1 - eps] (probability formats); in [0, 0.5).
-    """
-    spec = get_format(fmt)
-    if not 0 < threshold < 1:
-        raise SubmissionError(f"--threshold must lie strictly between 0 and 1, not {threshold}; the usual is 0.5.")
-    if not 0 <= eps < 0.5:
-        raise SubmissionError(f"--eps must lie in [0, 0.5), not {eps}; the usual is 0.005.")
-    missing = [c for c in ("id", "prob_dog") if c not in probs.columns]
-    if missing:
-        raise SubmissionError(f"The predictions lack column(s) {', '.join(missing)}; expected id, prob_dog.")
-    prob = probs.prob_dog.astype(float)
-    if not prob.between(0, 1).all():
-        raise SubmissionError("Some predicted probabilities are missing or outside [0, 1]; check the model output.")
-    ids = pd.to_numeric(probs.id, errors="coerce")
-    if not (ids % 1 == 0).all():
-        raise SubmissionError("Every prediction id must be an integer, the number in the test image's file name.")
-    label = prob.clip(eps, 1 - eps) if spec.probability else (prob >= threshold).astype(int)
-    sub = pd.DataFrame({"id": ids.to_numpy(np.int64), "label": label.to_numpy()})
-    return sub.sort_values("id", kind="stable").reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -183,7 +73,7 @@ def check_submission(sub: str | Path | pd.DataFrame, test_ids: Iterable[int], fm
     """
     spec = get_format(fmt)
     if isinstance(sub, pd.DataFrame):
-        text = _csv_text(sub)
+        text = csv_text(sub)
     else:
         try:
             text = Path(sub).read_bytes().decode("utf-8")
@@ -238,35 +128,35 @@ def _cell_problems(text: str, test_ids: Iterable[int], spec: SubmissionFormat) -
     negative = ids[ids.str.fullmatch(_NEGATIVE)]
     not_int = ids[(ids != "") & ~ids.str.fullmatch(_INTEGER) & ~ids.str.fullmatch(_NEGATIVE)]
     if len(not_int):
-        problems.append(f"{len(not_int)} id(s) are not integers: {_listing(not_int.tolist(), repr)}.")
+        problems.append(f"{len(not_int)} id(s) are not integers: {listing(not_int.tolist(), repr)}.")
     if len(negative):
         problems.append(f"{len(negative)} id(s) are negative, so not in the test set: "
-                        f"{_listing(negative.tolist(), repr)}.")
+                        f"{listing(negative.tolist(), repr)}.")
     padded = ids[ids.str.fullmatch(_PADDED)]
     if len(padded):
-        problems.append(f"{len(padded)} id(s) are written with leading zeros: {_listing(padded.tolist(), repr)}; "
+        problems.append(f"{len(padded)} id(s) are written with leading zeros: {listing(padded.tolist(), repr)}; "
                         "ids must be written without leading zeros, since '007' reads as 7 on some checkers and "
                         "as '007' on others.")
     if spec.probability:
         values = pd.to_numeric(labels, errors="coerce")
         bad = labels[(labels != "") & ~values.between(0, 1)]
         if len(bad):
-            problems.append(f"{len(bad)} label(s) are not probabilities in [0, 1]: {_listing(bad.tolist(), repr)}.")
+            problems.append(f"{len(bad)} label(s) are not probabilities in [0, 1]: {listing(bad.tolist(), repr)}.")
     else:
         bad = labels[(labels != "") & ~labels.isin(["0", "1"])]
         if len(bad):
-            problems.append(f"{len(bad)} label(s) are not 0 or 1: {_listing(bad.tolist(), repr)}.")
+            problems.append(f"{len(bad)} label(s) are not 0 or 1: {listing(bad.tolist(), repr)}.")
 
     int_ids = ids[ids.str.fullmatch(_INTEGER)].astype(int)
     duplicated = sorted(set(int_ids[int_ids.duplicated()]))
     if duplicated:
-        problems.append(f"{len(duplicated)} id(s) appear more than once: {_listing(duplicated)}.")
+        problems.append(f"{len(duplicated)} id(s) appear more than once: {listing(duplicated)}.")
     expected, present = set(test_ids), set(int_ids)
     missing, extra = sorted(expected - present), sorted(present - expected)
     if missing:
-        problems.append(f"{len(missing)} test id(s) are missing: {_listing(missing)}.")
+        problems.append(f"{len(missing)} test id(s) are missing: {listing(missing)}.")
     if extra:
-        problems.append(f"{len(extra)} id(s) are not in the test set: {_listing(extra)}.")
+        problems.append(f"{len(extra)} id(s) are not in the test set: {listing(extra)}.")
     if len(cells) != len(expected):
         problems.append(f"The file has {len(cells)} data rows; the test set has {len(expected)} images.")
     return problems
@@ -289,7 +179,7 @@ def write_submission(sub: pd.DataFrame, path: str | Path, test_ids: Iterable[int
         raise SubmissionError(f"Refusing to write the invalid submission {path}: {' '.join(problems)}")
     if path.exists() and not force:
         raise SubmissionError(f"{path} already exists; choose another --out or pass --force to overwrite it.")
-    return write_text(path, _csv_text(sub))
+    return write_text(path, csv_text(sub))
 
 
 def score_submission(sub: str | Path | pd.DataFrame, solution: str | Path | pd.DataFrame,
@@ -317,29 +207,3 @@ def score_submission(sub: str | Path | pd.DataFrame, solution: str | Path | pd.D
         "accuracy": float(((p >= 0.5) == (y == 1)).mean()),
         "log_loss": float(log_loss(y, p, labels=[0, 1])) if is_prob else None,
     }
-
-
-def default_submission_name(run_names: list[str], now: datetime | None = None) -> str:
-    """``<run1>+<run2>-YYYYmmdd-HHMMSS.csv``.
-
-    Args:
-        run_names: the runs blended into the submission.
-        now: the time stamp (default: the current local time).
-    """
-    return f"{'+'.join(run_names) or 'submission'}-{(now or datetime.now()):%Y%m%d-%H%M%S}.csv"
-
-
-def note_path(submission: str | Path) -> Path:
-    """The JSON note ``pipeline predict`` writes beside a submission (runs, weights, OOF scores): ``<name>.json``."""
-    return Path(submission).with_suffix(".json")
-
-
-def _csv_text(sub: pd.DataFrame) -> str:
-    """The CSV text of ``sub`` as written: no index, floats with six decimals, integers as is."""
-    return sub.to_csv(index=False, float_format=_FLOAT_FORMAT, lineterminator="\n")
-
-
-def _listing(values: list, fmt=str) -> str:
-    """``1, 2, 3, 4, 5 and 7 more``."""
-    shown = ", ".join(fmt(v) for v in values[:_MAX_LISTED])
-    return shown + (f" and {len(values) - _MAX_LISTED} more" if len(values) > _MAX_LISTED else "")

@@ -24,19 +24,19 @@ from __future__ import annotations
 import logging
 import os
 import zlib
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
 from filelock import FileLock
 
+from pipeline.data.images import decode_resized
 from pipeline.errors import DataError
 from pipeline.fileio import write_csv
-from pipeline.images import decode_resized
 from pipeline.progress import track
 
 _logger = logging.getLogger(__name__)

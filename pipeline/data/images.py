@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import albumentations as A
 import cv2
@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from pipeline.choices import AUGMENT_PRESETS
 from pipeline.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENT_PRESETS = ("none", "light", "strong")
 
 
 def base_size_for(img_size: int) -> int:
@@ -54,6 +54,17 @@ def decode_resized(path: str | Path, size: int) -> np.ndarray:
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"Cannot decode image {path} ({exc}); re-run `pipeline download` to rebuild "
                         "the catalogue without it.") from None
+
+
+def thumbnail(path: str | Path, side: int) -> Image.Image | None:
+    """The photo as RGB, shrunk to fit ``side x side`` (for galleries); None when it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            img.thumbnail((side, side))
+            return img
+    except OSError:
+        return None
 
 
 def build_train_transform(img_size: int, preset: str = "light") -> A.Compose:
@@ -128,7 +139,7 @@ class ImageDataset(torch.utils.data.Dataset):
         labels: 0/1 per image, or None for test images.
         base_size: the decoded square size (see :func:`base_size_for`).
         transform: an albumentations pipeline producing uint8 HWC output (or a SizedTransforms).
-        cache: a :class:`pipeline.cache.DecodedCache` of this base size, or None to decode from disk.
+        cache: a :class:`pipeline.data.cache.DecodedCache` of this base size, or None to decode from disk.
     """
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int] | None, base_size: int,
@@ -191,8 +202,8 @@ class SeededSampler(torch.utils.data.Sampler):
             order, seeds = order[take], seeds[take]
         if self.sizes is not None:
             size = self.sizes(self.epoch)
-            return iter((i, s, size) for i, s in zip(order.tolist(), seeds.tolist()))
-        return iter(zip(order.tolist(), seeds.tolist()))
+            return iter((i, s, size) for i, s in zip(order.tolist(), seeds.tolist(), strict=True))
+        return iter(zip(order.tolist(), seeds.tolist(), strict=True))
 
 
 class BatchNormalizer:

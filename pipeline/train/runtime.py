@@ -1,19 +1,17 @@
-"""Where and how a run trains: the run settings, and the Runtime each process makes from its environment.
+"""The process a run trains in: device, precision, rank, and the collectives it needs.
 
-A recipe (``pipeline.recipes``) says what is learned; the settings here say where and how it runs
-(device, precision, loader processes, folders, how processes share the work). Under torchrun the
-Runtime reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``, takes ``cuda:LOCAL_RANK`` and opens the
-process group (nccl on CUDA, gloo on the CPU); a single process is world size 1 and opens nothing.
+:class:`Runtime` is made by each process from its environment. Under torchrun it reads ``RANK``,
+``WORLD_SIZE`` and ``LOCAL_RANK``, takes ``cuda:LOCAL_RANK`` and opens the process group (nccl on CUDA, gloo on
+the CPU); a single process is world size 1 and opens nothing.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -23,57 +21,9 @@ from pipeline.errors import ConfigError, PipelineError
 
 T = TypeVar("T")
 _logger = logging.getLogger(__name__)
-PARALLEL_CHOICES = ("auto", "folds", "ddp")
 # a barrier must outlast the slowest thing one rank does alone (building the image cache of a
 # large data set, a fold that runs longer than another's)
 PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
-
-
-@dataclass
-class RunSettings:
-    """How and where a run trains; saved in the run's config.json. None fields are chosen per machine.
-
-    Changing these never changes what is learned (on the CPU, given the same thread count, never a
-    figure), so ``--resume`` accepts new values for them.
-    """
-
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto | fp32 | fp16 | bf16
-    workers: int | None = None  # loader processes per training process
-    threads: int | None = None  # torch CPU threads per process (None: torch's default)
-    cache: bool = True
-    channels_last: bool = True
-    compile: bool = False
-    progress: bool = True
-    tracker: str = "auto"  # auto (TensorBoard when installed) | none | tensorboard | mlflow
-    report: bool = True  # write the HTML report when the run finishes
-    parallel: str = "auto"  # auto | folds | ddp (only matters with several processes)
-    folds: list[int] | None = None  # None: every fold in folds.csv
-    data_dir: str = "data"
-    runs_dir: str = "runs"
-    run_name: str | None = None
-
-    def checked(self) -> "RunSettings":
-        """Self, after checking every choice (a ConfigError names the bad value)."""
-        for name, value, allowed in [("device", self.device, ("auto", "cpu", "cuda")),
-                                     ("precision", self.precision, ("auto", "fp32", "fp16", "bf16")),
-                                     ("parallel", self.parallel, PARALLEL_CHOICES),
-                                     ("tracker", self.tracker, ("auto", "none", "tensorboard", "mlflow"))]:
-            if value not in allowed:
-                raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}.")
-        for name in ("workers", "threads"):
-            value = getattr(self, name)
-            if value is not None and (value < 0 or (name == "threads" and value == 0)):
-                raise ConfigError(f"--{name} must be {'zero or more' if name == 'workers' else 'at least 1'}, "
-                                  f"got {value}.")
-        if self.folds is not None and any(k < 0 for k in self.folds):
-            raise ConfigError(f"--folds takes fold numbers from 0, got {self.folds}.")
-        return self
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RunSettings":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -86,7 +36,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise ConfigError(f"Process {local_rank} of this machine needs GPU {local_rank}, but only "
-                              f"{torch.cuda.device_count()} are visible; start at most that many processes per machine.")
+                              f"{torch.cuda.device_count()} are visible; start at most that many processes per "
+                              "machine.")
         return torch.device("cuda", local_rank)
     return torch.device(name)
 
@@ -108,16 +59,30 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity; the machine's count where that is unknown)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers(device: torch.device, processes: int = 1) -> int:
     """Loader processes per training process: up to 8 on CUDA; on a CPU leave the cores to the model."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    cores = max(1, cores // max(1, processes))
+    cores = max(1, available_cores() // max(1, processes))
     return min(8, cores) if device.type == "cuda" else min(2, max(0, cores - 1))
 
 
 def launched_world() -> int:
     """The number of processes torchrun started for this job (1 outside torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_processes() -> int:
+    """Training processes on this machine (torchrun sets LOCAL_WORLD_SIZE)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def restarting() -> bool:
+    """True in workers that torchrun started again after a failure."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
 
 
 class Runtime:
@@ -136,7 +101,7 @@ class Runtime:
         self._owns_group = False
 
     @classmethod
-    def from_env(cls, device: str = "auto", precision: str = "auto") -> "Runtime":
+    def from_env(cls, device: str = "auto", precision: str = "auto") -> Runtime:
         """The runtime of this process; opens the process group when torchrun started several."""
         world = launched_world()
         rank = int(os.environ.get("RANK", "0"))
@@ -157,8 +122,9 @@ class Runtime:
             rt._owns_group = True
         return rt
 
-    def alone(self) -> "Runtime":
-        """This process as if it were the only one (same device): for work that needs no collective."""
+    def as_single_process(self) -> Runtime:
+        """This process as if it were the only one (same device): for work that needs no collective, such as
+        training a fold alone in ``--parallel folds``."""
         return Runtime(self.device, self.dtype)
 
     @property
@@ -197,7 +163,7 @@ class Runtime:
                 result = fn()
             except PipelineError as exc:
                 error = exc
-            except Exception as exc:  # noqa: BLE001 - not every exception pickles; its text does
+            except Exception as exc:  # not every exception pickles; its text does
                 _logger.exception("the main process failed")
                 error = RuntimeError(f"the main process failed: {exc!r}")
         result, error = self.broadcast((result, error))

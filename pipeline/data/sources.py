@@ -22,6 +22,7 @@ class Source:
     sha256: dict[str, str] = field(default_factory=dict)
     kaggle_competition: str | None = None
     homepage: str = ""
+    submission_format: str | None = None  # the format its competition scores (``pipeline submit --source``)
 
 
 SOURCES: dict[str, Source] = {
@@ -36,6 +37,7 @@ SOURCES: dict[str, Source] = {
             # No pinned digests: the files could not be fetched where this was written to learn them.
             # No homepage: submissions are uploaded in a browser on the course site's competition page,
             # whose exact address was not known where this was written; `pipeline submit` names it in words.
+            submission_format="course",
         ),
         Source(
             name="petimages",
@@ -52,12 +54,14 @@ SOURCES: dict[str, Source] = {
                         "and test1.zip (12,500 unlabelled).",
             kaggle_competition="dogs-vs-cats",
             homepage="https://www.kaggle.com/competitions/dogs-vs-cats",
+            submission_format="kaggle",
         ),
         Source(
             name="kaggle-redux",
             description="Kaggle's dogs-vs-cats-redux-kernels-edition: the same photos, scored by log-loss.",
             kaggle_competition="dogs-vs-cats-redux-kernels-edition",
             homepage="https://www.kaggle.com/competitions/dogs-vs-cats-redux-kernels-edition",
+            submission_format="redux",
         ),
     )
 }

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,20 +20,19 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-from pipeline.download import kaggle_command, sha256_file
+from pipeline import kaggle
+from pipeline.data.fetch import sha256_file
+from pipeline.data.sources import SOURCES, get_source
 from pipeline.errors import ConfigError, DataError, SubmissionError, SubmitError
 from pipeline.fileio import write_csv
-from pipeline.sources import get_source
-from pipeline.submission import check_submission, note_path, read_test_ids
+from pipeline.predict.formats import note_path, read_test_ids
+from pipeline.predict.validation import check_submission
 
 _logger = logging.getLogger(__name__)
 
-SOURCE_FORMATS = {"kaggle": "kaggle", "kaggle-redux": "redux", "course": "course"}
+SUBMIT_SOURCES = {name: s.submission_format for name, s in SOURCES.items() if s.submission_format}
 LOG_COLUMNS = ["time", "file", "sha256", "source", "format", "rows", "status", "message", "runs", "weights",
                "ensemble", "oof_accuracy", "oof_log_loss", "oof_roc_auc", "temperature", "answer"]
-# what the kaggle CLI prints when the site refuses a file: "400 - Bad Request - ...", "403 Client Error: ...",
-# "Could not submit to competition", "error: ..."
-_ERROR_LINE = re.compile(r"\berror\b|^\s*[45]\d\d\b|could not submit", re.IGNORECASE)
 
 
 @dataclass
@@ -80,9 +77,9 @@ def submit(file: str | Path, source: str, *, test_csv: str | Path = Path("data/t
         SubmitError: no kaggle CLI or credentials (nothing is sent or logged), or the competition rejected
             the file (the attempt is logged with the competition's answer).
     """
-    if source not in SOURCE_FORMATS:
-        raise ConfigError(f"--source must be one of {', '.join(SOURCE_FORMATS)}, got {source!r}.")
-    file, fmt, log_path = Path(file), SOURCE_FORMATS[source], Path(log_path)
+    if source not in SUBMIT_SOURCES:
+        raise ConfigError(f"--source must be one of {', '.join(SUBMIT_SOURCES)}, got {source!r}.")
+    file, fmt, log_path = Path(file), SUBMIT_SOURCES[source], Path(log_path)
     if not file.is_file():
         raise SubmissionError(f"{file} does not exist; write one with `pipeline predict`.")
     result = check_submission(file, read_test_ids(test_csv), fmt)
@@ -101,18 +98,14 @@ def submit(file: str | Path, source: str, *, test_csv: str | Path = Path("data/t
         return done
 
     slug = src.kaggle_competition
-    exe = kaggle_command(slug, SubmitError)
-    cmd = [exe, "competitions", "submit", "-c", slug, "-f", str(file), "-m", done.message]
-    _logger.info("running %s", " ".join(cmd))
-    sent = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    done.answer = _output(sent)
-    refused = sent.returncode != 0 or any(_ERROR_LINE.search(line) for line in done.answer.splitlines())
+    exe = kaggle.command(slug, SubmitError)
+    sent, refused = kaggle.submit(exe, slug, file, done.message)
+    done.answer = kaggle.output(sent)
     if not refused:
-        listing = subprocess.run([exe, "competitions", "submissions", "-c", slug], capture_output=True, text=True,
-                                 check=False)
-        done.listing = _output(listing)
+        listing = kaggle.submissions(exe, slug)
+        done.listing = kaggle.output(listing)
         if listing.returncode == 0:
-            done.latest = latest_submission(listing.stdout)
+            done.latest = kaggle.latest_submission(listing.stdout)
         else:
             done.warnings.append(f"The list of submissions could not be read ({_one_line(done.listing)}); see it "
                                  f"with `kaggle competitions submissions -c {slug}`.")
@@ -132,22 +125,6 @@ def default_message(file: Path, note: dict | None) -> str:
     """``<file name>: runs A + B`` (the runs from the submission's JSON note, when it has one)."""
     runs = [Path(r).name for r in (note or {}).get("runs") or []]
     return f"{file.name}: runs {' + '.join(runs)}" if runs else file.name
-
-
-def latest_submission(listing: str) -> dict | None:
-    """The newest row of ``kaggle competitions submissions`` (a table ruled with dashes), by column name.
-
-    Args:
-        listing: the CLI's standard output; None when no table is found in it.
-    """
-    lines = listing.splitlines()
-    for i, line in enumerate(lines[1:-1], start=1):
-        if "-" in line and re.fullmatch(r"[-\s]+", line):
-            starts = [m.start() for m in re.finditer(r"-+", line)]
-            ends = starts[1:] + [None]
-            header, row = lines[i - 1], lines[i + 1]
-            return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends)}
-    return None
 
 
 def read_log(log_path: str | Path) -> pd.DataFrame:
@@ -215,10 +192,6 @@ def _data_rows(file: Path) -> int:
     """The number of data rows (lines after the header) of a validated CSV."""
     with open(file, "rb") as f:
         return max(0, sum(1 for line in f if line.strip()) - 1)
-
-
-def _output(result: subprocess.CompletedProcess) -> str:
-    return "\n".join(x.strip() for x in (result.stdout, result.stderr) if x and x.strip())
 
 
 def _one_line(text: str) -> str:

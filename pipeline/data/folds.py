@@ -11,6 +11,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
+from pipeline.data.catalog import read_train
 from pipeline.errors import DataError
 from pipeline.fileio import write_csv
 
@@ -89,8 +90,6 @@ def duplicate_report(folds: pd.DataFrame) -> pd.DataFrame:
 
 def write_folds(data_dir: Path, n_folds: int = 5, seed: int = 0, dup_threshold: int = 4) -> pd.DataFrame:
     """Read data/train.csv, assign folds and write data/folds.csv (and data/duplicates.csv)."""
-    from pipeline.catalog import read_train
-
     data_dir = Path(data_dir)
     folds = assign_folds(read_train(data_dir), n_folds, seed, dup_threshold)
     write_csv(data_dir / "folds.csv", folds)

@@ -11,15 +11,18 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.runtime import Runtime, launched_world
-from pipeline.training import Interrupted, TrainRequest, prepare_run, requested_settings, run
+from pipeline.errors import ConfigError, Interrupted, PipelineError
+from pipeline.train.request import TrainRequest, prepare_run, requested_settings
+from pipeline.train.runtime import Runtime, available_cores, launched_world
+from pipeline.train.session import train
 
 _logger = logging.getLogger(__name__)
 
 
-def _worker(request: TrainRequest, log_level: int):
+def _worker(request: TrainRequest, log_level: int, report: Callable[[Path], Path] | None):
     """One training process. A user error comes back as a value, so the launcher shows it as one
     line and does not restart workers that would only fail the same way."""
     from rich.console import Console
@@ -28,26 +31,29 @@ def _worker(request: TrainRequest, log_level: int):
     logging.basicConfig(level=log_level, format="%(message)s", force=True,
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
     try:
-        return {"cv": run(request)}
+        return {"cv": train(request, report=report)}
     except PipelineError as exc:
         return {"error": exc}
 
 
-def launch(request: TrainRequest, nproc: int, max_restarts: int = 0) -> dict:
+def launch(request: TrainRequest, nproc: int, max_restarts: int = 0, *,
+           report: Callable[[Path], Path] | None = None) -> dict:
     """Train on ``nproc`` local processes; returns the cv.json content.
 
     Args:
-        request: as for :func:`pipeline.training.run`.
+        request: as for :func:`pipeline.train.session.train`.
         nproc: processes to start (one per GPU on a GPU machine; up to the cores on a CPU).
         max_restarts: how often the workers are started again after one of them fails; each
             restart continues the run from its last finished epochs.
+        report: as for :func:`pipeline.train.session.train` (a module-level function: it is pickled).
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if nproc < 1 or max_restarts < 0:
-        raise ConfigError(f"--nproc must be at least 1 and --max-restarts zero or more, got {nproc} and {max_restarts}.")
+        raise ConfigError(f"--nproc must be at least 1 and --max-restarts zero or more, got {nproc} and "
+                          f"{max_restarts}.")
     if launched_world() > 1:
         raise ConfigError("This process was itself started by torchrun; drop --nproc (torchrun already starts the "
                           "processes).")
@@ -60,8 +66,7 @@ def launch(request: TrainRequest, nproc: int, max_restarts: int = 0) -> dict:
             raise ConfigError(f"--nproc {nproc} needs {nproc} GPUs but {torch.cuda.device_count()} are visible; "
                               "start at most one process per GPU.")
     run_dir, lock = prepare_run(request, rt)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = settings.threads or max(1, cores // nproc)
+    threads = settings.threads or max(1, available_cores() // nproc)
     worker_request = TrainRequest(settings={"run_name": run_dir.name, "runs_dir": str(run_dir.path.parent),
                                             "threads": threads}, attach=True)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
@@ -70,7 +75,8 @@ def launch(request: TrainRequest, nproc: int, max_restarts: int = 0) -> dict:
     old_omp = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
-        results = elastic_launch(config, _worker)(worker_request, logging.getLogger().getEffectiveLevel())
+        results = elastic_launch(config, _worker)(worker_request, logging.getLogger().getEffectiveLevel(),
+                                                  report)
     except (KeyboardInterrupt, SignalException):
         raise Interrupted(f"Interrupted; finished epochs are saved. Continue with `pipeline train --run-name "
                           f"{run_dir.name} --resume --nproc {nproc}`.") from None

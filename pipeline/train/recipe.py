@@ -1,7 +1,7 @@
 """What is learned: the recipe of a run, as a dataclass, and named recipes as TOML files.
 
 A recipe reproduces a score on any machine; where and how it runs is ``runtime.RunSettings``.
-Named recipes ship in ``pipeline/recipes/<name>.toml``; a recipe file holds recipe fields only,
+Named recipes ship in ``pipeline/train/recipes/<name>.toml``; a recipe file holds recipe fields only,
 and options given on the command line override it. The resolved recipe is saved in the run.
 """
 
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import tomllib
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomllib
+
+from pipeline.choices import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
 from pipeline.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -31,11 +33,11 @@ class Recipe:
     batch_size: int = 64  # images per optimizer step, over all processes together
     lr: float | None = None  # None: 1e-3 from scratch, 3e-4 when starting from weights
     weight_decay: float = 0.05
-    optimizer: str = "adamw"  # adamw | sgd
-    schedule: str = "cosine"  # cosine (linear warm-up, cosine decay) | onecycle
+    optimizer: str = "adamw"  # one of OPTIMIZERS
+    schedule: str = "cosine"  # one of SCHEDULES: cosine (linear warm-up, cosine decay) | onecycle
     warmup_epochs: float = 1.0
     patience: int = 5  # epochs without a better validation loss before stopping; 0 = never stop early
-    augment: str = "light"  # none | light
+    augment: str = "light"  # one of AUGMENT_PRESETS
     drop_rate: float = 0.0  # dropout before the classifier of timm models
     pretrained: bool = False
     weights: str | None = None
@@ -52,28 +54,24 @@ class Recipe:
     ema_decay: float = 0.998
     sizes: list[int] | None = None  # progressive resizing: training sizes in equal phases, then img_size
 
-    def resolved(self) -> "Recipe":
+    def resolved(self) -> Recipe:
         """A copy with every ``None`` default filled in and every value checked."""
-        from pipeline.images import AUGMENT_PRESETS
+        # imported here, not at the top: `pipeline --help` reads the recipe's defaults without loading torch
         from pipeline.models import OWN_MODELS, check_arch, default_img_size
 
         r = dataclasses.replace(self)
         check_arch(r.arch)
         r.img_size = r.img_size or default_img_size(r.arch)
         r.lr = r.lr if r.lr is not None else (3e-4 if (r.pretrained or r.weights) else 1e-3)
-        for name, allowed in [("optimizer", ("adamw", "sgd")), ("schedule", ("cosine", "onecycle")),
-                              ("augment", AUGMENT_PRESETS)]:
+        for name, allowed in [("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("augment", AUGMENT_PRESETS)]:
             if getattr(r, name) not in allowed:
                 raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(r, name)!r}.")
         checks = [("epochs", r.epochs >= 1, "at least 1"), ("batch-size", r.batch_size >= 1, "at least 1"),
                   ("lr", r.lr > 0, "above 0"), ("weight-decay", r.weight_decay >= 0, "zero or more"),
                   ("warmup-epochs", r.warmup_epochs >= 0, "zero or more"),
                   ("patience", r.patience >= 0, "zero or more"), ("drop-rate", 0 <= r.drop_rate < 1, "in [0, 1)"),
-                  ("img-size", 32 <= r.img_size <= MAX_IMG_SIZE, f"between 32 and {MAX_IMG_SIZE} pixels")]
-        for name, ok, what in checks:
-            if not ok:
-                raise ConfigError(f"--{name} must be {what}, got {getattr(r, name.replace('-', '_'))}.")
-        checks = [("layer-decay", 0 < r.layer_decay <= 1, "in (0, 1]"), ("mixup", r.mixup >= 0, "zero or more"),
+                  ("img-size", 32 <= r.img_size <= MAX_IMG_SIZE, f"between 32 and {MAX_IMG_SIZE} pixels"),
+                  ("layer-decay", 0 < r.layer_decay <= 1, "in (0, 1]"), ("mixup", r.mixup >= 0, "zero or more"),
                   ("cutmix", r.cutmix >= 0, "zero or more"), ("mix-prob", 0 <= r.mix_prob <= 1, "in [0, 1]"),
                   ("label-smoothing", 0 <= r.label_smoothing < 0.5, "in [0, 0.5)"),
                   ("ema-decay", 0 < r.ema_decay < 1, "in (0, 1)")]
@@ -87,8 +85,7 @@ class Recipe:
             if bad or not r.sizes:
                 raise ConfigError(f"--sizes must list training sizes between 32 and --img-size {r.img_size}, "
                                   f"got {r.sizes}.")
-        own = r.arch in OWN_MODELS
-        if own and (r.sizes or r.layer_decay < 1):
+        if r.arch in OWN_MODELS and (r.sizes or r.layer_decay < 1):
             raise ConfigError(f"{r.arch} sizes its classifier from --img-size and has no blocks for layer decay: "
                               "drop --sizes and --layer-decay, or pick a timm architecture.")
         return r
@@ -102,6 +99,11 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def of_run(cls, run) -> Recipe:
+        """The resolved recipe saved in a run's config.json (``run``: a :class:`pipeline.rundir.RunDir`)."""
+        return cls(**{k: v for k, v in run.config()["recipe"].items() if k in FIELDS})
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}

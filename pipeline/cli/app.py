@@ -1,0 +1,79 @@
+"""The typer app, its consoles, and what every command shares: the error handler, option choices built from the
+modules' own tuples, and default texts read from the recipe and settings dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+
+from pipeline.errors import Interrupted, PipelineError, storage_error
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Cats-vs-dogs competition pipeline: download -> train (k-fold) -> predict -> submit.")
+console = Console(soft_wrap=True)  # no hard line breaks: paths and figures stay greppable
+err_console = Console(stderr=True, soft_wrap=True)
+
+DataDir = Annotated[Path, typer.Option(help="Where the catalogue, folds and cache live.")]
+RunsDir = Annotated[Path, typer.Option(help="Where run folders live.")]
+
+
+def choice(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A str Enum for typer, built from a module's own tuple of choices (one source for each set)."""
+    return Enum(name, {v.replace("-", "_"): v for v in values}, type=str)
+
+
+def default_text(obj, field: str) -> str:
+    """``[default: X]`` for a dataclass field, X read from the dataclass itself (``obj``: the class)."""
+    value = {f.name: f for f in dataclasses.fields(obj)}[field].default
+    shown = {True: "on", False: "off", None: "none"}.get(value, value) if isinstance(value, (bool, type(None))) \
+        else value
+    return f"\\[default: {shown}]"
+
+
+def given(**options) -> dict:
+    """The options the user gave (typer leaves the others None), with enum values and paths as text."""
+    return {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)
+            for k, v in options.items() if v is not None}
+
+
+def friendly(fn):
+    """Turn the errors a user can cause into one red line and a non-zero exit.
+
+    A full disk or an unwritable folder (an OSError no stage turned into a PipelineError) gets the
+    sentence of ``pipeline.errors.storage_error``; any other OSError keeps its traceback.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PipelineError as exc:
+            if not getattr(exc, "from_main", False):  # under torchrun the main process says it once
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(130 if isinstance(exc, Interrupted) else 1) from None
+        except OSError as exc:
+            error = storage_error(exc)
+            if error is None:
+                raise
+            err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]; files already written are complete.")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage's details.")] = False):
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err_console, show_path=False)], force=True)

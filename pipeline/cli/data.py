@@ -1,0 +1,66 @@
+"""``pipeline download`` and ``pipeline split``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from pipeline.cli.app import DataDir, app, console, friendly
+from pipeline.data.sources import SOURCES
+
+FoldsOption = Annotated[int, typer.Option(help="Number of folds K.")]
+SeedOption = Annotated[int, typer.Option(help="Seed of the fold assignment.")]
+DupOption = Annotated[int, typer.Option(help="Perceptual-hash distance (bits of 64) under which two photos count as "
+                                        "duplicates and share a fold; -1: off.")]
+
+
+@app.command()
+@friendly
+def download(
+    source: Annotated[str | None, typer.Option(help=f"Named source: {', '.join(SOURCES)} (default: "
+                                                  f"{next(iter(SOURCES))}, 猫狗大战).")] = None,
+    url: Annotated[list[str] | None, typer.Option("--url", help="Archive URL to fetch (repeatable).")] = None,
+    from_: Annotated[list[Path] | None, typer.Option("--from", exists=True,
+                     help="Local zip or folder to use instead of downloading (repeatable).")] = None,
+    data_dir: DataDir = Path("data"),
+    folds: FoldsOption = 5,
+    seed: SeedOption = 0,
+    dup_threshold: DupOption = 4,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+):
+    """Fetch, verify and unpack the data; write data/train.csv, data/test.csv and data/folds.csv."""
+    from pipeline.data.download import download as run_download
+
+    summary = run_download(source=source, urls=url or [], from_paths=from_ or [], data_dir=data_dir,
+                           n_folds=folds, seed=seed, dup_threshold=dup_threshold, progress=progress)
+    _print_catalog(summary)
+
+
+@app.command()
+@friendly
+def split(data_dir: DataDir = Path("data"), folds: FoldsOption = 5, seed: SeedOption = 0,
+          dup_threshold: DupOption = 4):
+    """Rebuild data/folds.csv from data/train.csv without downloading."""
+    from pipeline.data.folds import write_folds
+
+    f = write_folds(data_dir, folds, seed, dup_threshold)
+    sizes = ", ".join(str(n) for n in f.fold.value_counts().sort_index())
+    console.print(f"{len(f)} images in {folds} folds ({sizes}); "
+                  f"{int((f.group.value_counts() > 1).sum())} duplicate groups -> {data_dir / 'folds.csv'}")
+
+
+def _print_catalog(s: dict) -> None:
+    paths = {k: escape(str(s[k])) for k in ("train_csv", "test_csv", "problems_csv", "folds_csv")}
+    console.print(f"train: {s['train']} images ({s['cats']} cats, {s['dogs']} dogs) -> {paths['train_csv']}")
+    console.print(f"test:  {s['test']} images -> {paths['test_csv']}")
+    unreadable = s.get("test_unreadable", 0)
+    if unreadable:
+        console.print(f"[yellow]test:  {unreadable} of them unreadable: kept (readable=False) so their ids are "
+                      f"submitted with a neutral prediction, listed in {paths['problems_csv']}[/]")
+    if s["problems"] - unreadable:
+        console.print(f"[yellow]left out: {s['problems'] - unreadable} files (unreadable or unlabelled), listed in "
+                      f"{paths['problems_csv']}[/]")
+    console.print(f"folds: {s['folds']} folds, {s['dup_groups']} duplicate groups -> {paths['folds_csv']}")

@@ -1,0 +1,152 @@
+"""``pipeline predict``, ``validate``, ``score`` and ``submit``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline.choices import CALIBRATIONS, DEVICES, ENSEMBLE_METHODS, TTA
+from pipeline.cli.app import RunsDir, app, choice, console, err_console, friendly
+from pipeline.data.sources import SOURCES
+from pipeline.predict.formats import FORMATS
+
+Tta = choice("Tta", TTA)
+EnsembleMethod = choice("EnsembleMethod", ENSEMBLE_METHODS)
+Fmt = choice("Fmt", tuple(FORMATS))
+Calibrate = choice("Calibrate", CALIBRATIONS)
+Device = choice("Device", DEVICES)
+TestCsv = Annotated[Path, typer.Option(help="The test catalogue (id,path) the ids must match.")]
+SubmitSource = choice("SubmitSource", tuple(name for name, s in SOURCES.items() if s.submission_format))
+
+
+@app.command()
+@friendly
+def predict(
+    run: Annotated[list[Path] | None, typer.Option("--run", help="Run folder or name (repeatable; "
+                                                      "default: the latest run).")] = None,
+    test: Annotated[Path, typer.Option(help="The test catalogue (id,path).")] = Path("data/test.csv"),
+    tta: Annotated[Tta, typer.Option(help="Test-time augmentation, averaged in probability space.")] = Tta.hflip,
+    ensemble: Annotated[EnsembleMethod, typer.Option(help="How to blend several runs: weights fitted on "
+                                                     "out-of-fold log-loss, or a plain mean.")] = EnsembleMethod.fit,
+    format: Annotated[Fmt, typer.Option("--format", help="course (猫狗大战: id,label 0/1), kaggle (Dogs vs. Cats: "
+                                        "0/1), redux (probabilities, clipped).")] = Fmt.course,
+    threshold: Annotated[float, typer.Option(help="P(dog) at or above which label is 1 (0/1 formats).")] = 0.5,
+    eps: Annotated[float, typer.Option(help="Clip probabilities to \\[eps, 1-eps] (redux).")] = 0.005,
+    calibrate: Annotated[Calibrate, typer.Option(help="temperature: fit one temperature on the blend's out-of-fold "
+                                                 "predictions and apply it to the test's (log-loss); auto: for "
+                                                 "redux only.")] = Calibrate.auto,
+    out: Annotated[Path | None, typer.Option(help="Submission path (default: submissions/<runs>-<time>.csv).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    partial: Annotated[bool, typer.Option("--partial", help="Predict with the finished folds of a run that has "
+                                          "not finished every fold (a warning names the missing ones).")] = False,
+    device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
+    batch_size: Annotated[int | None, typer.Option(help="Images per batch.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+):
+    """Predict the test set with every fold of each run (and TTA), blend runs, write a validated CSV."""
+    from pipeline.predict.predict import predict as run_predict
+
+    result = run_predict(runs=run or [], test_csv=test, tta=tta.value, ensemble=ensemble.value,
+                            fmt=format.value, threshold=threshold, eps=eps, calibrate=calibrate.value, out=out,
+                            force=force, partial=partial, device=device.value, batch_size=batch_size,
+                            runs_dir=runs_dir, progress=progress)
+    blend = result["blend"]
+    if blend is not None and len(blend.runs) > 1:
+        table = Table(title=f"out-of-fold scores ({blend.method} blend)")
+        for col in ("run", "weight", "accuracy", "log-loss"):
+            table.add_column(col, justify="right")
+        for name, w in zip(blend.runs, blend.weights, strict=True):
+            s = blend.run_scores[name]
+            table.add_row(name, f"{w:.3f}", f"{s['accuracy']:.4f}", f"{s['log_loss']:.4f}")
+        table.add_row("blend", "1.000", f"{blend.blend_score['accuracy']:.4f}", f"{blend.blend_score['log_loss']:.4f}")
+        console.print(table)
+    cal = result["calibration"]
+    if cal is not None:
+        console.print(f"calibrated: temperature {cal.temperature:.3f}; out-of-fold log-loss "
+                      f"{cal.oof_log_loss_before:.4f} -> {cal.oof_log_loss_after:.4f}")
+    console.print(f"wrote {result['path']} ({result['rows']} rows, format {format.value}); it passes "
+                  f"`pipeline validate`. Upload it to the competition site. Notes: {result['note']}")
+
+
+@app.command()
+@friendly
+def validate(
+    submission: Annotated[Path, typer.Argument(help="The CSV to check.", exists=True, dir_okay=False)],
+    test: TestCsv = Path("data/test.csv"),
+    format: Annotated[Fmt, typer.Option("--format", help="Submission format.")] = Fmt.course,
+):
+    """Check a submission: header, every test id exactly once, integer ids, valid labels, row count.
+
+    Defects the competition's checker tolerates (a byte-order mark on Kaggle, CRLF line ends) are
+    printed as warnings and do not make the file invalid.
+    """
+    from pipeline.predict.formats import read_test_ids
+    from pipeline.predict.validation import check_submission
+
+    result = check_submission(submission, read_test_ids(test), format.value)
+    for w in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    if result.problems:
+        err_console.print(f"[bold red]invalid:[/] {escape(str(submission))}: {len(result.problems)} problem(s)",
+                          highlight=False)
+        for p in result.problems:
+            err_console.print(f"  - {escape(p)}", highlight=False)
+        raise typer.Exit(1)
+    warned = f" with {len(result.warnings)} warning(s)" if result.warnings else ""
+    console.print(f"valid: {escape(str(submission))} ({format.value} format){warned}")
+
+
+@app.command("score")
+@friendly
+def score_cmd(
+    submission: Annotated[Path, typer.Argument(help="The submission CSV.", exists=True, dir_okay=False)],
+    solution: Annotated[Path, typer.Argument(help="id,label with the true labels.", exists=True, dir_okay=False)],
+):
+    """Accuracy (and log-loss for a probability file) against known labels."""
+    from pipeline.predict.validation import score_submission
+
+    s = score_submission(submission, solution)
+    ll = "" if s.get("log_loss") is None else f", log-loss {s['log_loss']:.4f}"
+    console.print(f"{submission}: accuracy {s['accuracy']:.4f} on {s['n']} images{ll}")
+
+
+@app.command()
+@friendly
+def submit(
+    file: Annotated[Path, typer.Argument(help="The submission CSV (from `pipeline predict`).", dir_okay=False)],
+    source: Annotated[SubmitSource, typer.Option(help="kaggle (Dogs vs. Cats, 0/1), kaggle-redux (probabilities) "
+                                                 "or course (猫狗大战, uploaded in a browser); the file is "
+                                                 "validated in that competition's format.")],
+    message: Annotated[str | None, typer.Option("--message", "-m", help="Description on Kaggle \\[default: the "
+                                                   "file's name and the runs from its JSON note].")] = None,
+    test: TestCsv = Path("data/test.csv"),
+    log: Annotated[Path, typer.Option(help="The log that gets one row per submission.")] = Path("submissions/log.csv"),
+):
+    """Validate a submission and send it with the official kaggle CLI (or, for the course, print what to upload);
+    log it."""
+    from pipeline.predict.upload import submit as send
+
+    done = send(file, source.value, test_csv=test, message=message, log_path=log)
+    for w in done.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    facts = f"{done.rows} rows, {done.format} format, sha256 {done.sha256}"
+    if done.status == "validated":
+        console.print(f"valid: {escape(str(done.file.resolve()))} ({facts})", highlight=False)
+        where = done.page or "the course competition's submission page (on the course site)"
+        console.print(f"upload it by hand on {escape(where)}", highlight=False)
+    else:
+        console.print(f"sent: {escape(str(done.file))} ({facts}) to {escape(done.source)} with the message "
+                      f"{escape(repr(done.message))}", highlight=False)
+        if done.answer:
+            console.print(escape(done.answer), highlight=False)
+        if done.listing and done.latest is None:
+            console.print(escape(done.listing), highlight=False)  # no table to read: show it all
+        elif done.latest is not None:
+            console.print("latest submission: " + escape(", ".join(f"{k} {v}" for k, v in done.latest.items() if v)),
+                          highlight=False)
+    console.print(f"logged in {escape(str(done.log))}", highlight=False)

@@ -1,0 +1,207 @@
+"""``pipeline train`` and ``pipeline recipes``.
+
+Every choice comes from :mod:`pipeline.choices` (which the modules check against) and every default text from
+the :class:`Recipe` and :class:`RunSettings` dataclasses, so the help cannot drift from what runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pipeline.choices import AUGMENT_PRESETS, DEVICES, OPTIMIZERS, PARALLEL, PRECISIONS, SCHEDULES, TRACKERS
+from pipeline.cli.app import app, choice, console, default_text, friendly, given
+from pipeline.train.recipe import Recipe
+from pipeline.train.settings import RunSettings
+
+Optimizer = choice("Optimizer", OPTIMIZERS)
+Schedule = choice("Schedule", SCHEDULES)
+Augment = choice("Augment", AUGMENT_PRESETS)
+Device = choice("Device", DEVICES)
+Precision = choice("Precision", PRECISIONS)
+Tracker = choice("Tracker", TRACKERS)
+Parallel = choice("Parallel", PARALLEL)
+
+
+def _r(field: str) -> str:
+    return default_text(Recipe, field)
+
+
+def _s(field: str) -> str:
+    return default_text(RunSettings, field)
+
+
+def _parse_ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise typer.BadParameter(f"{option} takes comma-separated whole numbers like 96,128, got {text!r}")
+    return values
+
+
+def _parse_folds(text: str) -> list[int] | None:
+    if text == "all":
+        return None
+    try:
+        folds = [int(x) for x in text.split(",") if x.strip()]
+        if not folds:
+            raise ValueError
+        return folds
+    except ValueError:
+        raise typer.BadParameter(f"expected 'all' or comma-separated fold numbers like 0,1,2, got {text!r}") from None
+
+
+# The command's signature is long because each option is one line of --help; its body only gathers them.
+@app.command()
+@friendly
+def train(
+    recipe: Annotated[str | None, typer.Option(help="A named recipe (see `pipeline recipes`) or a TOML file; "
+                                                  "the options below override it.")] = None,
+    arch: Annotated[str | None, typer.Option(help=f"lenet, resnet34, resnet50 or any timm model name "
+                                                f"{_r('arch')}.")] = None,
+    folds: Annotated[str | None, typer.Option(help="Folds to train: 'all' or e.g. 0,1,2 \\[default: all].")] = None,
+    epochs: Annotated[int | None, typer.Option(help=f"Epochs per fold; early stopping may end sooner "
+                                                  f"{_r('epochs')}.")] = None,
+    img_size: Annotated[int | None, typer.Option(help="Input side in pixels \\[default: 64 for LeNet, the "
+                                                    "model's own, usually 224, otherwise].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help=f"Images per step, over all processes together; on a "
+                                                      f"GPU raise to 128-256 {_r('batch_size')}.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate \\[default: 1e-3, or 3e-4 from "
+                                                  "weights].")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help=f"AdamW/SGD weight decay (not on biases and norms) "
+                                                          f"{_r('weight_decay')}.")] = None,
+    optimizer: Annotated[Optimizer | None, typer.Option(help=f"sgd: momentum 0.9, Nesterov "
+                                                           f"{_r('optimizer')}.")] = None,
+    schedule: Annotated[Schedule | None, typer.Option(help=f"cosine (with warm-up) or onecycle "
+                                                         f"{_r('schedule')}.")] = None,
+    warmup_epochs: Annotated[float | None, typer.Option(help=f"Linear warm-up before the cosine decay "
+                                                           f"{_r('warmup_epochs')}.")] = None,
+    patience: Annotated[int | None, typer.Option(help=f"Stop a fold after this many epochs without a better "
+                                                    f"validation loss; 0: never {_r('patience')}.")] = None,
+    augment: Annotated[Augment | None, typer.Option(help=f"Augmentation preset {_r('augment')}.")] = None,
+    drop_rate: Annotated[float | None, typer.Option(help=f"Dropout before the classifier of timm models "
+                                                       f"{_r('drop_rate')}.")] = None,
+    pretrained: Annotated[bool | None, typer.Option("--pretrained/--no-pretrained",
+                                                       help="Start from timm's ImageNet weights (needs the "
+                                                       "network).")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Start from a local weights file (offline route).",
+                                                    exists=True, dir_okay=False)] = None,
+    seed: Annotated[int | None, typer.Option(help=f"Seed for weights, order and augmentation "
+                                                f"{_r('seed')}.")] = None,
+    layer_decay: Annotated[float | None, typer.Option(help=f"Below 1: each earlier block of a timm model learns "
+                                                         f"at this fraction of the next one's rate "
+                                                         f"{_r('layer_decay')}.")] = None,
+    freeze_bn: Annotated[bool | None, typer.Option("--freeze-bn/--no-freeze-bn", help=f"Keep BatchNorm's "
+                                                      f"pretrained statistics (fine-tuning, small batches) "
+                                                      f"{_r('freeze_bn')}.")] = None,
+    mixup: Annotated[float | None, typer.Option(help=f"Mixup alpha; 0: off {_r('mixup')}.")] = None,
+    cutmix: Annotated[float | None, typer.Option(help=f"CutMix alpha; 0: off {_r('cutmix')}.")] = None,
+    mix_prob: Annotated[float | None, typer.Option(help=f"Share of batches mixed {_r('mix_prob')}.")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help=f"Targets eps/2 and 1-eps/2 "
+                                                             f"{_r('label_smoothing')}.")] = None,
+    ema: Annotated[bool | None, typer.Option("--ema/--no-ema", help=f"Keep a moving average of the weights; it "
+                                                f"is used when it validates better {_r('ema')}.")] = None,
+    ema_decay: Annotated[float | None, typer.Option(help=f"The EMA's decay after its warm-up "
+                                                       f"{_r('ema_decay')}.")] = None,
+    sizes: Annotated[str | None, typer.Option(help=f"Progressive resizing: training sizes in equal phases before "
+                                                 f"--img-size, e.g. 96,128 {_r('sizes')}.")] = None,
+    device: Annotated[Device | None, typer.Option(help=f"auto picks CUDA when present {_s('device')}.")] = None,
+    precision: Annotated[Precision | None, typer.Option(help=f"auto: bf16 (or fp16 + loss scaling) on CUDA, "
+                                                           f"fp32 on CPU {_s('precision')}.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Loader processes per training process \\[default: 2 on "
+                                                   "CPU, up to 8 on CUDA].")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads per training process \\[default: torch's; "
+                                                   "with --nproc N, the cores / N].")] = None,
+    cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help=f"Read photos from the decoded-image "
+                                                  f"cache, built once per size {_s('cache')}.")] = None,
+    channels_last: Annotated[bool | None, typer.Option("--channels-last/--no-channels-last",
+                                                          help=f"channels_last memory for conv nets "
+                                                          f"{_s('channels_last')}.")] = None,
+    tracker: Annotated[Tracker | None, typer.Option(help=f"Live curves: tensorboard (runs/<run>/tensorboard), "
+                                                       f"mlflow (mlruns/ beside runs/, or MLFLOW_TRACKING_URI), none; "
+                                                       f"auto: TensorBoard when installed {_s('tracker')}.")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help=f"torch.compile the model "
+                                                    f"(slow start, faster steps on a GPU) {_s('compile')}.")] = None,
+    nproc: Annotated[int, typer.Option(help="Training processes on this machine (one per GPU); started through "
+                                       "torch's elastic launcher, as torchrun would.")] = 1,
+    parallel: Annotated[Parallel | None, typer.Option(help="With several processes: folds (each process "
+                                                         "trains its own folds) or ddp (all train each fold "
+                                                         "together) \\[default: folds when there are at least as "
+                                                         "many folds as processes, else ddp].")] = None,
+    max_restarts: Annotated[int, typer.Option(help="With --nproc: start the workers again this often after a "
+                                              "failure; the run continues from its last finished epochs.")] = 0,
+    run_name: Annotated[str | None, typer.Option(help="Run folder name \\[default: <arch>-<time>].")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue --run-name (or the latest run): skip "
+                                         "finished folds, continue the interrupted one.")] = False,
+    data_dir: Annotated[Path | None, typer.Option(help=f"Where the catalogue, folds and cache live "
+                                                     f"{_s('data_dir')}.")] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help=f"Where run folders live {_s('runs_dir')}.")] = None,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress",
+                                                     help=f"Show progress bars {_s('progress')}.")] = None,
+):
+    """k-fold cross-validation: one checkpoint per fold, out-of-fold predictions and the CV score.
+
+    On a GPU: --arch resnet50 --pretrained --batch-size 128 --workers 8 (AMP and channels_last are on by
+    default); several GPUs: --nproc N (or torchrun); raise --epochs to 20-30 from scratch.
+    """
+    from pipeline.report import build_report
+    from pipeline.rundir import RunDir
+    from pipeline.train.launch import launch
+    from pipeline.train.request import TrainRequest
+    from pipeline.train.session import train as run_training
+
+    request = TrainRequest(
+        recipe=recipe, resume=resume,
+        overrides=given(arch=arch, epochs=epochs, img_size=img_size, batch_size=batch_size, lr=lr,
+                        weight_decay=weight_decay, optimizer=optimizer, schedule=schedule,
+                        warmup_epochs=warmup_epochs, patience=patience, augment=augment, drop_rate=drop_rate,
+                        pretrained=pretrained, weights=weights, seed=seed, layer_decay=layer_decay,
+                        freeze_bn=freeze_bn, mixup=mixup, cutmix=cutmix, mix_prob=mix_prob,
+                        label_smoothing=label_smoothing, ema=ema, ema_decay=ema_decay,
+                        sizes=_parse_ints(sizes, "--sizes") if sizes is not None else None),
+        settings=given(device=device, precision=precision, workers=workers, threads=threads, cache=cache,
+                       channels_last=channels_last, compile=compile, tracker=tracker, parallel=parallel,
+                       folds=_parse_folds(folds) if folds is not None else None, data_dir=data_dir,
+                       runs_dir=runs_dir, run_name=run_name, progress=progress))
+    cv = launch(request, nproc, max_restarts, report=build_report) if nproc > 1 or max_restarts else \
+        run_training(request, report=build_report)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun the main process reports
+    run = RunDir(Path(runs_dir or RunSettings.runs_dir) / cv["run"])
+    _print_cv(cv, run.path)
+    if (run.report_dir / "report.html").exists():
+        console.print(f"report: {run.report_dir / 'report.html'}")
+    if run.tensorboard_dir.exists():
+        console.print(f"curves: tensorboard --logdir {run.tensorboard_dir}")
+
+
+@app.command()
+@friendly
+def recipes():
+    """List the named recipes (`pipeline train --recipe NAME`), one line each."""
+    from pipeline.train.recipe import named_recipes, recipe_summary
+
+    for name, path in named_recipes().items():
+        console.print(f"[bold]{name:<10}[/] {recipe_summary(path)}", highlight=False)
+    folder = next(iter(named_recipes().values())).parent
+    console.print(f"Show one with `cat` on its file: {folder}", highlight=False)
+
+
+def _print_cv(cv: dict, run_dir: Path) -> None:
+    table = Table(title=f"cross-validation of {cv['run']}")
+    for col in ("fold", "n", "accuracy", "log-loss", "ROC-AUC", "best epoch"):
+        table.add_column(col, justify="right")
+    rows = [*cv["folds"].items(), ("all", cv["overall"])]
+    for k, v in rows:
+        auc = "-" if v.get("roc_auc") is None else f"{v['roc_auc']:.4f}"
+        table.add_row(str(k), str(v["n"]), f"{v['accuracy']:.4f}", f"{v['log_loss']:.4f}", auc,
+                      str(v.get("best_epoch", "")))
+    console.print(table)
+    if "seconds" in cv:
+        console.print(f"took {cv['seconds']:.0f} s; run folder: {run_dir}")

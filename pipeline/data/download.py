@@ -1,0 +1,99 @@
+"""The download stage: fetch and unpack the data, catalogue and verify every image, assign the folds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import kaggle
+from pipeline.data.archives import archive_stem, extract_archive, is_archive
+from pipeline.data.catalog import scan, write_catalog, write_problems
+from pipeline.data.fetch import fetch, url_filename
+from pipeline.data.folds import write_folds
+from pipeline.data.sources import get_source
+from pipeline.errors import ConfigError, DataError, DownloadError, ExtractError
+
+
+def acquire(*, source: str | None = None, urls: list[str] = (), from_paths: list[Path] = (), raw_dir: Path,
+            extract_dir: Path, progress: bool = True) -> list[Path]:
+    """Fetch and unpack the data; return the folders that hold the images.
+
+    Archives go to ``raw_dir`` and are unpacked into ``extract_dir/<archive stem>/``; a folder given in
+    ``from_paths`` is returned as it is.
+
+    Args:
+        source: a name from ``pipeline.data.sources.SOURCES``; "course" when nothing at all is given.
+        urls: further archive URLs to fetch.
+        from_paths: local archives or folders to use instead of downloading.
+        raw_dir: folder for the downloaded archives.
+        extract_dir: folder for the unpacked archives.
+        progress: show progress bars.
+    """
+    if source is None and not urls and not from_paths:
+        source = "course"
+    src = get_source(source) if source is not None else None
+    downloads = [(u, src.sha256.get(url_filename(u))) for u in src.urls] if src else []
+    downloads += [(u, None) for u in urls]
+    from_paths = [Path(p) for p in from_paths]
+    for p in from_paths:
+        if not p.exists():
+            raise ExtractError(f"{p} does not exist: pass an existing archive or folder with --from.")
+        if not p.is_dir() and not is_archive(p):
+            raise ExtractError(f"{p} is neither a folder nor a .zip/.tar/.tar.gz/.tgz archive: pass one of those "
+                               "with --from.")
+    for u, _ in downloads:
+        if not is_archive(url_filename(u)):
+            raise DownloadError(f"{u} does not end in .zip, .tar, .tar.gz or .tgz: pass the URL of an archive, or "
+                                "download the files by hand and pass their folder with --from.")
+    names = ([f"{src.kaggle_competition}.zip"] if src and src.kaggle_competition else [])
+    names += [url_filename(u) for u, _ in downloads] + [p.name for p in from_paths if not p.is_dir()]
+    stems = [archive_stem(n) for n in names]
+    clash = next((s for s in stems if stems.count(s) > 1), None)
+    if clash is not None:
+        raise ConfigError(f"Two archives would unpack into {Path(extract_dir) / clash} ("
+                          f"{', '.join(n for n in names if archive_stem(n) == clash)}): rename one of them.")
+
+    archives = [kaggle.download(src.kaggle_competition, raw_dir, progress=progress)] if src and \
+        src.kaggle_competition else []
+    archives += [fetch(u, raw_dir, sha256=sha, progress=progress) for u, sha in downloads]
+    archives += [p for p in from_paths if not p.is_dir()]
+    roots = [extract_archive(a, Path(extract_dir) / archive_stem(a.name)) for a in archives]
+    return roots + [p for p in from_paths if p.is_dir()]
+
+
+def download(*, source: str | None, urls: list[str], from_paths: list[Path], data_dir: Path, n_folds: int = 5,
+             seed: int = 0, dup_threshold: int = 4, progress: bool = True, workers: int | None = None) -> dict:
+    """Fetch and unpack the data, catalogue and verify every image, and assign folds.
+
+    Returns counts and output paths for the CLI to print. When not one labelled training photo is
+    found, only catalog_problems.csv is written (an earlier train.csv, test.csv and folds.csv stay
+    as they were) and a DataError says why.
+    """
+    data_dir = Path(data_dir)
+    roots = acquire(source=source, urls=list(urls), from_paths=[Path(p) for p in from_paths],
+                    raw_dir=data_dir / "raw", extract_dir=data_dir / "extracted", progress=progress)
+    catalog = scan(roots, cache_csv=data_dir / ".verified.csv", workers=workers, progress=progress)
+    if catalog.train.empty:
+        raise _no_training_photo(catalog, write_problems(catalog, data_dir))
+    paths = write_catalog(catalog, data_dir)
+    summary = {"train": len(catalog.train), "cats": int((catalog.train.label == 0).sum()),
+               "dogs": int((catalog.train.label == 1).sum()), "test": len(catalog.test),
+               "test_unreadable": int((~catalog.test.readable.astype(bool)).sum()),
+               "problems": len(catalog.problems), "skipped": catalog.skipped,
+               "train_csv": paths["train"], "test_csv": paths["test"], "problems_csv": paths["problems"],
+               "folds": n_folds}
+    folds = write_folds(data_dir, n_folds, seed, dup_threshold)
+    summary.update(dup_groups=int((folds.group.value_counts() > 1).sum()), folds_csv=data_dir / "folds.csv")
+    return summary
+
+
+def _no_training_photo(catalog, problems_csv: Path) -> DataError:
+    """The error for a download in which not one image is a readable, labelled training photo."""
+    reasons = catalog.problems.reason
+    unreadable = int(reasons.str.startswith("unreadable image").sum())
+    unlabelled = int(reasons.str.startswith("label unknown").sum())
+    found = len(catalog.test) + unreadable + unlabelled
+    return DataError(f"No labelled training photo among the {found} image files: {len(catalog.test)} test photos "
+                     f"(numeric names), {unlabelled} unlabelled, {unreadable} unreadable; training photos must be "
+                     "named cat.<n>.jpg / dog.<n>.jpg or sit in cats/ and dogs/ folders, so pass the training "
+                     f"archive with --url or --from (each file left out is listed in {problems_csv}; train.csv, "
+                     "test.csv and folds.csv were not written).")

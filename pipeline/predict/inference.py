@@ -1,0 +1,151 @@
+"""Predict the test set with every fold of a run (with test-time augmentation)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from pipeline.choices import TTA
+from pipeline.data.cache import open_cache
+from pipeline.data.catalog import read_test
+from pipeline.data.images import BatchNormalizer, ImageDataset, base_size_for, build_eval_transform, make_loader
+from pipeline.errors import ConfigError
+from pipeline.fileio import write_csv, write_json
+from pipeline.models import build_model, normalization
+from pipeline.rundir import RunDir
+from pipeline.train.engine import Amp, evaluate
+from pipeline.train.placement import place_model
+from pipeline.train.recipe import Recipe
+from pipeline.train.runtime import Runtime, default_workers, resolve_device, resolve_precision
+from pipeline.train.settings import RunSettings
+
+_logger = logging.getLogger(__name__)
+NEUTRAL = 0.5  # the prediction for a test photo that cannot be read: the competition scores every id
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def usable_folds(run: RunDir, partial: bool = False) -> list[int]:
+    """The folds whose checkpoints predict the test set: every fold of a finished run.
+
+    Args:
+        run: the run.
+        partial: accept a run with unfinished folds (with a warning naming them).
+    """
+    done, missing = run.finished_folds(), run.missing_folds()
+    if not done:
+        raise ConfigError(f"Run {run.name} has no finished fold; finish it with "
+                          f"`pipeline train --run-name {run.name} --resume`.")
+    if missing:
+        listing = ", ".join(map(str, missing))
+        if not partial:
+            raise ConfigError(f"Run {run.name} has not finished folds {listing} (only {', '.join(map(str, done))}); "
+                              f"finish it with `pipeline train --run-name {run.name} --resume`, or pass --partial to "
+                              "predict with the finished folds alone.")
+        _logger.warning("run %s: predicting with folds %s only; folds %s are not finished", run.name,
+                        ", ".join(map(str, done)), listing)
+    return done
+
+
+def predict_run(run_dir: Path, test_csv: Path, *, tta: str = "hflip", device: str = "auto",
+                batch_size: int | None = None, workers: int | None = None, progress: bool = False,
+                reuse: bool = True, partial: bool = False) -> pd.DataFrame:
+    """Average the test-set probabilities of every fold checkpoint of a run.
+
+    Writes ``test_probs.csv`` (``id, prob_dog`` and one column per fold) and a JSON note of what
+    produced it into the run, so a later ensemble with the same test set and TTA costs no model
+    time (and still works after the checkpoints were deleted). A test photo the catalogue marked
+    unreadable gets P(dog) = 0.5, with a warning naming its id.
+
+    Args:
+        run_dir: the run folder.
+        test_csv: ``id,path[,readable]`` table of the test images (``data/test.csv``).
+        tta: ``none`` or ``hflip`` (mean of the photo and its mirror, in probability space).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        batch_size: images per batch (default: twice the training batch size).
+        workers: loader processes (default: chosen from the machine).
+        progress: show progress bars (cache build).
+        reuse: return the saved predictions when the test set, TTA and checkpoints are unchanged.
+        partial: predict with the finished folds of an unfinished run (see :func:`usable_folds`).
+    """
+    if tta not in TTA:
+        raise ConfigError(f"--tta must be one of {', '.join(TTA)}, got {tta!r}.")
+    run, test_csv = RunDir(run_dir), Path(test_csv)
+    test = read_test(test_csv)
+    folds = usable_folds(run, partial)
+    ckpts = {k: run.best(k) for k in folds}
+    gone = [str(c) for c in ckpts.values() if not c.exists()]
+    note = {"tta": tta, "test_csv": str(test_csv), "test_sha256": _file_digest(test_csv), "folds": folds,
+            "checkpoint_mtimes": None if gone else [c.stat().st_mtime_ns for c in ckpts.values()]}
+    saved = _saved_predictions(run, note, gone) if reuse else None
+    if saved is not None:
+        return saved
+    if gone:
+        raise ConfigError(f"Run {run.name} has lost its checkpoints ({', '.join(gone[:2])}"
+                          f"{' ...' if len(gone) > 2 else ''}) and has no saved test predictions for this test set "
+                          f"and --tta {tta}; train it again (`pipeline train --run-name NEW ...`).")
+    result = test[["id"]].copy()
+    readable = test[test.readable]
+    if len(readable):
+        probs = _predict_folds(run, ckpts, readable.path, tta=tta, device=device, batch_size=batch_size,
+                               workers=workers, progress=progress)
+        for k, (rows, p) in probs.items():
+            result.loc[readable.index[rows], f"fold{k}"] = p
+    fold_cols = [f"fold{k}" for k in folds]
+    result.insert(1, "prob_dog", result.reindex(columns=fold_cols).mean(axis=1).fillna(NEUTRAL))
+    unreadable = test.id[~test.readable].tolist()
+    if unreadable:
+        _logger.warning("%d test photo(s) could not be read (ids %s); they get P(dog) = %.1f so the submission "
+                        "still covers every id", len(unreadable), ", ".join(map(str, unreadable[:10]))
+                        + (" ..." if len(unreadable) > 10 else ""), NEUTRAL)
+    write_csv(run.test_probs_path, result)
+    write_json(run.test_note_path, note)
+    return result
+
+
+def _saved_predictions(run: RunDir, note: dict, gone: list[str]) -> pd.DataFrame | None:
+    """The run's saved test predictions when they were made from the same test set, TTA and checkpoints (or the
+    same test set and TTA, when the checkpoints are gone); None otherwise."""
+    if not (run.test_note_path.exists() and run.test_probs_path.exists()):
+        return None
+    saved = json.loads(run.test_note_path.read_text())
+    if saved == note:
+        _logger.info("%s: reusing %s", run.name, run.test_probs_path)
+        return pd.read_csv(run.test_probs_path)
+    same_inputs = {k: saved.get(k) for k in ("tta", "test_sha256", "folds")} == \
+        {k: note[k] for k in ("tta", "test_sha256", "folds")}
+    if gone and same_inputs:
+        _logger.warning("run %s: its checkpoints are gone (%s); using the test predictions saved in %s",
+                        run.name, gone[0], run.test_probs_path)
+        return pd.read_csv(run.test_probs_path)
+    return None
+
+
+def _predict_folds(run: RunDir, ckpts: dict[int, Path], paths: pd.Series, *, tta: str, device: str,
+                   batch_size: int | None, workers: int | None, progress: bool) -> dict:
+    """``{fold: (row indices into paths, P(dog))}`` from each fold's best.pt."""
+    recipe, settings = Recipe.of_run(run), RunSettings.of_run(run)
+    dev = resolve_device(device)
+    dtype = resolve_precision("auto" if settings.precision == "auto" or dev.type != "cuda" else settings.precision, dev)
+    rt = Runtime(dev, dtype)
+    base = base_size_for(recipe.img_size)
+    cache = open_cache(settings.data_dir, paths, base, enabled=settings.cache, progress=progress)
+    dataset = ImageDataset(paths, None, base, build_eval_transform(recipe.img_size), cache)
+    loader = make_loader(dataset, batch_size or recipe.batch_size * 2, shuffle=False, seed=0,
+                         workers=workers if workers is not None else default_workers(dev), runtime=rt)
+    amp, out = Amp(dev, dtype), {}
+    for k, ckpt in ckpts.items():
+        model = build_model(recipe.arch, recipe.img_size)
+        model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
+        placed = place_model(model, rt, channels_last=settings.channels_last)
+        preds = evaluate(placed.model, loader, BatchNormalizer(*normalization(model), dev, placed.channels_last),
+                         amp, hflip=tta == "hflip")
+        out[k] = (preds.rows, preds.probs)
+    return out

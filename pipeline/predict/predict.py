@@ -1,0 +1,66 @@
+"""The predict stage: predict the test set with each run, blend the runs, calibrate, and write a validated
+submission with a JSON note of what made it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from pipeline.choices import CALIBRATIONS
+from pipeline.errors import ConfigError
+from pipeline.fileio import write_json
+from pipeline.predict.calibration import fit_temperature
+from pipeline.predict.ensemble import blend_predictions, blend_runs
+from pipeline.predict.formats import default_submission_name, get_format, make_submission, note_path, read_test_ids
+from pipeline.predict.inference import predict_run
+from pipeline.predict.validation import write_submission
+from pipeline.rundir import RunDir, find_run
+
+
+def predict(*, runs: list[Path], test_csv: Path, tta: str = "hflip", ensemble: str = "fit", fmt: str = "course",
+            threshold: float = 0.5, eps: float = 0.005, calibrate: str = "auto", out: Path | None = None,
+            force: bool = False, partial: bool = False, device: str = "auto", batch_size: int | None = None,
+            runs_dir: Path = Path("runs"), progress: bool = False, submissions_dir: Path = Path("submissions")) -> dict:
+    """Predict with each run, blend them, calibrate, and write a validated submission with a note.
+
+    ``calibrate``: ``temperature`` fits one temperature on the blend's out-of-fold predictions and
+    applies it to the test probabilities (before the format's clipping); ``auto`` does so for
+    probability formats (redux), where log-loss is scored, and not for 0/1 labels, which a
+    temperature cannot change. The note ``<submission>.json`` records the runs, weights,
+    calibration and out-of-fold scores.
+
+    Returns ``{"path", "note", "rows", "blend", "calibration", "probs"}``; ``blend`` is None when
+    no out-of-fold predictions exist (a partial run).
+    """
+    if calibrate not in CALIBRATIONS:
+        raise ConfigError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}, got {calibrate!r}.")
+    run_dirs = [find_run(runs_dir, str(r)).path for r in runs] if runs else [find_run(runs_dir, None).path]
+    if len({r.resolve() for r in run_dirs}) != len(run_dirs):
+        raise ConfigError("The same run was given twice with --run.")
+    test_ids = read_test_ids(test_csv)
+    preds = [predict_run(r, test_csv, tta=tta, device=device, batch_size=batch_size, progress=progress,
+                         partial=partial) for r in run_dirs]
+    has_oof = all(RunDir(r).oof_path.exists() for r in run_dirs)
+    if len(run_dirs) > 1 and not has_oof:
+        raise ConfigError("Blending needs every run's out-of-fold predictions (oof.csv); finish the runs first.")
+    blend = blend_runs(run_dirs, ensemble, tta) if has_oof else None
+    probs = blend_predictions(preds, blend.weights) if blend else preds[0][["id", "prob_dog"]]
+    method = ("temperature" if get_format(fmt).probability else "none") if calibrate == "auto" else calibrate
+    calibration = None
+    if method == "temperature":
+        if blend is None:
+            raise ConfigError("--calibrate temperature is fitted on out-of-fold predictions, which a partial run "
+                              "lacks; finish the run or pass --calibrate none.")
+        calibration = fit_temperature(blend.labels, blend.oof)
+        probs = probs.assign(prob_dog=calibration.apply(probs.prob_dog))
+    sub = make_submission(probs, fmt, threshold=threshold, eps=eps)
+    if out is None:
+        out = Path(submissions_dir) / default_submission_name([r.name for r in run_dirs])
+    path = write_submission(sub, out, test_ids, fmt, force=force)
+    note = {"submission": path.name, "format": fmt, "runs": [str(r) for r in run_dirs], "tta": tta,
+            "ensemble": blend.method if blend else None, "weights": blend.weights if blend else [1.0],
+            "oof": blend.blend_score if blend else None, "calibration": vars(calibration) if calibration else None,
+            "threshold": threshold, "eps": eps, "created": datetime.now().isoformat(timespec="seconds")}
+    note_file = write_json(note_path(path), note)
+    return {"path": path, "note": note_file, "rows": len(sub), "blend": blend, "calibration": calibration,
+            "probs": probs}

@@ -1,0 +1,131 @@
+"""One fold: its loaders, its model on the engine with the callbacks, and its out-of-fold predictions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from pipeline.data.images import (
+    BatchNormalizer,
+    ImageDataset,
+    SizedTransforms,
+    base_size_for,
+    build_eval_transform,
+    build_train_transform,
+    make_loader,
+)
+from pipeline.fileio import write_csv
+from pipeline.metrics import score
+from pipeline.models import build_model, normalization
+from pipeline.rundir import RunDir
+from pipeline.train.callbacks import Checkpointer, EarlyStopping, Ema, FreezeBatchNorm, MetricsLog, ProgressBar
+from pipeline.train.engine import Amp, FitState, evaluate, fit
+from pipeline.train.mixing import BinaryMix
+from pipeline.train.optim import build_optimizer
+from pipeline.train.placement import place_model
+from pipeline.train.recipe import Recipe
+from pipeline.train.runtime import Runtime, default_workers, local_processes
+from pipeline.train.settings import RunSettings
+from pipeline.train.tracking import Tracker
+
+
+@dataclass
+class FoldData:
+    """A fold's datasets and loaders (each sharded by the fold's runtime)."""
+
+    val_rows: pd.DataFrame
+    train_ds: ImageDataset
+    val_ds: ImageDataset
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+
+
+def fold_data(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, folds: pd.DataFrame, cache) -> FoldData:
+    """The training rows (every other fold) and validation rows (this fold) as loaders."""
+    train_rows, val_rows = folds[folds.fold != fold], folds[folds.fold == fold]
+    base = base_size_for(recipe.img_size)
+    transform = SizedTransforms(recipe.augment) if recipe.sizes else build_train_transform(recipe.img_size,
+                                                                                           recipe.augment)
+    train_ds = ImageDataset(train_rows.path, train_rows.label, base, transform, cache)
+    val_ds = ImageDataset(val_rows.path, val_rows.label, base, build_eval_transform(recipe.img_size), cache)
+    workers = settings.workers if settings.workers is not None else default_workers(rt.device, local_processes())
+    batch = recipe.batch_size // rt.world
+    train_loader = make_loader(train_ds, batch, shuffle=True, seed=recipe.seed * 31 + fold, workers=workers,
+                               runtime=rt, sizes=recipe.size_for_epoch if recipe.sizes else None)
+    val_loader = make_loader(val_ds, batch * 2, shuffle=False, seed=0, workers=workers, runtime=rt)
+    return FoldData(val_rows, train_ds, val_ds, train_loader, val_loader)
+
+
+def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, folds: pd.DataFrame,
+               cache, progress, tracker: Tracker | None = None) -> dict:
+    """Train one fold to its best epoch (resuming from its last.pt), write its OOF predictions.
+
+    With a distributed ``rt`` every process trains this fold together (DDP); otherwise this
+    process trains it alone. Returns the fold's validation scores (from the best checkpoint).
+    """
+    data = fold_data(fold, rt, recipe, settings, folds, cache)
+    torch.manual_seed(recipe.seed * 1000 + fold)  # the same initial weights on every process
+    np.random.seed(recipe.seed * 1000 + fold + 7919 * rt.rank)  # mixup's draws (timm uses numpy's generator)
+    placed = place_model(build_model(recipe.arch, recipe.img_size, pretrained=recipe.pretrained,
+                                     weights=recipe.weights, drop_rate=recipe.drop_rate),
+                         rt, channels_last=settings.channels_last, ddp=rt.distributed, compile=settings.compile)
+    if rt.distributed and rt.rank:  # each process its own dropout draws; the first keeps the one-process stream
+        torch.manual_seed(int(np.random.SeedSequence([recipe.seed, fold, rt.rank]).generate_state(1)[0]))
+    model = placed.model
+    normalize = BatchNormalizer(*normalization(model), rt.device, placed.channels_last)
+    amp = Amp(rt.device, rt.dtype)
+    optimizer, scheduler = build_optimizer(recipe, model, len(data.train_loader))
+    state = FitState(fold=fold, epochs=recipe.epochs, model=model, net=placed.net, optimizer=optimizer,
+                     scheduler=scheduler, amp=amp, runtime=rt)
+
+    def validate(weights: nn.Module) -> dict:
+        rt.sync_buffers(weights)  # every process evaluates (and the main one saves) the same weights
+        preds = evaluate(weights, data.val_loader, normalize, amp, rt)
+        val = score(data.val_ds.labels[preds.rows], preds.probs)
+        return {"val_loss": preds.loss, "val_acc": val["accuracy"], "val_logloss": val["log_loss"]}
+
+    callbacks = fold_callbacks(run, fold, rt, recipe, model, validate, progress, tracker)
+    mix = BinaryMix(recipe.mixup, recipe.cutmix, recipe.mix_prob, recipe.label_smoothing) \
+        if recipe.mixup or recipe.cutmix or recipe.label_smoothing else None
+    fit(state, data.train_loader, validate, normalize, callbacks, mix)
+    rt.barrier()  # best.pt is complete before any process reads it
+    return _out_of_fold(run, fold, rt, model, data, normalize, amp, tracker)
+
+
+def fold_callbacks(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, model: nn.Module, validate, progress,
+                   tracker: Tracker | None) -> list:
+    """The callbacks of a fold, in the order they run."""
+    extra, callbacks = {}, []
+    if recipe.freeze_bn:
+        callbacks.append(FreezeBatchNorm())
+    if recipe.ema:
+        extra["ema"] = Ema(model, recipe.ema_decay, validate)
+        callbacks.append(extra["ema"])
+    callbacks += [MetricsLog(run), Checkpointer(run, fold, meta={"recipe": recipe.to_dict()}, extra=extra),
+                  EarlyStopping(recipe.patience)]
+    if rt.is_main:
+        callbacks.append(ProgressBar(progress))
+    if tracker is not None:
+        callbacks.append(tracker)
+    return callbacks
+
+
+def _out_of_fold(run: RunDir, fold: int, rt: Runtime, model: nn.Module, data: FoldData, normalize, amp: Amp,
+                 tracker: Tracker | None) -> dict:
+    """Predict the fold's validation photos with best.pt (plain and mirrored) into its oof.csv; its scores."""
+    best = torch.load(run.best(fold), map_location="cpu", weights_only=False)
+    model.load_state_dict(best["model"])
+    preds = evaluate(model, data.val_loader, normalize, amp, rt)
+    mirrored = evaluate(model, data.val_loader, normalize, amp, rt, hflip=True)  # what predict's hflip TTA gives
+    oof = data.val_rows.iloc[preds.rows][["path", "label", "fold"]].assign(prob_dog=preds.probs,
+                                                                            prob_dog_hflip=mirrored.probs)
+    if rt.is_main:
+        write_csv(run.fold_oof(fold), oof)
+        if tracker is not None:
+            tracker.fold_done(fold, oof)
+    rt.barrier()
+    return score(oof.label.to_numpy(), oof.prob_dog.to_numpy()) | {"best_epoch": int(best["epoch"])}

@@ -1,0 +1,51 @@
+"""One place that prepares a model for the process that runs it: device, memory format, DistributedDataParallel
+and ``torch.compile``. Training and prediction both call :func:`place_model`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pipeline.train.runtime import Runtime
+
+
+@dataclass
+class Placed:
+    """A model ready to run.
+
+    Args:
+        model: the plain module on the device (checkpoints hold its state_dict).
+        net: what forward passes go through: the model, or its DDP and/or compiled wrapper.
+        channels_last: whether inputs should be channels_last (a conv net with the option on).
+    """
+
+    model: nn.Module
+    net: nn.Module
+    channels_last: bool
+
+
+def place_model(model: nn.Module, rt: Runtime, *, channels_last: bool = True, ddp: bool = False,
+                compile: bool = False) -> Placed:
+    """Move ``model`` to ``rt``'s device (channels_last for conv nets when asked) and wrap it.
+
+    Args:
+        model: a freshly built (or loaded) plain module.
+        rt: the process's runtime.
+        channels_last: use channels_last memory for models with convolutions.
+        ddp: wrap in DistributedDataParallel (every process trains this model together); under nccl
+            BatchNorm layers become SyncBatchNorm first.
+        compile: ``torch.compile`` the forward pass.
+    """
+    conv = channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    model = model.to(rt.device, memory_format=torch.channels_last if conv else torch.contiguous_format)
+    net = model
+    if ddp and rt.distributed:
+        if rt.backend == "nccl":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda"
+                                                  else None)
+    if compile:
+        net = torch.compile(net)
+    return Placed(model, net, conv)

@@ -1,0 +1,179 @@
+"""What ``pipeline train`` was asked, and the run folder it opens: a new run (checked, then created under its
+lock), a resumed one (its recipe kept, changed settings recorded), or the run a restarted torchrun job
+or a launcher's worker joins."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from pipeline import __version__
+from pipeline.data.folds import read_folds
+from pipeline.errors import ConfigError
+from pipeline.fileio import write_csv
+from pipeline.rundir import SCHEMA, RunDir, all_runs, find_run
+from pipeline.train.preflight import check_fits
+from pipeline.train.recipe import build_recipe, check_fields, load_recipe_file
+from pipeline.train.runtime import Runtime, restarting
+from pipeline.train.settings import RunSettings
+from pipeline.train.tracking import resolve_tracker
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainRequest:
+    """What ``pipeline train`` was asked.
+
+    Args:
+        recipe: a named recipe or a TOML file; None: the built-in defaults (LeNet).
+        overrides: recipe fields given explicitly (they override the recipe).
+        settings: :class:`RunSettings` fields given explicitly.
+        resume: continue ``settings["run_name"]`` (or the newest run).
+        attach: join a run that the launcher created and holds the lock of (``--nproc``).
+    """
+
+    recipe: str | None = None
+    overrides: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    resume: bool = False
+    attach: bool = False
+
+
+
+def environment(rt: Runtime) -> dict:
+    import albumentations
+    import timm
+
+    env = {"pipeline": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "timm": timm.__version__, "albumentations": albumentations.__version__,
+           "device": str(rt.device), "precision": str(rt.dtype).removeprefix("torch."),
+           "threads": torch.get_num_threads(), "processes": rt.world, "host": platform.node()}
+    if rt.device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(rt.device)
+    return env
+
+
+def requested_settings(request: TrainRequest) -> RunSettings:
+    """The run settings this request runs with: the given ones over the defaults (a new run) or over
+    the run's saved ones (a resume or an attach)."""
+    given = dict(request.settings)
+    if request.resume or request.attach:
+        return RunSettings.from_dict(_existing_run(given).config()["settings"] | given).checked()
+    return RunSettings.from_dict(given).checked()
+
+
+def _existing_run(given: dict) -> RunDir:
+    """The run --resume (or a launcher's worker) continues: ``run_name``, or the newest run."""
+    return find_run(given.get("runs_dir", RunSettings.runs_dir), given.get("run_name"), finished=False)
+
+
+def _run_of_this_job(given: dict) -> RunDir | None:
+    """The run this torchrun job created before it restarted its workers: the named one if it exists,
+    else the one whose config records torchrun's run id."""
+    runs_dir = given.get("runs_dir", RunSettings.runs_dir)
+    if given.get("run_name"):
+        run = RunDir(Path(runs_dir) / given["run_name"])
+        return run if run.exists() else None
+    job = os.environ.get("TORCHELASTIC_RUN_ID")
+    mine = [r for r in all_runs(runs_dir) if job and r.config().get("launch", {}).get("job") == job]
+    return mine[-1] if mine else None
+
+
+def prepare_run(request: TrainRequest, rt: Runtime):
+    """Create the run folder (or reopen it with ``resume``) and take its lock.
+
+    Returns ``(RunDir, lock)``; the lock is held until released (the caller releases it at the end).
+    A launcher's worker (``attach``) joins the run the launcher holds, without a lock.
+    """
+    settings = requested_settings(request)
+    if request.attach:
+        return _existing_run(request.settings), None
+    resume = request.resume
+    found = _run_of_this_job(request.settings) if restarting() and not resume else None
+    if found is not None:  # torchrun started the workers again: continue the run this job made
+        resume, request = True, dataclasses.replace(request, settings=request.settings | {"run_name": found.name})
+    return (_resume_run if resume else _new_run)(request, settings, rt)
+
+
+def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime):
+    resolve_tracker(settings.tracker)  # a missing package is one line now, not after the first fold
+    recipe = build_recipe(request.recipe, request.overrides)
+    settings.run_name = settings.run_name or f"{recipe.arch}-{datetime.now():%Y%m%d-%H%M%S}"
+    folds = read_folds(settings.data_dir)
+    n_folds = int(folds.fold.max()) + 1
+    selected = settings.folds if settings.folds is not None else list(range(n_folds))
+    bad = [k for k in selected if not 0 <= k < n_folds]
+    if bad:
+        raise ConfigError(f"--folds {bad} out of range: {Path(settings.data_dir) / 'folds.csv'} has folds "
+                          f"0..{n_folds - 1}.")
+    settings.folds = selected
+    check_fits(recipe, settings, rt, n_images=len(folds))
+    run = RunDir(Path(settings.runs_dir) / settings.run_name)
+    lock = run.lock()
+    if run.exists():
+        lock.release()
+        raise ConfigError(f"Run {run.path} exists already; add --resume to continue it or pick another --run-name.")
+    write_csv(run.folds_path, folds[["path", "label", "fold"]])
+    run.write_config({"schema": SCHEMA, "recipe": recipe.to_dict(), "settings": dataclasses.asdict(settings),
+                      "folds": selected, "n_folds": n_folds,
+                      "recipe_source": str(request.recipe) if request.recipe else None,
+                      "environment": environment(rt),
+                      "launch": {"processes": rt.world, "job": os.environ.get("TORCHELASTIC_RUN_ID")},
+                      "folds_csv": str(Path(settings.data_dir) / "folds.csv"),
+                      "created": datetime.now().isoformat(timespec="seconds"), "resumes": []})
+    return run, lock
+
+
+def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime):
+    """Reopen a run: its recipe must stay as it was; settings never change what is learned, so any may
+    change (and are recorded)."""
+    run = _existing_run(request.settings)
+    lock = run.lock(wait=60 if restarting() else 0)  # a restarted job waits for its old process to let go
+    try:
+        config = run.config()
+        asked = (load_recipe_file(request.recipe) if request.recipe else {}) | check_fields(request.overrides,
+                                                                                            "command line")
+        differ = {k: (config["recipe"].get(k), v) for k, v in asked.items() if config["recipe"].get(k) != v}
+        saved_settings = config["settings"]
+        if differ:
+            listing = "; ".join(f"{k.replace('_', '-')} {old!r} -> {new!r}" for k, (old, new) in differ.items())
+            raise ConfigError(f"--resume continues run {run.name} with the recipe it started with; these options "
+                              f"differ from it: {listing}. Drop them, or start a new run (another --run-name).")
+        n_folds = config["n_folds"]
+        if settings.folds is not None and any(not 0 <= k < n_folds for k in settings.folds):
+            raise ConfigError(f"--folds {settings.folds} out of range: run {run.name} has folds 0..{n_folds - 1}.")
+        _warn_if_resplit(run, settings)
+        resolve_tracker(settings.tracker)
+        changed = {k: v for k, v in request.settings.items()
+                   if saved_settings.get(k) != v and k not in ("run_name", "runs_dir")}
+        config["settings"] = dataclasses.asdict(settings)
+        config["folds"] = settings.folds if settings.folds is not None else config["folds"]
+        config["settings"]["folds"] = config["folds"]
+        config["resumes"] = [*config.get("resumes", []), {"time": datetime.now().isoformat(timespec="seconds"),
+                                                          "changed": changed, "restart": restarting()}]
+        run.write_config(config)
+    except BaseException:
+        lock.release()
+        raise
+    return run, lock
+
+
+def _warn_if_resplit(run: RunDir, settings: RunSettings) -> None:
+    current = Path(settings.data_dir) / "folds.csv"
+    if not current.exists():
+        return
+    cols = ["path", "label", "fold"]
+    now = pd.read_csv(current)[cols].sort_values("path", kind="stable").reset_index(drop=True)
+    own = run.read_folds()[cols].sort_values("path", kind="stable").reset_index(drop=True)
+    if not now.equals(own):
+        _logger.warning("%s has changed since run %s started (re-split?); the run keeps its own folds (%s), so its "
+                        "cross-validation stays free of leaks.", current, run.name, run.folds_path)

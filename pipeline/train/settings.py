@@ -1,0 +1,64 @@
+"""Where and how a run trains: the run settings, saved in the run's config.json beside its recipe.
+
+A recipe (:mod:`pipeline.train.recipe`) says what is learned; these settings say where and how it runs
+(device, precision, loader processes, folders, how processes share the work). The process that runs them
+is :class:`pipeline.train.runtime.Runtime`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from pipeline.choices import DEVICES, PARALLEL, PRECISIONS
+from pipeline.errors import ConfigError
+
+
+@dataclass
+class RunSettings:
+    """How and where a run trains; saved in the run's config.json. None fields are chosen per machine.
+
+    Changing these never changes what is learned (on the CPU, given the same thread count, never a
+    figure), so ``--resume`` accepts new values for them.
+    """
+
+    device: str = "auto"  # one of DEVICES
+    precision: str = "auto"  # one of PRECISIONS
+    workers: int | None = None  # loader processes per training process
+    threads: int | None = None  # torch CPU threads per process (None: torch's default)
+    cache: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    progress: bool = True
+    tracker: str = "auto"  # one of TRACKERS; auto: TensorBoard when installed
+    report: bool = True  # write the HTML report when the run finishes
+    parallel: str = "auto"  # one of PARALLEL (only matters with several processes)
+    folds: list[int] | None = None  # None: every fold in folds.csv
+    data_dir: str = "data"
+    runs_dir: str = "runs"
+    run_name: str | None = None
+
+    def checked(self) -> RunSettings:
+        """Self, after checking every choice (a ConfigError names the bad value)."""
+        for name, value, allowed in [("device", self.device, DEVICES), ("precision", self.precision, PRECISIONS),
+                                     ("parallel", self.parallel, PARALLEL)]:
+            if value not in allowed:
+                raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}.")
+        for name in ("workers", "threads"):
+            value = getattr(self, name)
+            if value is not None and (value < 0 or (name == "threads" and value == 0)):
+                raise ConfigError(f"--{name} must be {'zero or more' if name == 'workers' else 'at least 1'}, "
+                                  f"got {value}.")
+        if self.folds is not None and any(k < 0 for k in self.folds):
+            raise ConfigError(f"--folds takes fold numbers from 0, got {self.folds}.")
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunSettings:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def of_run(cls, run) -> RunSettings:
+        """The settings saved in a run's config.json (``run``: a :class:`pipeline.rundir.RunDir`)."""
+        return cls.from_dict(run.config()["settings"])
