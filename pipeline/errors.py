@@ -10,7 +10,13 @@ NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class PipelineError(Exception):
-    """Base class: the message is a complete sentence saying what went wrong and what to do."""
+    """Base class: the message is a complete sentence saying what went wrong and what to do.
+
+    ``secondary`` (an attribute set on the instance) marks an error that repeats what another process of the
+    same job has said; the command line does not print it again.
+    """
+
+    secondary = False
 
 
 class DownloadError(PipelineError):

@@ -9,6 +9,7 @@ import difflib
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -181,7 +182,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             break
     if not isinstance(state, dict):
         raise ConfigError(f"--weights file {path} holds no state dict.")
-    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+    state = {strip_wrappers(k): v for k, v in state.items()}
     own = model.state_dict()
     head = {k for k, v in state.items() if k in own and own[k].shape != v.shape}
     fitting = {k: v for k, v in state.items() if k not in head}
@@ -194,25 +195,61 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         _logger.info("weights %s: re-initialised %s (shape differs)", path, ", ".join(sorted(head)))
 
 
-def training_memory_bytes(arch: str, img_size: int, batch_size: int, half: bool = False) -> int:
-    """A rough estimate of the memory one training step of ``arch`` takes, without allocating it.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel's and torch.compile's
 
-    The model is built and run on PyTorch's meta device (shapes only): weights with their gradient
-    and two AdamW moments, the input, and every layer's output kept for the backward pass (in half
-    precision under AMP).
+
+def strip_wrappers(key: str) -> str:
+    """A state-dict key without the prefixes wrappers add, in any order and number: ``_orig_mod.module.x``
+    (``torch.compile(DDP(model))``, this project's order), ``module._orig_mod.x`` and ``module.x`` give ``x``."""
+    while prefix := next((p for p in WRAPPER_PREFIXES if key.startswith(p)), None):
+        key = key[len(prefix):]
+    return key
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes one process needs for ``arch`` at one image size and batch (see :func:`memory_estimate`).
+
+    Args:
+        params: the weights' element count.
+        step: one training step: weights, their gradient and two AdamW moments (16 bytes a weight), the input,
+            and every layer's output kept for the backward pass.
+        evaluation: one evaluation batch (twice the training batch, no gradient): the input and the largest
+            layer output held at once, twice over (a layer's input and output).
+        ema: the moving average of the weights (4 bytes a weight) when the recipe keeps one.
+    """
+
+    params: int
+    step: int
+    evaluation: int
+    ema: int
+
+    @property
+    def peak(self) -> int:
+        """The most the process holds at once: the larger of a step and an evaluation, and the EMA copy."""
+        return max(self.step, self.evaluation + 16 * self.params) + self.ema
+
+
+def memory_estimate(arch: str, img_size: int, batch_size: int, *, half: bool = False,
+                    ema: bool = False) -> MemoryEstimate:
+    """A rough estimate of the memory one training process of ``arch`` takes, without allocating it.
+
+    The model is built and run on PyTorch's meta device (shapes only).
 
     Args:
         arch: the architecture.
         img_size: input side in pixels.
         batch_size: images per step in one process.
         half: activations in 16 bits (autocast on a GPU).
+        ema: the recipe keeps a moving average of the weights.
     """
-    outputs = 0
+    outputs, largest = 0, 0
 
     def count(_module, _inputs, out):
-        nonlocal outputs
+        nonlocal outputs, largest
         if isinstance(out, torch.Tensor):
             outputs += out.numel()
+            largest = max(largest, out.numel())
 
     with torch.device("meta"):
         model = build_model(arch, img_size)
@@ -222,4 +259,6 @@ def training_memory_bytes(arch: str, img_size: int, batch_size: int, half: bool 
         for h in hooks:
             h.remove()
     params = sum(p.numel() for p in model.parameters())
-    return 16 * params + (2 if half else 4) * outputs + 4 * x.numel()
+    act = 2 if half else 4
+    return MemoryEstimate(params=params, step=16 * params + act * outputs + 4 * x.numel(),
+                          evaluation=2 * (4 * x.numel() + 2 * act * largest), ema=4 * params if ema else 0)

@@ -13,6 +13,7 @@
     test_probs.csv     after ``predict``: id, prob_dog and one column per fold (+ test_probs.json)
     report/            the HTML report and its figures
     tensorboard/       TensorBoard event files, one folder per fold (with --tracker tensorboard)
+    failed.txt         the error a process of a multi-process job stopped on (removed when the run resumes)
     .lock              held by the process that trains the run (an advisory file lock)
 
 Training, inference, the report and the CLI ask this module for paths and facts; none spells a
@@ -117,6 +118,11 @@ class RunDir:
 
     def fold_oof(self, k: int) -> Path:
         return self.fold_dir(k) / "oof.csv"
+
+    @property
+    def failed_path(self) -> Path:
+        """Written by a process of a ``--parallel folds`` job that stopped on an error, so the others stop too."""
+        return self.path / "failed.txt"
 
     # ---- config --------------------------------------------------------------------------
     def exists(self) -> bool:

@@ -30,6 +30,18 @@ def tiny_config(data_dir: Path, runs_dir: Path, **overrides) -> TrainRequest:
                         settings={k: v for k, v in options.items() if k not in FIELDS})
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip where PyTorch sees no GPU (this machine, CI) and run where it does."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def sample_images(tmp_path_factory) -> Path:
     """The bundled sample unpacked: ``train/`` (600 labelled photos) and ``test/`` (100)."""

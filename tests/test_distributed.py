@@ -95,6 +95,33 @@ def test_ddp_trains_one_fold_together_and_predict_loads_it_alone(project):
     pd.testing.assert_frame_equal(metrics(project / "runs" / "torchrun"), m)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_torchrun_agents_on_one_rendezvous_make_the_run_nproc_2_makes(project):
+    """The multi-node form (issue 18): two agents, as on two machines, meet at a c10d rendezvous on this
+    machine and train one run, fold for fold what `--nproc 2` trains."""
+    port = _free_port()
+    agent = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+             f"127.0.0.1:{port}", "--rdzv-id", "two-nodes", "-m", "pipeline", "train", *TINY, "--epochs", "2",
+             "--threads", "1", "--run-name", "nodes"]
+    agents = [pipeline(*agent, cwd=project, wait=False, module="torch.distributed.run") for _ in range(2)]
+    outs = [a.communicate(timeout=600) for a in agents]
+    assert [a.returncode for a in agents] == [0, 0], [err[-3000:] for _, err in outs]
+    pipeline("train", *TINY, "--epochs", "2", "--nproc", "2", "--run-name", "two", cwd=project)
+    runs = project / "runs"
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["nodes", "two"]  # one run, not two
+    check_run(runs / "nodes", 600)
+    pd.testing.assert_frame_equal(metrics(runs / "nodes"), metrics(runs / "two"))
+    a, b = (pd.read_csv(runs / r / "oof.csv").sort_values("path").reset_index(drop=True) for r in ("nodes", "two"))
+    pd.testing.assert_frame_equal(a, b)
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for p in Path("/proc").iterdir():

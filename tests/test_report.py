@@ -267,7 +267,7 @@ def _two_runs(tiny_run: Path, runs: Path) -> tuple[Path, Path]:
     a = _copy_run(tiny_run, runs / "a", files=("config.json", "metrics.csv", "cv.json", "oof.csv"))
     b = _copy_run(tiny_run, runs / "b", files=("config.json", "metrics.csv", "cv.json", "oof.csv"))
     oof = pd.read_csv(b / "oof.csv")
-    noise = np.random.default_rng(0).normal(0, 0.15, len(oof))
+    noise = np.random.default_rng(0).normal(0, oof.prob_dog.std(), len(oof))  # as large as the runs' own spread
     oof["prob_dog"] = np.clip(oof.prob_dog + noise, 0.01, 0.99)
     oof.to_csv(b / "oof.csv", index=False)
     cv = json.loads((b / "cv.json").read_text())

@@ -1,6 +1,7 @@
-"""tools/: the sample builder runs from any folder and reproduces the bundled sample."""
+"""tools/ and benchmarks/gpu_check.py: the sample builder reproduces the bundled sample; the GPU check runs."""
 
 import io
+import json
 import subprocess
 import sys
 import zipfile
@@ -32,3 +33,30 @@ def test_make_sample_runs_from_another_folder_and_reproduces_the_sample(tmp_path
         assert (tmp_path / "out" / name).read_text() == (SAMPLE / name).read_text()
     for name in ("train.zip", "test.zip"):
         assert _members(tmp_path / "out" / name) == _members(SAMPLE / name)
+
+
+GPU_CHECK = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+
+
+def test_gpu_check_says_in_one_line_that_there_is_no_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the script runs its checks instead")
+    proc = subprocess.run([sys.executable, str(GPU_CHECK)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines() == [
+        "gpu_check: PyTorch sees no CUDA GPU on this machine (torch.cuda.is_available() is False); nothing to "
+        "check here."]
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_every_row_on_the_cpu(tmp_path):
+    """The script's own code, on the CPU with tiny sizes, so that it does not rot between lent GPUs."""
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, str(GPU_CHECK), "--device", "cpu", "--quick", "--no-tests", "--data",
+                           str(GPU_CHECK.parents[1] / "pipeline" / "sample"), "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {r["check"]: r for r in json.loads(out.read_text())}
+    assert [r["status"] for r in rows.values()][:7] == ["ok"] * 7
+    assert rows["finetune fold"]["photos"] == 120 and rows["resnet50 img/s"]["ratio"] > 0

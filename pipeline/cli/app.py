@@ -57,7 +57,7 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except PipelineError as exc:
-            if not getattr(exc, "from_main", False):  # under torchrun the main process says it once
+            if not getattr(exc, "secondary", False):  # an error another process of the job has said already
                 err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(130 if isinstance(exc, Interrupted) else 1) from None
         except OSError as exc:

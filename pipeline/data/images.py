@@ -223,15 +223,28 @@ class BatchNormalizer:
         return out.copy_(x).sub_(self.mean).div_(self.std)
 
 
+def drop_last_batch(items: int, batch_size: int, training: bool) -> bool:
+    """Whether a loader drops its incomplete last batch: in training, as timm does, since it can be a single
+    image (BatchNorm over one value raises in train mode) and a small batch gives a noisy step; never when
+    that would leave no batch at all, and never for evaluation (every image is predicted).
+
+    Args:
+        items: the items one process's loader yields in an epoch.
+        batch_size: its batch size.
+        training: a training loader (shuffled).
+    """
+    return training and items > batch_size and items % batch_size != 0
+
+
 def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, seed: int, workers: int,
                 runtime, sizes=None) -> torch.utils.data.DataLoader:
     """A DataLoader over ``(index, seed)`` items, sharded by ``runtime``'s rank: pinned memory on CUDA,
-    persistent workers."""
+    persistent workers; a shuffled (training) loader drops an incomplete last batch (:func:`drop_last_batch`)."""
+    sampler = SeededSampler(len(dataset), seed, shuffle, rank=runtime.rank, world=runtime.world, sizes=sizes)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size,
-        sampler=SeededSampler(len(dataset), seed, shuffle, rank=runtime.rank, world=runtime.world, sizes=sizes),
+        dataset, batch_size=batch_size, sampler=sampler,
         num_workers=workers, pin_memory=runtime.device.type == "cuda", persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None, drop_last=False,
+        prefetch_factor=4 if workers > 0 else None, drop_last=drop_last_batch(len(sampler), batch_size, shuffle),
         # its own generator: the loader's seed draw must not consume the global RNG (dropout's),
         # or runs with and without persistent workers would diverge after the first epoch
         generator=torch.Generator().manual_seed(seed))

@@ -62,7 +62,7 @@ class Checkpointer(Callback):
         state.model.load_state_dict(saved["model"])
         state.optimizer.load_state_dict(saved["optimizer"])
         state.scheduler.load_state_dict(saved["scheduler"])
-        state.amp.scaler.load_state_dict(saved["scaler"])
+        state.amp.load_scaler(saved["scaler"])
         for name, obj in self.extra.items():
             obj.load_state_dict(saved["extra"][name])
         _set_rng_state(saved["rng"], state.runtime)

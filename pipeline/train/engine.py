@@ -42,6 +42,19 @@ class Amp:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
+    def load_scaler(self, saved: dict) -> None:
+        """Restore the loss scale a checkpoint saved, when both it and this run scale losses.
+
+        A scaler saved disabled (CPU, fp32, bf16) holds ``{}``, which an enabled one refuses to load; settings
+        may change on ``--resume`` (a run started in bf16 or on the CPU, continued on a T4 in fp16), so an
+        empty state starts the scale afresh, as a new run does, and an enabled one is ignored by a disabled
+        scaler.
+        """
+        if saved and self.scaler.is_enabled():
+            self.scaler.load_state_dict(saved)
+        elif self.scaler.is_enabled():
+            _logger.info("the checkpoint was trained without loss scaling; fp16 starts with a fresh loss scale")
+
     def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """One logit per image, as float32."""
         with self.autocast():
@@ -181,7 +194,8 @@ def evaluate(model: nn.Module, loader, normalize, amp: Amp, runtime: Runtime | N
         p = torch.sigmoid(logits)
         if hflip:
             p = (p + torch.sigmoid(amp.logits(model, torch.flip(x, dims=[3])))) / 2
-        losses.append(nn.functional.binary_cross_entropy_with_logits(logits, y.to(logits.device), reduction="none"))
+        y = y.to(logits.device, non_blocking=True)
+        losses.append(nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none"))
         probs.append(p)
         rows.append(idx)
     rows_np = torch.cat(rows).numpy()

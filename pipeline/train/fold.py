@@ -27,6 +27,7 @@ from pipeline.train.engine import Amp, FitState, evaluate, fit
 from pipeline.train.mixing import BinaryMix
 from pipeline.train.optim import build_optimizer
 from pipeline.train.placement import place_model
+from pipeline.train.preflight import out_of_memory
 from pipeline.train.recipe import Recipe
 from pipeline.train.runtime import Runtime, default_workers, local_processes
 from pipeline.train.settings import RunSettings
@@ -78,7 +79,7 @@ def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: Ru
     model = placed.model
     normalize = BatchNormalizer(*normalization(model), rt.device, placed.channels_last)
     amp = Amp(rt.device, rt.dtype)
-    optimizer, scheduler = build_optimizer(recipe, model, len(data.train_loader))
+    optimizer, scheduler = build_optimizer(recipe, model, len(data.train_loader), rt.device)
     state = FitState(fold=fold, epochs=recipe.epochs, model=model, net=placed.net, optimizer=optimizer,
                      scheduler=scheduler, amp=amp, runtime=rt)
 
@@ -91,7 +92,10 @@ def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: Ru
     callbacks = fold_callbacks(run, fold, rt, recipe, model, validate, progress, tracker)
     mix = BinaryMix(recipe.mixup, recipe.cutmix, recipe.mix_prob, recipe.label_smoothing) \
         if recipe.mixup or recipe.cutmix or recipe.label_smoothing else None
-    fit(state, data.train_loader, validate, normalize, callbacks, mix)
+    try:
+        fit(state, data.train_loader, validate, normalize, callbacks, mix)
+    except torch.OutOfMemoryError:
+        raise out_of_memory(recipe, recipe.batch_size // rt.world, rt.device, fold, state.epoch) from None
     rt.barrier()  # best.pt is complete before any process reads it
     return _out_of_fold(run, fold, rt, model, data, normalize, amp, tracker)
 

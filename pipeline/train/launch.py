@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.errors import ConfigError, Interrupted, PipelineError
 from pipeline.train.request import TrainRequest, prepare_run, requested_settings
-from pipeline.train.runtime import Runtime, available_cores, launched_world
+from pipeline.train.runtime import Runtime, available_cores, launched_world, resolve_device, resolve_precision
 from pipeline.train.session import train
 
 _logger = logging.getLogger(__name__)
@@ -58,14 +58,16 @@ def launch(request: TrainRequest, nproc: int, max_restarts: int = 0, *,
         raise ConfigError("This process was itself started by torchrun; drop --nproc (torchrun already starts the "
                           "processes).")
     settings = requested_settings(request)
-    rt = Runtime.from_env(settings.device, settings.precision)
-    if rt.device.type == "cuda":
+    # this process only checks and starts the workers: it asks the GPU nothing that would open a context
+    device = resolve_device(settings.device)
+    rt = Runtime(device, resolve_precision(settings.precision, device))
+    if device.type == "cuda":
         import torch
 
         if nproc > torch.cuda.device_count():
             raise ConfigError(f"--nproc {nproc} needs {nproc} GPUs but {torch.cuda.device_count()} are visible; "
                               "start at most one process per GPU.")
-    run_dir, lock = prepare_run(request, rt)
+    run_dir, lock = prepare_run(request, rt, processes=nproc)
     threads = settings.threads or max(1, available_cores() // nproc)
     worker_request = TrainRequest(settings={"run_name": run_dir.name, "runs_dir": str(run_dir.path.parent),
                                             "threads": threads}, attach=True)
@@ -93,8 +95,8 @@ def launch(request: TrainRequest, nproc: int, max_restarts: int = 0, *,
             os.environ["OMP_NUM_THREADS"] = old_omp
         if lock is not None:
             lock.release()
-        rt.close()
-    errors = [r["error"] for _, r in sorted(results.items()) if "error" in r]
+    errors = sorted((r["error"] for _, r in sorted(results.items()) if "error" in r),
+                    key=lambda e: e.secondary)  # the process that failed first, then those that stopped for it
     if errors:
         raise errors[0]
     return results[0]["cv"]

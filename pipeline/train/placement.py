@@ -35,7 +35,7 @@ def place_model(model: nn.Module, rt: Runtime, *, channels_last: bool = True, dd
         rt: the process's runtime.
         channels_last: use channels_last memory for models with convolutions.
         ddp: wrap in DistributedDataParallel (every process trains this model together); under nccl
-            BatchNorm layers become SyncBatchNorm first.
+            BatchNorm layers become SyncBatchNorm first (:func:`sync_batchnorm`).
         compile: ``torch.compile`` the forward pass.
     """
     conv = channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -43,9 +43,21 @@ def place_model(model: nn.Module, rt: Runtime, *, channels_last: bool = True, dd
     net = model
     if ddp and rt.distributed:
         if rt.backend == "nccl":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = sync_batchnorm(model, rt.tensor_group)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda"
-                                                  else None)
+                                                  else None, process_group=rt.tensor_group)
     if compile:
         net = torch.compile(net)
     return Placed(model, net, conv)
+
+
+def sync_batchnorm(model: nn.Module, process_group=None) -> nn.Module:
+    """``model`` with every BatchNorm synchronised over ``process_group``, its fused activations kept.
+
+    timm's conversion, not torch's: ``nn.SyncBatchNorm.convert_sync_batchnorm`` turns timm's
+    ``BatchNormAct2d`` (EfficientNet, MobileNet, RegNet, ...) into a plain SyncBatchNorm and drops its
+    ``act`` and ``drop`` children, so the network trained is not the one saved.
+    """
+    from timm.layers import convert_sync_batchnorm
+
+    return convert_sync_batchnorm(model, process_group)

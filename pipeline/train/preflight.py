@@ -1,4 +1,4 @@
-"""Checks before any work: does the decoded-image cache fit the disk, does one training step fit in memory."""
+"""Checks before any work: does the decoded-image cache fit the disk, does one training process fit in memory."""
 
 from __future__ import annotations
 
@@ -12,15 +12,35 @@ from pipeline.data.cache import DecodedCache
 from pipeline.data.images import base_size_for
 from pipeline.errors import ConfigError
 from pipeline.fileio import human_size
-from pipeline.models import training_memory_bytes
+from pipeline.models import memory_estimate
 from pipeline.train.recipe import Recipe
-from pipeline.train.runtime import Runtime
 from pipeline.train.settings import RunSettings
 
+# What the estimate does not see on a GPU: the CUDA context (0.3-0.5 GiB), cuDNN's workspace and kernels, and
+# the caching allocator's fragmentation. A run that passes the check with less room than this fails at step 1.
+GPU_RESERVED = 1 << 30
+GPU_SLACK = 1.15
 
-def check_fits(recipe: Recipe, settings: RunSettings, rt: Runtime, n_images: int) -> None:
-    """Refuse an image size or batch that cannot fit: the decoded cache on the disk, one training
-    step in memory (estimated on the meta device, so nothing is allocated)."""
+
+def memory_needed(recipe: Recipe, batch: int, device: torch.device, dtype: torch.dtype) -> int:
+    """Bytes one training process needs: :class:`pipeline.models.MemoryEstimate`'s peak for ``batch`` images per
+    step, and on a GPU the reserve and slack above."""
+    peak = memory_estimate(recipe.arch, recipe.img_size, batch, half=dtype != torch.float32, ema=recipe.ema).peak
+    return int(peak * GPU_SLACK) + GPU_RESERVED if device.type == "cuda" else peak
+
+
+def check_fits(recipe: Recipe, settings: RunSettings, device: torch.device, dtype: torch.dtype, n_images: int,
+               batch: int) -> None:
+    """Refuse an image size or batch that cannot fit: the decoded cache on the disk, one training process in
+    memory (estimated on the meta device, so nothing is allocated).
+
+    Args:
+        recipe: the resolved recipe.
+        settings: the run settings (the cache and the data folder).
+        device, dtype: where and in which precision each training process runs.
+        n_images: photos the cache holds.
+        batch: images one process puts through a step (:func:`pipeline.train.runtime.batch_per_process`).
+    """
     base = base_size_for(recipe.img_size)
     if settings.cache:
         cache_dir = Path(settings.data_dir) / "cache"
@@ -30,17 +50,17 @@ def check_fits(recipe: Recipe, settings: RunSettings, rt: Runtime, n_images: int
             raise ConfigError(f"--img-size {recipe.img_size} needs a {human_size(need)} image cache for "
                               f"{n_images} photos but {probe} has {human_size(free)} free; lower --img-size, "
                               "free some space, or pass --no-cache.")
-    need = training_memory_bytes(recipe.arch, recipe.img_size, recipe.batch_size // max(1, rt.world),
-                                 half=rt.dtype != torch.float32)
-    have, where = available_memory(rt.device)
+    need = memory_needed(recipe, batch, device, dtype)
+    have, where = available_memory(device)
     if need > have:
-        raise ConfigError(f"--img-size {recipe.img_size} with --batch-size {recipe.batch_size} needs about "
-                          f"{human_size(need)} for one training step of {recipe.arch}, but {where} has "
-                          f"{human_size(have)} available; lower --img-size or --batch-size.")
+        per = f" ({batch} per process)" if batch != recipe.batch_size else ""
+        raise ConfigError(f"--img-size {recipe.img_size} with --batch-size {recipe.batch_size}{per} needs about "
+                          f"{human_size(need)} for one training step of {recipe.arch} in each process, but {where} "
+                          f"has {human_size(have)} available; lower --batch-size or --img-size.")
 
 
 def available_memory(device: torch.device) -> tuple[int, str]:
-    """Bytes a training step may use on ``device`` and a name for it."""
+    """Bytes a training process may use on ``device`` and a name for it."""
     if device.type == "cuda":  # the card's size: asking for free memory would open a CUDA context here
         return torch.cuda.get_device_properties(device).total_memory, f"GPU {device.index}"
     try:
@@ -49,3 +69,20 @@ def available_memory(device: torch.device) -> tuple[int, str]:
         return int(info["MemAvailable"].split()[0]) * 1024, "this machine"
     except (OSError, KeyError, ValueError):
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"), "this machine"
+
+
+def out_of_memory(recipe: Recipe, batch: int, device: torch.device, fold: int, epoch: int) -> ConfigError:
+    """The one line for a process that ran out of memory although the estimate let it start.
+
+    Args:
+        recipe: the run's recipe.
+        batch: images per step in this process.
+        device: where it ran out.
+        fold, epoch: where in the run (from 0).
+    """
+    where = f"GPU {device.index}" if device.type == "cuda" else "this machine"
+    smaller = max(1, recipe.batch_size // 2)
+    return ConfigError(f"Out of memory on {where} in fold {fold}, epoch {epoch + 1}: {batch} images of "
+                       f"{recipe.img_size} px per step of {recipe.arch} do not fit. Train again with a smaller "
+                       f"--batch-size (e.g. {smaller}) or --img-size (a new --run-name: they change the recipe); "
+                       "finished folds are kept.")

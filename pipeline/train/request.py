@@ -22,7 +22,7 @@ from pipeline.fileio import write_csv
 from pipeline.rundir import SCHEMA, RunDir, all_runs, find_run
 from pipeline.train.preflight import check_fits
 from pipeline.train.recipe import build_recipe, check_fields, load_recipe_file
-from pipeline.train.runtime import Runtime, restarting
+from pipeline.train.runtime import Runtime, batch_per_process, parallel_mode, restarting
 from pipeline.train.settings import RunSettings
 from pipeline.train.tracking import resolve_tracker
 
@@ -88,11 +88,16 @@ def _run_of_this_job(given: dict) -> RunDir | None:
     return mine[-1] if mine else None
 
 
-def prepare_run(request: TrainRequest, rt: Runtime):
+def prepare_run(request: TrainRequest, rt: Runtime, processes: int | None = None):
     """Create the run folder (or reopen it with ``resume``) and take its lock.
 
     Returns ``(RunDir, lock)``; the lock is held until released (the caller releases it at the end).
     A launcher's worker (``attach``) joins the run the launcher holds, without a lock.
+
+    Args:
+        request: what was asked.
+        rt: this process's runtime.
+        processes: the training processes of the job (the launcher's workers); default ``rt.world``.
     """
     settings = requested_settings(request)
     if request.attach:
@@ -101,10 +106,12 @@ def prepare_run(request: TrainRequest, rt: Runtime):
     found = _run_of_this_job(request.settings) if restarting() and not resume else None
     if found is not None:  # torchrun started the workers again: continue the run this job made
         resume, request = True, dataclasses.replace(request, settings=request.settings | {"run_name": found.name})
-    return (_resume_run if resume else _new_run)(request, settings, rt)
+    if resume:
+        return _resume_run(request, settings, rt)
+    return _new_run(request, settings, rt, processes or rt.world)
 
 
-def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime):
+def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processes: int):
     resolve_tracker(settings.tracker)  # a missing package is one line now, not after the first fold
     recipe = build_recipe(request.recipe, request.overrides)
     settings.run_name = settings.run_name or f"{recipe.arch}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -116,7 +123,12 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime):
         raise ConfigError(f"--folds {bad} out of range: {Path(settings.data_dir) / 'folds.csv'} has folds "
                           f"0..{n_folds - 1}.")
     settings.folds = selected
-    check_fits(recipe, settings, rt, n_images=len(folds))
+    mode = parallel_mode(settings.parallel, len(selected), processes)
+    if mode == "ddp" and recipe.batch_size % processes:
+        raise ConfigError(f"--parallel ddp splits each batch over {processes} processes: --batch-size "
+                          f"{recipe.batch_size} must be a multiple of {processes}.")
+    check_fits(recipe, settings, rt.device, rt.dtype, len(folds), batch_per_process(recipe.batch_size, processes,
+                                                                                     mode))
     run = RunDir(Path(settings.runs_dir) / settings.run_name)
     lock = run.lock()
     if run.exists():
@@ -127,7 +139,7 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime):
                       "folds": selected, "n_folds": n_folds,
                       "recipe_source": str(request.recipe) if request.recipe else None,
                       "environment": environment(rt),
-                      "launch": {"processes": rt.world, "job": os.environ.get("TORCHELASTIC_RUN_ID")},
+                      "launch": {"processes": processes, "job": os.environ.get("TORCHELASTIC_RUN_ID")},
                       "folds_csv": str(Path(settings.data_dir) / "folds.csv"),
                       "created": datetime.now().isoformat(timespec="seconds"), "resumes": []})
     return run, lock
@@ -161,6 +173,7 @@ def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime):
         config["resumes"] = [*config.get("resumes", []), {"time": datetime.now().isoformat(timespec="seconds"),
                                                           "changed": changed, "restart": restarting()}]
         run.write_config(config)
+        run.failed_path.unlink(missing_ok=True)  # a process of the last attempt stopped on an error
     except BaseException:
         lock.release()
         raise

@@ -42,21 +42,56 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on a GPU that supports it, else fp16 on CUDA; fp32 on the CPU.
+BF16_CAPABILITY = (8, 0)  # Ampere and newer: cuDNN has bf16 convolutions from here (A100, RTX 30xx, L4, H100)
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-    fp16 on the CPU is refused: it is slower than fp32 there and gives other results.
+
+def choose_precision(requested: str, device_type: str, capability: tuple[int, int] | None = None,
+                     gpu: str = "this GPU") -> torch.dtype:
+    """The autocast dtype for ``requested`` on a device: a pure function of the device and its compute capability.
+
+    ``auto``: bf16 on a GPU of compute capability 8.0 or newer, fp16 (with loss scaling) below it (Kaggle's
+    T4 and P100, Colab's T4, V100), fp32 on the CPU. An explicit bf16 on a GPU below 8.0 and fp16 on the CPU
+    are refused with one line: there ``torch.cuda.is_bf16_supported()`` counts emulation, and cuDNN has no
+    bf16 convolutions, so it would be slow or fail; fp16 on a CPU is slower than fp32 and changes results.
+
+    Args:
+        requested: one of ``PRECISIONS``.
+        device_type: ``cuda`` or ``cpu``.
+        capability: the GPU's ``(major, minor)`` compute capability (CUDA only).
+        gpu: the GPU's name, for the message.
     """
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if name == "fp16" and device.type != "cuda":
-        raise ConfigError("--precision fp16 needs a CUDA GPU (on the CPU it is slower than fp32 and changes the "
-                          "results); use --precision fp32 (or bf16, which the CPU supports).")
-    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("This GPU does not support bf16; use --precision fp16 (or auto).")
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+    if device_type != "cuda":
+        if requested == "fp16":
+            raise ConfigError("--precision fp16 needs a CUDA GPU (on the CPU it is slower than fp32 and changes the "
+                              "results); use --precision fp32 (or bf16, which the CPU supports).")
+        return torch.bfloat16 if requested == "bf16" else torch.float32
+    bf16_ok = tuple(capability or (0, 0)) >= BF16_CAPABILITY
+    if requested == "auto":
+        return torch.bfloat16 if bf16_ok else torch.float16
+    if requested == "bf16" and not bf16_ok:
+        major, minor = capability or (0, 0)
+        raise ConfigError(f"--precision bf16 needs a GPU of compute capability 8.0 or newer (A100, RTX 30xx, L4, "
+                          f"H100); {gpu} has {major}.{minor}, where cuDNN has no bf16 convolutions: use --precision "
+                          "fp16 (or auto, which picks fp16 with loss scaling here).")
+    return DTYPES[requested]
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """:func:`choose_precision` for ``device``, reading its compute capability (after ``set_device``, so that no
+    process opens a context on another GPU)."""
+    if device.type != "cuda":
+        return choose_precision(name, device.type)
+    return choose_precision(name, "cuda", torch.cuda.get_device_capability(device), torch.cuda.get_device_name(device))
+
+
+def configure_cuda(device: torch.device) -> None:
+    """On a GPU: cuDNN picks its fastest kernels for the (fixed) input sizes, and fp32 matmuls and convolutions use
+    TF32 (torchvision's references, timm and nanoGPT set both). Nothing changes on the CPU."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def available_cores() -> int:
@@ -85,6 +120,34 @@ def restarting() -> bool:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
 
 
+def backends_for(device_type: str, mode: str) -> tuple[str, str | None]:
+    """The process groups a job of several processes uses: ``(coordination, tensors)``.
+
+    Coordination (barriers, the run folder's decisions, gathering predictions and random states) is
+    always gloo: it carries small CPU objects, has no watchdog, and an idle process may wait in it for
+    a long fold. Only ``--parallel ddp`` on GPUs moves tensors between processes every step, over a
+    second, nccl group (None: the coordination group carries the few tensors there are).
+
+    Args:
+        device_type: ``cuda`` or ``cpu``.
+        mode: ``folds`` or ``ddp`` (see :func:`parallel_mode`).
+    """
+    return "gloo", ("nccl" if device_type == "cuda" and mode == "ddp" else None)
+
+
+def parallel_mode(setting: str, n_folds: int, world: int) -> str:
+    """``folds`` or ``ddp`` for the ``--parallel`` setting: ``auto`` is ddp only with more processes than folds."""
+    if setting != "auto":
+        return setting
+    return "ddp" if world > 1 and n_folds < world else "folds"
+
+
+def batch_per_process(batch_size: int, world: int, mode: str) -> int:
+    """Images one process puts through one step: the whole batch in folds mode (each process trains its own
+    fold), its share under DDP (``--batch-size`` is the batch of one step over every process)."""
+    return batch_size // world if mode == "ddp" else batch_size
+
+
 class Runtime:
     """One process's place in the job: device, precision, rank and the collectives it needs.
 
@@ -99,28 +162,40 @@ class Runtime:
         self.device, self.dtype = device, dtype
         self.rank, self.world, self.local_rank = rank, world, local_rank
         self._owns_group = False
+        self.tensor_group = None  # the nccl group of --parallel ddp on GPUs; None: the coordination group
 
     @classmethod
     def from_env(cls, device: str = "auto", precision: str = "auto") -> Runtime:
-        """The runtime of this process; opens the process group when torchrun started several."""
+        """The runtime of this process; opens the (gloo) coordination group when torchrun started several.
+
+        On a GPU the device is made current before anything asks it a question, so that no process opens a
+        context on another process's GPU; the precision then comes from its compute capability.
+        """
         world = launched_world()
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         dev = resolve_device(device, local_rank)
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+            configure_cuda(dev)
         rt = cls(dev, resolve_precision(precision, dev), rank, world, local_rank)
         if world > 1 and not dist.is_initialized():
-            if dev.type == "cuda":
-                torch.cuda.set_device(dev)
             # the store torchrun hands over may still hold the previous attempt's addresses after a restart
             # (a new worker then dials a dead one: "connectFullMesh failed ... Connection refused"), so each
             # attempt keeps its keys under a prefix of its own
             store, _, _ = next(dist.rendezvous("env://", timeout=PROCESS_GROUP_TIMEOUT))
             attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=PROCESS_GROUP_TIMEOUT,
+            dist.init_process_group(backends_for(dev.type, "folds")[0], timeout=PROCESS_GROUP_TIMEOUT,
                                     store=dist.PrefixStore(f"pipeline/attempt_{attempt}", store), rank=rank,
-                                    world_size=world, device_id=dev if dev.type == "cuda" else None)
+                                    world_size=world)
             rt._owns_group = True
         return rt
+
+    def open_tensor_group(self, mode: str) -> None:
+        """Open the nccl group ``--parallel ddp`` needs on GPUs (see :func:`backends_for`); every process calls it."""
+        backend = backends_for(self.device.type, mode)[1]
+        if self.distributed and backend is not None and self.tensor_group is None:
+            self.tensor_group = dist.new_group(backend=backend, timeout=PROCESS_GROUP_TIMEOUT)
 
     def as_single_process(self) -> Runtime:
         """This process as if it were the only one (same device): for work that needs no collective, such as
@@ -137,7 +212,8 @@ class Runtime:
 
     @property
     def backend(self) -> str | None:
-        return dist.get_backend() if self.distributed else None
+        """The backend tensors travel over (nccl under DDP on GPUs, else gloo); None for a single process."""
+        return dist.get_backend(self.tensor_group) if self.distributed else None
 
     def barrier(self) -> None:
         """Wait until every process gets here (every process must call it, never inside ``if is_main``)."""
@@ -168,7 +244,7 @@ class Runtime:
                 error = RuntimeError(f"the main process failed: {exc!r}")
         result, error = self.broadcast((result, error))
         if error is not None:
-            error.from_main = not self.is_main  # the main process tells the user; the others need not repeat it
+            error.secondary = not self.is_main  # the main process tells the user; the others need not repeat it
             raise error
         return result
 
@@ -176,7 +252,7 @@ class Runtime:
         """Each tensor summed over every process (in place where distributed)."""
         if self.distributed:
             for v in values:
-                dist.all_reduce(v)
+                dist.all_reduce(v, group=self.tensor_group)
         return list(values)
 
     def sync_buffers(self, model: torch.nn.Module) -> None:
@@ -184,7 +260,7 @@ class Runtime:
         each forward pass, so after an epoch each process holds those of its last batch."""
         if self.distributed:
             for buffer in model.buffers():
-                dist.broadcast(buffer, src=0)
+                dist.broadcast(buffer, src=0, group=self.tensor_group)
 
     def gather_rows(self, rows: np.ndarray, *columns: np.ndarray) -> tuple[np.ndarray, ...]:
         """Every process's ``(row index, values...)`` on every process, each row once, in row order.

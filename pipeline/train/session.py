@@ -20,15 +20,15 @@ import torch
 
 from pipeline.data.cache import open_cache
 from pipeline.data.images import base_size_for
-from pipeline.errors import ConfigError, Interrupted
-from pipeline.fileio import write_csv, write_json
+from pipeline.errors import ConfigError, Interrupted, PipelineError
+from pipeline.fileio import write_csv, write_json, write_text
 from pipeline.metrics import score
 from pipeline.progress import NoProgress, make_progress
 from pipeline.rundir import RunDir
 from pipeline.train.fold import train_fold
 from pipeline.train.recipe import Recipe
 from pipeline.train.request import TrainRequest, prepare_run, requested_settings
-from pipeline.train.runtime import Runtime, restarting
+from pipeline.train.runtime import Runtime, parallel_mode, restarting
 from pipeline.train.settings import RunSettings
 from pipeline.train.tracking import Tracker, make_tracker
 
@@ -71,12 +71,11 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
 def _train(run: RunDir, rt: Runtime, report: Callable[[Path], Path] | None) -> dict:
     recipe, settings = Recipe.of_run(run), RunSettings.of_run(run)
     folds, selected = run.read_folds(), run.selected_folds()
-    mode = settings.parallel
-    if mode == "auto":
-        mode = "ddp" if rt.distributed and len(selected) < rt.world else "folds"
-    if mode == "ddp" and recipe.batch_size % rt.world:
+    mode = parallel_mode(settings.parallel, len(selected), rt.world)
+    if mode == "ddp" and recipe.batch_size % rt.world:  # a resume with another --nproc
         raise ConfigError(f"--parallel ddp splits each batch over {rt.world} processes: --batch-size "
                           f"{recipe.batch_size} must be a multiple of {rt.world}.")
+    rt.open_tensor_group(mode)
     cache = None
     if settings.cache:  # built once per machine (by its first process), then opened by the others
         if rt.local_rank == 0:
@@ -89,7 +88,14 @@ def _train(run: RunDir, rt: Runtime, report: Callable[[Path], Path] | None) -> d
     tracker = make_tracker(settings.tracker, run, recipe, main=rt.is_main)
     t0 = time.perf_counter()
     try:
-        _train_folds(run, rt, fold_rt, mine, recipe, settings, folds, cache, tracker)
+        try:
+            _train_folds(run, rt, fold_rt, mine, recipe, settings, folds, cache, tracker)
+        except PipelineError as exc:
+            if rt.distributed and mode == "folds":  # tell the processes waiting for this one's folds
+                write_text(run.failed_path, f"process {rt.rank}: {exc}\n")
+            raise
+        if rt.distributed and mode == "folds":  # idle processes wait for the busiest, holding no collective open
+            wait_for_folds(run, selected)
         rt.barrier()
         cv = rt.decided_by_main(lambda: write_cv(run, selected, seconds=time.perf_counter() - t0))
         if rt.is_main:
@@ -119,6 +125,22 @@ def _train_folds(run: RunDir, rt: Runtime, fold_rt: Runtime, mine: list[int], re
                 raise Interrupted(f"Interrupted during fold {k}; finished epochs are saved. Continue with "
                                   f"`pipeline train --run-name {run.name} --resume{how}`.") from None
             _logger.info("fold %d: %s", k, result)
+
+
+def wait_for_folds(run: RunDir, folds: list[int], poll: float = 2.0) -> None:
+    """Return once every fold in ``folds`` has finished (its oof.csv exists), looking every ``poll`` seconds.
+
+    In ``--parallel folds`` a process that has trained its folds waits here for the others, on the run
+    folder, instead of in a barrier that times out (and, under nccl, has its watchdog abort the job) when one
+    fold takes hours longer. If another process dies, torchrun stops (or restarts) this one.
+    """
+    while missing := [k for k in folds if not run.fold_oof(k).exists()]:
+        if run.failed_path.exists():
+            error = PipelineError(f"Stopped: another training process failed ({run.failed_path.read_text().strip()}).")
+            error.secondary = True
+            raise error
+        _logger.debug("waiting for folds %s", missing)
+        time.sleep(poll)
 
 
 def write_cv(run: RunDir, selected: list[int], seconds: float | None = None) -> dict:
