@@ -9,6 +9,8 @@ import difflib
 import logging
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -83,12 +85,47 @@ def normalization(model: nn.Module) -> tuple[tuple, tuple]:
 
 
 def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
-    """True when a TCP connection to ``host:443`` opens within ``timeout`` seconds."""
-    try:
+    """True when ``host`` resolves and a TCP connection to its port 443 opens, all within ``timeout`` seconds.
+
+    The name lookup runs in a thread of its own: ``socket.create_connection``'s timeout does not cover it, and
+    a resolver without a network may take minutes to give up.
+    """
+    def connect() -> bool:
         with socket.create_connection((host, 443), timeout=timeout):
             return True
-    except OSError:
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(connect).result(timeout=timeout)
+    except (OSError, FutureTimeout):
         return False
+    finally:
+        pool.shutdown(wait=False)
+
+
+def pretrained_problem(arch: str) -> str | None:
+    """Why timm cannot load ``arch``'s pretrained weights here, as the end of a sentence; None when it can (the
+    file is in the Hugging Face hub cache, or its host answers)."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        return f"timm has no pretrained weights for {arch}"
+    if cfg.hf_hub_id and _in_hub_cache(cfg.hf_hub_id):
+        return None
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return "HF_HUB_OFFLINE=1 is set and the weights are not in the hub cache"
+    host = urlparse(cfg.url).hostname if cfg.url and not cfg.hf_hub_id else HUB_HOST
+    if hub_reachable(host):
+        return None
+    return f"cannot reach {host} (no network?) and the weights are not in the hub cache"
+
+
+def _in_hub_cache(hub_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = hub_id.split("@")[0]
+    return any(isinstance(try_to_load_from_cache(repo, f), str) for f in ("model.safetensors", "pytorch_model.bin"))
 
 
 def build_model(arch: str, img_size: int, *, pretrained: bool = False, weights: str | Path | None = None,
@@ -176,14 +213,15 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch.load and safetensors raise many kinds
         raise ConfigError(f"Cannot read --weights file {path} ({type(exc).__name__}: {exc}).") from None
-    for key in ("model", "state_dict", "model_state_dict"):
+    for key in CHECKPOINT_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
-    if not isinstance(state, dict):
-        raise ConfigError(f"--weights file {path} holds no state dict.")
-    state = {strip_wrappers(k): v for k, v in state.items()}
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"--weights file {path} holds no state dict (tensors by name); give the weights of a "
+                          "model, as torch.save(model.state_dict()) or a timm/hub .safetensors file writes them.")
     own = model.state_dict()
+    state = _own_names({strip_wrappers(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}, own)
     head = {k for k, v in state.items() if k in own and own[k].shape != v.shape}
     fitting = {k: v for k, v in state.items() if k not in head}
     missing, unexpected = model.load_state_dict(fitting, strict=False)
@@ -196,6 +234,22 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel's and torch.compile's
+# where checkpoints keep the weights: ours and torchvision's references ("model"), timm's train.py and
+# Lightning ("state_dict"), many tutorials ("model_state_dict")
+CHECKPOINT_KEYS = ("model", "state_dict", "model_state_dict")
+
+
+def _own_names(state: dict, own: dict) -> dict:
+    """``state`` with a prefix every key shares removed when that makes its names the model's (Lightning saves
+    ``model.conv1.weight`` for a module it holds as ``self.model``)."""
+    if set(state) & set(own):
+        return state
+    first = {k.split(".", 1)[0] for k in state}
+    if len(first) == 1 and all("." in k for k in state):
+        stripped = {k.split(".", 1)[1]: v for k, v in state.items()}
+        if set(stripped) & set(own):
+            return stripped
+    return state
 
 
 def strip_wrappers(key: str) -> str:

@@ -1,13 +1,40 @@
-"""Progress bars (rich), off when asked or when nothing would show them."""
+"""Progress for people and for logs: rich bars on a terminal, plain flushed lines everywhere else.
+
+A notebook cell (``!pipeline train``), ``nohup``, ``| tee log`` or a file is not a terminal: a rich bar
+writes nothing there until its last frame. There each long step prints one line when it starts, at every
+quarter and when it ends, and training one line per epoch (timm and fastai print plain lines for the same
+reason). ``enabled=False`` (``--no-progress``) prints neither.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 T = TypeVar("T")
+
+
+def on_terminal() -> bool:
+    """Whether standard output is a terminal (rich's judgement, which also honours FORCE_COLOR and TTY_COMPATIBLE)."""
+    return Console().is_terminal
+
+
+def say(line: str) -> None:
+    """One plain line on standard output, flushed at once (a log file sees it as it happens)."""
+    print(line, flush=True)
+
+
+def clock(seconds: float | None) -> str:
+    """``0:42``, ``12:03`` or ``1:02:03``; ``-`` when unknown."""
+    if seconds is None or seconds != seconds:
+        return "-"
+    s = round(seconds)
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
 
 
 def make_progress(transient: bool = False) -> Progress:
@@ -19,15 +46,30 @@ def make_progress(transient: bool = False) -> Progress:
 
 def track(items: Iterable[T], *, total: int | None = None, description: str = "",
           enabled: bool = True) -> Iterator[T]:
-    """Yield ``items`` while showing a bar when ``enabled``."""
+    """Yield ``items`` while showing a bar on a terminal, or plain lines at each quarter elsewhere."""
     if not enabled:
         yield from items
         return
-    with make_progress(transient=True) as progress:
-        task = progress.add_task(description, total=total, info="")
-        for item in items:
-            yield item
-            progress.advance(task)
+    if on_terminal():
+        with make_progress(transient=True) as progress:
+            task = progress.add_task(description, total=total, info="")
+            for item in items:
+                yield item
+                progress.advance(task)
+        return
+    yield from _plain(items, total, description)
+
+
+def _plain(items: Iterable[T], total: int | None, description: str) -> Iterator[T]:
+    t0, done, marks = time.perf_counter(), 0, {round(total * q / 4) for q in (1, 2, 3)} if total else set()
+    say(f"{description}: {total if total is not None else '?'} to do")
+    for item in items:
+        yield item
+        done += 1
+        if done in marks:
+            say(f"{description}: {done}/{total} ({100 * done // total}%), {clock(time.perf_counter() - t0)} elapsed")
+    seconds = time.perf_counter() - t0
+    say(f"{description}: {done} done in {clock(seconds)} ({done / max(seconds, 1e-9):,.0f}/s)")
 
 
 class NoProgress:

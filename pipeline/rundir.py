@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -203,6 +204,14 @@ class RunDir:
     def checkpoints(self) -> list[tuple[int, Path]]:
         """``(fold, best.pt)`` of every finished fold."""
         return [(k, self.best(k)) for k in self.finished_folds()]
+
+    def discard_if_untrained(self) -> bool:
+        """Remove a run that was refused before it trained anything (no epoch in metrics.csv), so that its name
+        stays free and nothing half-made is left behind; True when it was removed."""
+        if not self.path.exists() or self.metrics_path.exists():
+            return False
+        shutil.rmtree(self.path, ignore_errors=True)
+        return True
 
     # ---- the lock ------------------------------------------------------------------------
     def lock(self, wait: float = 0) -> FileLock:

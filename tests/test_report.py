@@ -111,8 +111,9 @@ def test_report_renders_self_contained(tiny_run, tmp_path):
     cv_rows = page.table(["fold", "n", "accuracy", "log-loss", "ROC-AUC", "best epoch"])
     assert [r[0] for r in cv_rows] == ["0", "1", "2", "all"]
     assert cv_rows[-1][1:3] == [str(cv["overall"]["n"]), f"{cv['overall']['accuracy']:.4f}"]
-    wrong_rows = page.table(["path", "fold", "label", "P(dog)"])
-    assert [r[0] for r in wrong_rows] == list(wrong.path)
+    wrong_rows = page.table(["photo", "fold", "label", "P(dog)"])
+    assert [r[0] for r in wrong_rows] == [Path(p).name for p in wrong.path]  # no local folders in a shared page
+    assert str(tiny_run.parent.parent) not in page_path.read_text()
 
 
 def _oof_with(tiny_run: Path, prob_dog) -> pd.DataFrame:
@@ -168,8 +169,8 @@ def test_most_confident_wrong_order_and_in_the_report(tiny_run, tmp_path):
     run_dir = _copy_run(tiny_run, tmp_path / "run")
     oof.to_csv(run_dir / "oof.csv", index=False)
     page = Page(build_report(run_dir, n_wrong=3).read_text())
-    assert [r[:3] for r in page.table(["path", "fold", "label", "P(dog)"])] == [
-        [gone, "1", "cat"], [real[1], "1", "cat"], [real[0], "0", "dog"]]
+    assert [r[:3] for r in page.table(["photo", "fold", "label", "P(dog)"])] == [
+        [Path(gone).name, "1", "cat"], [Path(real[1]).name, "1", "cat"], [Path(real[0]).name, "0", "dog"]]
     _, jpegs = _images(page)
     assert len(jpegs) == 2  # the deleted photo is listed but has no thumbnail
     with Image.open(real[1]) as photo, Image.open(io.BytesIO(jpegs[0])) as thumb:

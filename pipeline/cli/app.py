@@ -11,11 +11,31 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
 from pipeline.errors import Interrupted, PipelineError, storage_error
+
+
+def _no_placeholder_for_flags(display_type_rich):
+    def display(self, ctx):  # a flag takes no value; typer shows `<bool>` beside it
+        return None if getattr(self, "is_flag", False) else display_type_rich(self, ctx)
+    return display
+
+
+def _argument_usage_name(self) -> str:
+    """``SUBMISSION`` (required) or ``[RUN]...``, as click and most tools write arguments; typer writes ``{name}``."""
+    name = self.display_name_raw.upper()
+    name = name if self.required else f"[{name}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+if hasattr(typer.core.TyperOption, "display_type_rich"):  # typer 0.2x's rich help; older ones lack both
+    typer.core.TyperOption.display_type_rich = _no_placeholder_for_flags(typer.core.TyperOption.display_type_rich)
+if hasattr(typer.core.TyperArgument, "_usage_display_name"):
+    typer.core.TyperArgument._usage_display_name = _argument_usage_name
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cats-vs-dogs competition pipeline: download -> train (k-fold) -> predict -> submit.")
@@ -32,7 +52,8 @@ def choice(name: str, values: tuple[str, ...]) -> type[Enum]:
 
 
 def default_text(obj, field: str) -> str:
-    """``[default: X]`` for a dataclass field, X read from the dataclass itself (``obj``: the class)."""
+    """``[default: X]`` for a dataclass field, X read from the dataclass itself (``obj``: the class): the style
+    typer uses for the defaults it shows itself, at the end of the help text."""
     value = {f.name: f for f in dataclasses.fields(obj)}[field].default
     shown = {True: "on", False: "off", None: "none"}.get(value, value) if isinstance(value, (bool, type(None))) \
         else value
@@ -73,7 +94,20 @@ def friendly(fn):
     return wrapper
 
 
+def _version(value: bool) -> None:
+    if value:
+        import importlib.metadata
+
+        from pipeline import __version__
+
+        versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("torch", "timm"))
+        console.print(f"pipeline {__version__} ({versions})", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage's details.")] = False):
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage's details.")] = False,
+         version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Print the version (and torch's and timm's) and exit.")] = False):
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=err_console, show_path=False)], force=True)

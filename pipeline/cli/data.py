@@ -20,8 +20,8 @@ DupOption = Annotated[int, typer.Option(help="Perceptual-hash distance (bits of 
 @app.command()
 @friendly
 def download(
-    source: Annotated[str | None, typer.Option(help=f"Named source: {', '.join(SOURCES)} (default: "
-                                                  f"{next(iter(SOURCES))}, 猫狗大战).")] = None,
+    source: Annotated[str | None, typer.Option(help=f"Named source: {', '.join(SOURCES)} \\[default: "
+                                                  f"{next(iter(SOURCES))} (猫狗大战)]")] = None,
     url: Annotated[list[str] | None, typer.Option("--url", help="Archive URL to fetch (repeatable).")] = None,
     from_: Annotated[list[Path] | None, typer.Option("--from", exists=True,
                      help="Local zip or folder to use instead of downloading (repeatable).")] = None,

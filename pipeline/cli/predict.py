@@ -26,8 +26,8 @@ SubmitSource = choice("SubmitSource", tuple(name for name, s in SOURCES.items() 
 @app.command()
 @friendly
 def predict(
-    run: Annotated[list[Path] | None, typer.Option("--run", help="Run folder or name (repeatable; "
-                                                      "default: the latest run).")] = None,
+    run: Annotated[list[Path] | None, typer.Option("--run", help="Run folder or name (repeatable) "
+                                                      "\\[default: the newest finished run]")] = None,
     test: Annotated[Path, typer.Option(help="The test catalogue (id,path).")] = Path("data/test.csv"),
     tta: Annotated[Tta, typer.Option(help="Test-time augmentation, averaged in probability space.")] = Tta.hflip,
     ensemble: Annotated[EnsembleMethod, typer.Option(help="How to blend several runs: weights fitted on "
@@ -39,7 +39,8 @@ def predict(
     calibrate: Annotated[Calibrate, typer.Option(help="temperature: fit one temperature on the blend's out-of-fold "
                                                  "predictions and apply it to the test's (log-loss); auto: for "
                                                  "redux only.")] = Calibrate.auto,
-    out: Annotated[Path | None, typer.Option(help="Submission path (default: submissions/<runs>-<time>.csv).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Submission path "
+                                             "\\[default: submissions/<runs>-<time>.csv]")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
     partial: Annotated[bool, typer.Option("--partial", help="Predict with the finished folds of a run that has "
                                           "not finished every fold (a warning names the missing ones).")] = False,
@@ -55,9 +56,12 @@ def predict(
                             fmt=format.value, threshold=threshold, eps=eps, calibrate=calibrate.value, out=out,
                             force=force, partial=partial, device=device.value, batch_size=batch_size,
                             runs_dir=runs_dir, progress=progress)
+    for u in result["used"]:
+        console.print(f"run {escape(u['run'])} ({u['chosen']}): {_folds_used(u)}, {tta.value} TTA", highlight=False)
     blend = result["blend"]
     if blend is not None and len(blend.runs) > 1:
-        table = Table(title=f"out-of-fold scores ({blend.method} blend)")
+        table = Table(title=f"out-of-fold scores ({blend.method} blend; {_tta_words(tta.value)}, as the test set is "
+                            "predicted)")
         for col in ("run", "weight", "accuracy", "log-loss"):
             table.add_column(col, justify="right")
         for name, w in zip(blend.runs, blend.weights, strict=True):
@@ -65,12 +69,35 @@ def predict(
             table.add_row(name, f"{w:.3f}", f"{s['accuracy']:.4f}", f"{s['log_loss']:.4f}")
         table.add_row("blend", "1.000", f"{blend.blend_score['accuracy']:.4f}", f"{blend.blend_score['log_loss']:.4f}")
         console.print(table)
+    elif blend is not None:
+        s = blend.blend_score
+        console.print(f"out-of-fold ({_tta_words(tta.value)}, as the test set is predicted): accuracy "
+                      f"{s['accuracy']:.4f}, log-loss {s['log_loss']:.4f}")
     cal = result["calibration"]
     if cal is not None:
         console.print(f"calibrated: temperature {cal.temperature:.3f}; out-of-fold log-loss "
                       f"{cal.oof_log_loss_before:.4f} -> {cal.oof_log_loss_after:.4f}")
     console.print(f"wrote {result['path']} ({result['rows']} rows, format {format.value}); it passes "
                   f"`pipeline validate`. Upload it to the competition site. Notes: {result['note']}")
+
+
+def _folds_used(u: dict) -> str:
+    """``the models of folds 0-4 of 5``, with ``(a run of 2 of the split's 5 folds)`` or
+    ``(partial: folds 2, 3 unfinished)`` where that is so."""
+    folds, trained, n = u["folds"], u["trained"], u["n_folds"]
+    shown = f"{folds[0]}-{folds[-1]}" if folds == list(range(folds[0], folds[-1] + 1)) and len(folds) > 2 else \
+        ",".join(map(str, folds))
+    text = f"the models of folds {shown} of {n}"
+    if len(trained) < (n or 0):
+        text += f" (a run of {len(trained)} of the split's {n} folds)"
+    missing = [k for k in trained if k not in folds]
+    if missing:
+        text += f" (partial: folds {', '.join(map(str, missing))} unfinished)"
+    return text
+
+
+def _tta_words(tta: str) -> str:
+    return "without TTA" if tta == "none" else f"with {tta} TTA"
 
 
 @app.command()
@@ -123,7 +150,7 @@ def submit(
                                                  "or course (猫狗大战, uploaded in a browser); the file is "
                                                  "validated in that competition's format.")],
     message: Annotated[str | None, typer.Option("--message", "-m", help="Description on Kaggle \\[default: the "
-                                                   "file's name and the runs from its JSON note].")] = None,
+                                                   "file's name and the runs from its JSON note]")] = None,
     test: TestCsv = Path("data/test.csv"),
     log: Annotated[Path, typer.Option(help="The log that gets one row per submission.")] = Path("submissions/log.csv"),
 ):

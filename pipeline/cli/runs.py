@@ -20,12 +20,12 @@ RunSort = choice("RunSort", RUN_SORTS)
 @app.command()
 @friendly
 def report(
-    run: Annotated[list[Path] | None, typer.Argument(help="Run folder or name (default: the latest run); with "
-                                                        "--compare, two or more.")] = None,
+    run: Annotated[list[Path] | None, typer.Argument(help="Run folder or name; with --compare, two or more "
+                                                        "\\[default: the newest finished run]")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="One page comparing the runs: CV scores side by side, "
                                           "fold by fold, out-of-fold correlation and the fitted blend.")] = False,
     out: Annotated[Path | None, typer.Option(help="With --compare: the HTML file to write "
-                                                "\\[default: <runs-dir>/compare-<names>.html].")] = None,
+                                                "\\[default: <runs-dir>/compare-<names>.html]")] = None,
     runs_dir: RunsDir = Path("runs"),
 ):
     """Write PNG plots and one self-contained HTML page for a run, or (--compare) one page comparing runs."""
@@ -66,7 +66,8 @@ def runs(
     if df.empty:
         console.print(f"no runs in {runs_dir}")
         return
-    table = Table()
+    table = Table(caption="CV figures: out-of-fold, without TTA (cv.json); `pipeline predict` prints them with "
+                          "its --tta")
     for col in df.columns:
         table.add_column(RUN_HEADERS.get(col, col), justify="left" if col in ("run", "arch", "recipe") else "right")
     for row in df.itertuples(index=False):

@@ -64,100 +64,112 @@ def train(
     recipe: Annotated[str | None, typer.Option(help="A named recipe (see `pipeline recipes`) or a TOML file; "
                                                   "the options below override it.")] = None,
     arch: Annotated[str | None, typer.Option(help=f"lenet, resnet34, resnet50 or any timm model name "
-                                                f"{_r('arch')}.")] = None,
-    folds: Annotated[str | None, typer.Option(help="Folds to train: 'all' or e.g. 0,1,2 \\[default: all].")] = None,
+                                                f"{_r('arch')}")] = None,
+    folds: Annotated[str | None, typer.Option(help="Folds to train: 'all' or e.g. 0,1,2 \\[default: all]")] = None,
     epochs: Annotated[int | None, typer.Option(help=f"Epochs per fold; early stopping may end sooner "
-                                                  f"{_r('epochs')}.")] = None,
+                                                  f"{_r('epochs')}")] = None,
     img_size: Annotated[int | None, typer.Option(help="Input side in pixels \\[default: 64 for LeNet, the "
-                                                    "model's own, usually 224, otherwise].")] = None,
+                                                    "model's own, usually 224, otherwise]")] = None,
     batch_size: Annotated[int | None, typer.Option(help=f"Images per step, over all processes together; on a "
-                                                      f"GPU raise to 128-256 {_r('batch_size')}.")] = None,
+                                                      f"GPU raise to 128-256 {_r('batch_size')}")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate \\[default: 1e-3, or 3e-4 from "
-                                                  "weights].")] = None,
+                                                  "weights]")] = None,
     weight_decay: Annotated[float | None, typer.Option(help=f"AdamW/SGD weight decay (not on biases and norms) "
-                                                          f"{_r('weight_decay')}.")] = None,
+                                                          f"{_r('weight_decay')}")] = None,
     optimizer: Annotated[Optimizer | None, typer.Option(help=f"sgd: momentum 0.9, Nesterov "
-                                                           f"{_r('optimizer')}.")] = None,
+                                                           f"{_r('optimizer')}")] = None,
     schedule: Annotated[Schedule | None, typer.Option(help=f"cosine (with warm-up) or onecycle "
-                                                         f"{_r('schedule')}.")] = None,
+                                                         f"{_r('schedule')}")] = None,
     warmup_epochs: Annotated[float | None, typer.Option(help=f"Linear warm-up before the cosine decay "
-                                                           f"{_r('warmup_epochs')}.")] = None,
+                                                           f"{_r('warmup_epochs')}")] = None,
     patience: Annotated[int | None, typer.Option(help=f"Stop a fold after this many epochs without a better "
-                                                    f"validation loss; 0: never {_r('patience')}.")] = None,
-    augment: Annotated[Augment | None, typer.Option(help=f"Augmentation preset {_r('augment')}.")] = None,
+                                                    f"validation loss; 0: never {_r('patience')}")] = None,
+    augment: Annotated[Augment | None, typer.Option(help=f"Augmentation preset {_r('augment')}")] = None,
     drop_rate: Annotated[float | None, typer.Option(help=f"Dropout before the classifier of timm models "
-                                                       f"{_r('drop_rate')}.")] = None,
+                                                       f"{_r('drop_rate')}")] = None,
     pretrained: Annotated[bool | None, typer.Option("--pretrained/--no-pretrained",
                                                        help="Start from timm's ImageNet weights (needs the "
                                                        "network).")] = None,
     weights: Annotated[Path | None, typer.Option(help="Start from a local weights file (offline route).",
                                                     exists=True, dir_okay=False)] = None,
     seed: Annotated[int | None, typer.Option(help=f"Seed for weights, order and augmentation "
-                                                f"{_r('seed')}.")] = None,
+                                                f"{_r('seed')}")] = None,
     layer_decay: Annotated[float | None, typer.Option(help=f"Below 1: each earlier block of a timm model learns "
                                                          f"at this fraction of the next one's rate "
-                                                         f"{_r('layer_decay')}.")] = None,
+                                                         f"{_r('layer_decay')}")] = None,
     freeze_bn: Annotated[bool | None, typer.Option("--freeze-bn/--no-freeze-bn", help=f"Keep BatchNorm's "
                                                       f"pretrained statistics (fine-tuning, small batches) "
-                                                      f"{_r('freeze_bn')}.")] = None,
-    mixup: Annotated[float | None, typer.Option(help=f"Mixup alpha; 0: off {_r('mixup')}.")] = None,
-    cutmix: Annotated[float | None, typer.Option(help=f"CutMix alpha; 0: off {_r('cutmix')}.")] = None,
-    mix_prob: Annotated[float | None, typer.Option(help=f"Share of batches mixed {_r('mix_prob')}.")] = None,
+                                                      f"{_r('freeze_bn')}")] = None,
+    mixup: Annotated[float | None, typer.Option(help=f"Mixup alpha; 0: off {_r('mixup')}")] = None,
+    cutmix: Annotated[float | None, typer.Option(help=f"CutMix alpha; 0: off {_r('cutmix')}")] = None,
+    mix_prob: Annotated[float | None, typer.Option(help=f"Share of batches mixed {_r('mix_prob')}")] = None,
     label_smoothing: Annotated[float | None, typer.Option(help=f"Targets eps/2 and 1-eps/2 "
-                                                             f"{_r('label_smoothing')}.")] = None,
+                                                             f"{_r('label_smoothing')}")] = None,
     ema: Annotated[bool | None, typer.Option("--ema/--no-ema", help=f"Keep a moving average of the weights; it "
-                                                f"is used when it validates better {_r('ema')}.")] = None,
+                                                f"is used when it validates better {_r('ema')}")] = None,
     ema_decay: Annotated[float | None, typer.Option(help=f"The EMA's decay after its warm-up "
-                                                       f"{_r('ema_decay')}.")] = None,
+                                                       f"{_r('ema_decay')}")] = None,
     sizes: Annotated[str | None, typer.Option(help=f"Progressive resizing: training sizes in equal phases before "
-                                                 f"--img-size, e.g. 96,128 {_r('sizes')}.")] = None,
-    device: Annotated[Device | None, typer.Option(help=f"auto picks CUDA when present {_s('device')}.")] = None,
+                                                 f"--img-size, e.g. 96,128 {_r('sizes')}")] = None,
+    device: Annotated[Device | None, typer.Option(help=f"auto picks CUDA when present {_s('device')}")] = None,
     precision: Annotated[Precision | None, typer.Option(help=f"auto: bf16 (or fp16 + loss scaling) on CUDA, "
-                                                           f"fp32 on CPU {_s('precision')}.")] = None,
+                                                           f"fp32 on CPU {_s('precision')}")] = None,
     workers: Annotated[int | None, typer.Option(help="Loader processes per training process \\[default: 2 on "
-                                                   "CPU, up to 8 on CUDA].")] = None,
+                                                   "CPU, up to 8 on CUDA]")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads per training process \\[default: torch's; "
-                                                   "with --nproc N, the cores / N].")] = None,
+                                                   "with --nproc N, the cores / N]")] = None,
     cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help=f"Read photos from the decoded-image "
-                                                  f"cache, built once per size {_s('cache')}.")] = None,
+                                                  f"cache, built once per size {_s('cache')}")] = None,
     channels_last: Annotated[bool | None, typer.Option("--channels-last/--no-channels-last",
                                                           help=f"channels_last memory for conv nets "
-                                                          f"{_s('channels_last')}.")] = None,
+                                                          f"{_s('channels_last')}")] = None,
     tracker: Annotated[Tracker | None, typer.Option(help=f"Live curves: tensorboard (runs/<run>/tensorboard), "
                                                        f"mlflow (mlruns/ beside runs/, or MLFLOW_TRACKING_URI), none; "
-                                                       f"auto: TensorBoard when installed {_s('tracker')}.")] = None,
+                                                       f"auto: TensorBoard when installed {_s('tracker')}")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help=f"torch.compile the model "
-                                                    f"(slow start, faster steps on a GPU) {_s('compile')}.")] = None,
+                                                    f"(slow start, faster steps on a GPU) {_s('compile')}")] = None,
+    time_limit: Annotated[str | None, typer.Option(help="A budget for the whole run, every fold: 90s, 30m, 2h, "
+                                                   "1h30m. Epochs are chosen up front from timed batches so that "
+                                                   "each fold's schedule completes; it only lowers --epochs "
+                                                   "\\[default: none]")] = None,
     nproc: Annotated[int, typer.Option(help="Training processes on this machine (one per GPU); started through "
                                        "torch's elastic launcher, as torchrun would.")] = 1,
     parallel: Annotated[Parallel | None, typer.Option(help="With several processes: folds (each process "
                                                          "trains its own folds) or ddp (all train each fold "
                                                          "together) \\[default: folds when there are at least as "
-                                                         "many folds as processes, else ddp].")] = None,
+                                                         "many folds as processes, else ddp]")] = None,
     max_restarts: Annotated[int, typer.Option(help="With --nproc: start the workers again this often after a "
                                               "failure; the run continues from its last finished epochs.")] = 0,
-    run_name: Annotated[str | None, typer.Option(help="Run folder name \\[default: <arch>-<time>].")] = None,
+    run_name: Annotated[str | None, typer.Option(help="Run folder name \\[default: <arch>-<time>]")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue --run-name (or the latest run): skip "
                                          "finished folds, continue the interrupted one.")] = False,
     data_dir: Annotated[Path | None, typer.Option(help=f"Where the catalogue, folds and cache live "
-                                                     f"{_s('data_dir')}.")] = None,
-    runs_dir: Annotated[Path | None, typer.Option(help=f"Where run folders live {_s('runs_dir')}.")] = None,
+                                                     f"{_s('data_dir')}")] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help=f"Where run folders live {_s('runs_dir')}")] = None,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress",
-                                                     help=f"Show progress bars {_s('progress')}.")] = None,
+                                                     help=f"Show progress bars {_s('progress')}")] = None,
 ):
     """k-fold cross-validation: one checkpoint per fold, out-of-fold predictions and the CV score.
 
-    On a GPU: --arch resnet50 --pretrained --batch-size 128 --workers 8 (AMP and channels_last are on by
-    default); several GPUs: --nproc N (or torchrun); raise --epochs to 20-30 from scratch.
+    The defaults shown are the built-in recipe's (lenet); --recipe NAME sets its own (see `pipeline recipes
+    NAME`), and the options given override it.
+
+    On a GPU start from --recipe finetune --img-size 224 --batch-size 128 --workers 8 --epochs 8 (mixed
+    precision and channels_last are on by default); several GPUs: --nproc N (or torchrun). --time-limit 30m
+    fits the run into a budget.
     """
+    import time
+
+    started = time.time()
     from pipeline.report import build_report
     from pipeline.rundir import RunDir
+    from pipeline.train.budget import parse_duration
     from pipeline.train.launch import launch
     from pipeline.train.request import TrainRequest
     from pipeline.train.session import train as run_training
 
     request = TrainRequest(
-        recipe=recipe, resume=resume,
+        recipe=recipe, resume=resume, started=started,
         overrides=given(arch=arch, epochs=epochs, img_size=img_size, batch_size=batch_size, lr=lr,
                         weight_decay=weight_decay, optimizer=optimizer, schedule=schedule,
                         warmup_epochs=warmup_epochs, patience=patience, augment=augment, drop_rate=drop_rate,
@@ -168,7 +180,8 @@ def train(
         settings=given(device=device, precision=precision, workers=workers, threads=threads, cache=cache,
                        channels_last=channels_last, compile=compile, tracker=tracker, parallel=parallel,
                        folds=_parse_folds(folds) if folds is not None else None, data_dir=data_dir,
-                       runs_dir=runs_dir, run_name=run_name, progress=progress))
+                       runs_dir=runs_dir, run_name=run_name, progress=progress,
+                       time_limit=parse_duration(time_limit) if time_limit is not None else None))
     cv = launch(request, nproc, max_restarts, report=build_report) if nproc > 1 or max_restarts else \
         run_training(request, report=build_report)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -183,18 +196,22 @@ def train(
 
 @app.command()
 @friendly
-def recipes():
-    """List the named recipes (`pipeline train --recipe NAME`), one line each."""
-    from pipeline.train.recipe import named_recipes, recipe_summary
+def recipes(name: Annotated[str | None, typer.Argument(help="A recipe to print whole (its TOML file).")] = None):
+    """List the named recipes (`pipeline train --recipe NAME`), one line each; with NAME, print that recipe."""
+    from pipeline.train.recipe import named_recipes, recipe_file, recipe_summary
 
-    for name, path in named_recipes().items():
-        console.print(f"[bold]{name:<10}[/] {recipe_summary(path)}", highlight=False)
-    folder = next(iter(named_recipes().values())).parent
-    console.print(f"Show one with `cat` on its file: {folder}", highlight=False)
+    if name is not None:
+        path = recipe_file(name)
+        console.print(f"# {path}\n{path.read_text(encoding='utf-8').rstrip()}", highlight=False, markup=False)
+        return
+    for recipe_name, path in named_recipes().items():
+        console.print(f"[bold]{recipe_name:<10}[/] {recipe_summary(path)}", highlight=False)
+    console.print("Print one whole with `pipeline recipes NAME`; copy it to start your own (--recipe FILE).",
+                  highlight=False)
 
 
 def _print_cv(cv: dict, run_dir: Path) -> None:
-    table = Table(title=f"cross-validation of {cv['run']}")
+    table = Table(title=f"cross-validation of {cv['run']} (out-of-fold, without TTA)")
     for col in ("fold", "n", "accuracy", "log-loss", "ROC-AUC", "best epoch"):
         table.add_column(col, justify="right")
     rows = [*cv["folds"].items(), ("all", cv["overall"])]

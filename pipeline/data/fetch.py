@@ -23,6 +23,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from pipeline import __version__
 from pipeline.errors import DownloadError, StorageError, is_disk_full
+from pipeline.fileio import human_size
+from pipeline.progress import clock, on_terminal, say
 
 _logger = logging.getLogger(__name__)
 
@@ -55,9 +57,49 @@ def url_filename(url: str) -> str:
     return name
 
 
-def _progress(enabled: bool) -> Progress:
+def _progress(enabled: bool):
+    """A rich bar on a terminal; plain lines elsewhere (a log file, a notebook cell); nothing when off."""
+    if enabled and not on_terminal():
+        return PlainTransfer()
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                     TimeRemainingColumn(), disable=not enabled)
+
+
+class PlainTransfer:
+    """A download's progress as plain lines: when it starts, at each quarter of its size, and when it ends.
+
+    The same ``add_task``/``update`` calls as rich's Progress, which ``_transfer`` makes.
+    """
+
+    def __init__(self):
+        self.name, self.total, self.done, self.quarter, self.t0 = "", None, 0, 0, time.perf_counter()
+
+    def __enter__(self) -> PlainTransfer:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> bool:
+        if exc_type is None and self.done:
+            seconds = time.perf_counter() - self.t0
+            rate = human_size(self.done / max(seconds, 1e-9))
+            say(f"{self.name}: {human_size(self.done)} in {clock(seconds)} ({rate}/s)")
+        return False
+
+    def add_task(self, name: str, total=None) -> int:
+        self.name, self.total = name, total
+        return 0
+
+    def update(self, task: int, *, total=None, completed=None, advance=None) -> None:
+        if total is not None or completed is not None:
+            self.total, self.done = total if total is not None else self.total, completed or 0
+            size = human_size(self.total) if self.total else "size unknown"
+            say(f"{self.name}: downloading ({size}{f', resuming at {human_size(self.done)}' if self.done else ''})")
+        if advance:
+            self.done += advance
+            quarter = 4 * self.done // self.total if self.total else 0
+            if 0 < quarter < 4 and quarter > self.quarter:
+                self.quarter = quarter
+                say(f"{self.name}: {human_size(self.done)} of {human_size(self.total)} ({25 * quarter}%), "
+                    f"{clock(time.perf_counter() - self.t0)} elapsed")
 
 
 def fetch(url: str, dest_dir: str | os.PathLike, *, filename: str | None = None, sha256: str | None = None,

@@ -29,8 +29,9 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str = "hflip", ensemble: s
     temperature cannot change. The note ``<submission>.json`` records the runs, weights,
     calibration and out-of-fold scores.
 
-    Returns ``{"path", "note", "rows", "blend", "calibration", "probs"}``; ``blend`` is None when
-    no out-of-fold predictions exist (a partial run).
+    Returns ``{"path", "note", "rows", "blend", "calibration", "probs", "used"}``; ``blend`` is None when
+    no out-of-fold predictions exist (a partial run); ``used`` says, per run, which folds predicted and
+    whether the run was named or picked as the newest finished one (:func:`runs_used`).
     """
     if calibrate not in CALIBRATIONS:
         raise ConfigError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}, got {calibrate!r}.")
@@ -63,4 +64,16 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str = "hflip", ensemble: s
             "threshold": threshold, "eps": eps, "created": datetime.now().isoformat(timespec="seconds")}
     note_file = write_json(note_path(path), note)
     return {"path": path, "note": note_file, "rows": len(sub), "blend": blend, "calibration": calibration,
-            "probs": probs}
+            "probs": probs, "used": runs_used(run_dirs, named=bool(runs))}
+
+
+def runs_used(run_dirs: list[Path], *, named: bool) -> list[dict]:
+    """Per run: its name, the folds whose models predicted, the folds it trained and the split's folds, and how
+    it was chosen (``named`` with --run, or the newest finished run)."""
+    used = []
+    for r in run_dirs:
+        run = RunDir(r)
+        config = run.config()
+        used.append({"run": run.name, "folds": run.finished_folds(), "trained": list(config["folds"]),
+                     "n_folds": config.get("n_folds"), "chosen": "named" if named else "the newest finished run"})
+    return used

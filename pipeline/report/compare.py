@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.errors import ConfigError, DataError
 from pipeline.fileio import write_text
 from pipeline.predict.ensemble import aligned_oof, blend_runs
-from pipeline.report.figures import MaxNLocator, plt, png_bytes
+from pipeline.report.figures import MARKERS, MaxNLocator, plt, png_bytes
 from pipeline.report.page import CSS, img_data, score_cell, table
 from pipeline.report.runs_table import recipe_name
 from pipeline.rundir import RunDir
@@ -62,13 +62,15 @@ def _fold_scores(runs: list[RunDir], cvs: list[dict]) -> tuple[str, str]:
     header = ["fold"] + [f"{r.name} {m}" for r in runs for m in ("log-loss", "accuracy")]
     rows = [[k] + [score_cell(cv["folds"].get(str(k), {}).get(m)) for cv in cvs for m in ("log_loss", "accuracy")]
             for k in folds]
-    fig, (ll_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
+    fig, (ll_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
     for i, (run, cv) in enumerate(zip(runs, cvs, strict=True)):
         ks = sorted(int(k) for k in cv["folds"])
+        dodge = (i - (len(runs) - 1) / 2) * 0.08  # runs side by side, so one never hides another it equals
         for ax, metric in ((ll_ax, "log_loss"), (acc_ax, "accuracy")):
-            ax.plot(ks, [cv["folds"][str(k)][metric] for k in ks], "-o", color=f"C{i % 10}", ms=4, label=run.name)
+            ax.plot([k + dodge for k in ks], [cv["folds"][str(k)][metric] for k in ks], "-", color=f"C{i % 10}",
+                    marker=MARKERS[i % len(MARKERS)], ms=5, label=run.name)
     for ax, title in ((ll_ax, "log-loss per fold (lower is better)"), (acc_ax, "accuracy per fold")):
-        ax.set(title=title, xlabel="fold")
+        ax.set(title=title, xlabel="fold", ylabel=title.split(" per")[0])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -82,7 +84,7 @@ def _blend_sections(runs: list[RunDir]) -> str:
     except ConfigError as exc:
         why = html.escape(str(exc))
         return (f'<h2>Out-of-fold correlation</h2>\n<p class="note">Cannot be computed: {why}</p>\n'
-                f'<h2>Blend</h2>\n<p class="note">Cannot be fitted, for the same reason: '
+                f'<h2>Blend (out-of-fold, without TTA)</h2>\n<p class="note">Cannot be fitted, for the same reason: '
                 "<code>pipeline predict</code> refuses to blend these runs.</p>")
     names = [r.name for r in runs]
     corr = np.corrcoef(probs, rowvar=False)
@@ -100,7 +102,7 @@ def _blend_sections(runs: list[RunDir]) -> str:
 <p class="note">Pearson correlation of the runs' out-of-fold P(dog) on the same {probs.shape[0]} training photos. A
 blend can beat its best run only where the runs disagree, that is where the correlation is below 1.</p>
 {corr_table}
-<h2>Blend</h2>
+<h2>Blend (out-of-fold, without TTA)</h2>
 <p class="note">The weights <code>pipeline predict --run ... --ensemble fit</code> would use: non-negative, summing
 to 1, minimising the out-of-fold log-loss (never worse than the best run alone).</p>
 {blend_table}"""
@@ -137,7 +139,7 @@ def build_comparison(run_dirs: list[str | Path], out: str | Path) -> Path:
 <html lang="en"><head><meta charset="utf-8"><title>Compare {names}</title><style>{CSS}</style></head>
 <body>
 <h1>Compare {names}</h1>
-<h2>Cross-validation</h2>
+<h2>Cross-validation (out-of-fold, without TTA)</h2>
 {_summary_table(runs, list(configs), list(cvs))}
 <h2>Fold by fold</h2>
 {fold_table}

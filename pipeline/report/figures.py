@@ -16,6 +16,7 @@ from pipeline.fileio import atomic_path
 
 matplotlib.use("Agg")  # files only, no display; must precede the pyplot import
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 DPI = 100
@@ -32,27 +33,43 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_curves(metrics: pd.DataFrame, path: Path) -> Path:
-    """Loss, accuracy and learning rate against epoch, one colour per fold (dashed: train, solid: val).
+MARKERS = "osD^v<>ph*"
+
+
+def plot_curves(metrics: pd.DataFrame, path: Path, best_epochs: dict[int, int] | None = None) -> Path:
+    """Loss, accuracy and learning rate against epoch (epochs from 1): one colour and marker per fold, train
+    dashed and validation solid, each fold's best epoch (the one best.pt keeps) ringed.
 
     Args:
         metrics: the run's metrics.csv.
         path: the PNG to write.
+        best_epochs: fold -> best epoch (from 0), as cv.json records it; default: the lowest validation loss.
     """
-    fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(12, 4), layout="constrained")
-    for i, (fold, m) in enumerate(metrics.sort_values(["fold", "epoch"]).groupby("fold")):
-        color = f"C{i % 10}"
-        loss_ax.plot(m.epoch, m.train_loss, "--", color=color)
-        loss_ax.plot(m.epoch, m.val_loss, "-o", color=color, ms=3, label=f"fold {fold}")
-        acc_ax.plot(m.epoch, m.train_acc, "--", color=color)
-        acc_ax.plot(m.epoch, m.val_acc, "-o", color=color, ms=3, label=f"fold {fold}")
-        lr_ax.plot(m.epoch, m.lr, "-o", color=color, ms=3, label=f"fold {fold}")
-    for ax, title in ((loss_ax, "loss (dashed: train, solid: val)"),
-                      (acc_ax, "accuracy (dashed: train, solid: val)"), (lr_ax, "learning rate")):
-        ax.set(title=title, xlabel="epoch")
+    fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(13, 4.2), layout="constrained")
+    folds = list(metrics.sort_values(["fold", "epoch"]).groupby("fold"))
+    for i, (fold, m) in enumerate(folds):
+        style = {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)], "ms": 3}
+        best = m.val_loss.idxmin()
+        if best_epochs and fold in best_epochs and (m.epoch == best_epochs[fold]).any():
+            best = m.index[m.epoch == best_epochs[fold]][0]
+        for ax, train, val in ((loss_ax, m.train_loss, m.val_loss), (acc_ax, m.train_acc, m.val_acc)):
+            ax.plot(m.epoch + 1, train, "--", color=style["color"], alpha=0.6)
+            ax.plot(m.epoch + 1, val, "-", label=f"fold {fold}", **style)
+            ax.plot(m.epoch[best] + 1, val[best], "o", ms=11, mfc="none", mec=style["color"], mew=1.5)
+    lrs = [m.lr.to_numpy() for _, m in folds]
+    same_lr = all(len(lr) == len(lrs[0]) and np.allclose(lr, lrs[0]) for lr in lrs)
+    for i, (fold, m) in enumerate(folds[:1] if same_lr else folds):  # identical schedules: one line, not N on top
+        lr_ax.plot(m.epoch + 1, m.lr, "-", color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], ms=3,
+                   label="every fold" if same_lr else f"fold {fold}")
+    key = [Line2D([], [], color="grey", ls="--", label="train"), Line2D([], [], color="grey", ls="-", label="val"),
+           Line2D([], [], color="grey", ls="", marker="o", ms=9, mfc="none", label="best epoch")]
+    for ax, title, ylabel in ((loss_ax, "loss", "binary cross-entropy"), (acc_ax, "accuracy", "accuracy"),
+                              (lr_ax, "learning rate (the head's, after the epoch)", "learning rate")):
+        ax.set(title=title, xlabel="epoch", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        handles, _ = ax.get_legend_handles_labels()
+        ax.legend(handles=handles + (key if ax is not lr_ax else []), fontsize=8)
     return _save(fig, path)
 
 

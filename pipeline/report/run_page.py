@@ -69,9 +69,9 @@ def _cv_table(cv: dict) -> str:
 def _wrong_table(wrong: pd.DataFrame) -> str:
     if wrong.empty:
         return "<p>Every training photo is on the right side of 0.5.</p>"
-    return table(["path", "fold", "label", "P(dog)"],
-                  [[r.path, r.fold, CLASSES[int(r.label)], f"{r.prob_dog:.3f}"] for r in wrong.itertuples()],
-                  frozenset({0}), "wrong")
+    return table(["photo", "fold", "label", "P(dog)"],  # file names: the page is shared, the folders are yours
+                 [[Path(r.path).name, r.fold, CLASSES[int(r.label)], f"{r.prob_dog:.3f}"] for r in wrong.itertuples()],
+                 frozenset({0}), "wrong")
 
 
 def _gallery(wrong: pd.DataFrame) -> str:
@@ -119,7 +119,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, n_wrong
     out_dir = Path(out_dir) if out_dir else RunDir(run_dir).report_dir
     config, metrics, oof, cv = read_run(run_dir)
     wrong = most_confident_wrong(oof, n_wrong)
-    plot_curves(metrics, out_dir / "curves.png")
+    plot_curves(metrics, out_dir / "curves.png", {int(k): v["best_epoch"] for k, v in cv["folds"].items()
+                                                  if "best_epoch" in v})
     plot_confusion(oof, out_dir / "confusion.png")
     plot_roc(oof, out_dir / "roc.png")
     plot_calibration(oof, out_dir / "calibration.png")
@@ -134,7 +135,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, n_wrong
 <h1>Run {name}</h1>
 <h2>Configuration</h2>
 {_config_table(config, cv)}
-<h2>Cross-validation</h2>
+<h2>Cross-validation (out-of-fold, without TTA)</h2>
 {_cv_table(cv)}
 {figures}
 <h2>Most confidently wrong training photos</h2>

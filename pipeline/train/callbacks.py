@@ -1,10 +1,9 @@
 """The callbacks every fold uses: early stopping, the metrics log, checkpoints (and the random states a
-resume needs), frozen BatchNorm, the EMA of the weights, and the progress bars."""
+resume needs), frozen BatchNorm and the EMA of the weights. What a run shows is :mod:`pipeline.train.display`."""
 
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 import torch
@@ -150,41 +149,3 @@ class Ema(Callback):
     def load_state_dict(self, saved: dict) -> None:
         self.ema.module.load_state_dict(saved["module"])
         self.steps = saved["steps"]
-
-
-
-class ProgressBar(Callback):
-    """Rich bars for the fold's epochs and the epoch's batches (main process only).
-
-    The running loss and accuracy are read from the device every ``every`` batches, not every step.
-    """
-
-    def __init__(self, progress, every: int = 10):
-        self.progress, self.every = progress, every
-        self.epoch_task = self.batch_task = None
-
-    def on_fit_start(self, state: FitState) -> None:
-        self.epoch_task = self.progress.add_task(f"fold {state.fold}", total=state.epochs,
-                                                 completed=state.start_epoch, info="")
-        self.batch_task = self.progress.add_task("  batches", total=1, info="")
-
-    def on_epoch_start(self, state: FitState) -> None:
-        self.progress.reset(self.batch_task, total=None, info="")
-
-    def on_batch_end(self, state: FitState) -> None:
-        info = None
-        if state.batch % self.every == 0 or state.batch == state.batches:
-            loss, correct = state.loss_sum.item(), state.correct.item()
-            rate = state.seen / max(1e-9, time.perf_counter() - state.epoch_start)
-            info = f"loss {loss / state.seen:.4f} acc {correct / state.seen:.3f} {rate:.0f} img/s"
-        self.progress.update(self.batch_task, total=state.batches, completed=state.batch,
-                             **({"info": info} if info else {}))
-
-    def on_epoch_end(self, state: FitState) -> None:
-        r = state.row
-        self.progress.update(self.epoch_task, advance=1, info=f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.3f}"
-                             + (" *" if state.improved else ""))
-
-    def on_fit_end(self, state: FitState) -> None:
-        self.progress.remove_task(self.batch_task)
-        self.progress.remove_task(self.epoch_task)

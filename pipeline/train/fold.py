@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +23,12 @@ from pipeline.fileio import write_csv
 from pipeline.metrics import score
 from pipeline.models import build_model, normalization
 from pipeline.rundir import RunDir
-from pipeline.train.callbacks import Checkpointer, EarlyStopping, Ema, FreezeBatchNorm, MetricsLog, ProgressBar
-from pipeline.train.engine import Amp, FitState, evaluate, fit
+from pipeline.train.budget import time_batches
+from pipeline.train.callbacks import Checkpointer, EarlyStopping, Ema, FreezeBatchNorm, MetricsLog
+from pipeline.train.engine import Amp, Callback, FitState, evaluate, fit, train_step
 from pipeline.train.mixing import BinaryMix
 from pipeline.train.optim import build_optimizer
-from pipeline.train.placement import place_model
+from pipeline.train.placement import Placed, place_model
 from pipeline.train.preflight import out_of_memory
 from pipeline.train.recipe import Recipe
 from pipeline.train.runtime import Runtime, default_workers, local_processes
@@ -61,14 +63,21 @@ def fold_data(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, fol
     return FoldData(val_rows, train_ds, val_ds, train_loader, val_loader)
 
 
-def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, folds: pd.DataFrame,
-               cache, progress, tracker: Tracker | None = None) -> dict:
-    """Train one fold to its best epoch (resuming from its last.pt), write its OOF predictions.
+@dataclass
+class FoldModel:
+    """A fold's model on its device with what trains it: the batch normaliser, mixed precision, the optimizer
+    and its schedule, and the batch mixing (None: the targets are the labels)."""
 
-    With a distributed ``rt`` every process trains this fold together (DDP); otherwise this
-    process trains it alone. Returns the fold's validation scores (from the best checkpoint).
-    """
-    data = fold_data(fold, rt, recipe, settings, folds, cache)
+    placed: Placed
+    normalize: BatchNormalizer
+    amp: Amp
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    mix: BinaryMix | None
+
+
+def fold_model(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, steps_per_epoch: int) -> FoldModel:
+    """The model of ``fold``, seeded so that every process (and every resume) starts from the same weights."""
     torch.manual_seed(recipe.seed * 1000 + fold)  # the same initial weights on every process
     np.random.seed(recipe.seed * 1000 + fold + 7919 * rt.rank)  # mixup's draws (timm uses numpy's generator)
     placed = place_model(build_model(recipe.arch, recipe.img_size, pretrained=recipe.pretrained,
@@ -76,12 +85,26 @@ def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: Ru
                          rt, channels_last=settings.channels_last, ddp=rt.distributed, compile=settings.compile)
     if rt.distributed and rt.rank:  # each process its own dropout draws; the first keeps the one-process stream
         torch.manual_seed(int(np.random.SeedSequence([recipe.seed, fold, rt.rank]).generate_state(1)[0]))
-    model = placed.model
-    normalize = BatchNormalizer(*normalization(model), rt.device, placed.channels_last)
-    amp = Amp(rt.device, rt.dtype)
-    optimizer, scheduler = build_optimizer(recipe, model, len(data.train_loader), rt.device)
-    state = FitState(fold=fold, epochs=recipe.epochs, model=model, net=placed.net, optimizer=optimizer,
-                     scheduler=scheduler, amp=amp, runtime=rt)
+    optimizer, scheduler = build_optimizer(recipe, placed.model, steps_per_epoch, rt.device)
+    mix = BinaryMix(recipe.mixup, recipe.cutmix, recipe.mix_prob, recipe.label_smoothing) \
+        if recipe.mixup or recipe.cutmix or recipe.label_smoothing else None
+    return FoldModel(placed, BatchNormalizer(*normalization(placed.model), rt.device, placed.channels_last),
+                     Amp(rt.device, rt.dtype), optimizer, scheduler, mix)
+
+
+def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, folds: pd.DataFrame,
+               cache, shown: list[Callback] = (), tracker: Tracker | None = None) -> dict:
+    """Train one fold to its best epoch (resuming from its last.pt), write its OOF predictions.
+
+    With a distributed ``rt`` every process trains this fold together (DDP); otherwise this
+    process trains it alone. ``shown``: the callbacks that show its progress (:mod:`pipeline.train.display`).
+    Returns the fold's validation scores (from the best checkpoint).
+    """
+    data = fold_data(fold, rt, recipe, settings, folds, cache)
+    m = fold_model(fold, rt, recipe, settings, len(data.train_loader))
+    model, normalize, amp = m.placed.model, m.normalize, m.amp
+    state = FitState(fold=fold, epochs=recipe.epochs, model=model, net=m.placed.net, optimizer=m.optimizer,
+                     scheduler=m.scheduler, amp=amp, runtime=rt)
 
     def validate(weights: nn.Module) -> dict:
         rt.sync_buffers(weights)  # every process evaluates (and the main one saves) the same weights
@@ -89,19 +112,42 @@ def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: Ru
         val = score(data.val_ds.labels[preds.rows], preds.probs)
         return {"val_loss": preds.loss, "val_acc": val["accuracy"], "val_logloss": val["log_loss"]}
 
-    callbacks = fold_callbacks(run, fold, rt, recipe, model, validate, progress, tracker)
-    mix = BinaryMix(recipe.mixup, recipe.cutmix, recipe.mix_prob, recipe.label_smoothing) \
-        if recipe.mixup or recipe.cutmix or recipe.label_smoothing else None
+    callbacks = fold_callbacks(run, fold, rt, recipe, model, validate, shown, tracker)
     try:
-        fit(state, data.train_loader, validate, normalize, callbacks, mix)
-    except torch.OutOfMemoryError:
+        fit(state, data.train_loader, validate, normalize, callbacks, m.mix)
+    except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError from 2.5 on; this name works on every torch
         raise out_of_memory(recipe, recipe.batch_size // rt.world, rt.device, fold, state.epoch) from None
     rt.barrier()  # best.pt is complete before any process reads it
     return _out_of_fold(run, fold, rt, model, data, normalize, amp, tracker)
 
 
-def fold_callbacks(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, model: nn.Module, validate, progress,
-                   tracker: Tracker | None) -> list:
+def time_fold(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, folds: pd.DataFrame, cache,
+              batches: int = 5) -> tuple[float, float]:
+    """Seconds one epoch of ``fold`` takes (training and validation) and the seconds per fold beyond its epochs
+    (building the model, the out-of-fold predictions), from a few timed batches; nothing is kept."""
+    t0 = time.perf_counter()
+    data = fold_data(fold, rt, recipe, settings, folds, cache)
+    m = fold_model(fold, rt, recipe, settings, len(data.train_loader))
+    build = time.perf_counter() - t0
+    m.placed.net.train()
+
+    def train_batch(batch) -> None:
+        x, y, _ = batch
+        y = y.to(rt.device, non_blocking=True)
+        x, target = m.mix(m.normalize(x), y) if m.mix is not None else (m.normalize(x), y)
+        train_step(m.placed.net, x, target, m.optimizer, m.scheduler, m.amp)
+
+    @torch.inference_mode()
+    def val_batch(batch) -> None:
+        m.amp.logits(m.placed.model.eval(), m.normalize(batch[0]))
+
+    train_s = time_batches(train_batch, data.train_loader, batches) * len(data.train_loader)
+    val_s = time_batches(val_batch, data.val_loader, 2) * len(data.val_loader)
+    return train_s + val_s * (2 if recipe.ema else 1), build + 2 * val_s  # the OOF: plain and mirrored
+
+
+def fold_callbacks(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, model: nn.Module, validate,
+                   shown: list[Callback], tracker: Tracker | None) -> list:
     """The callbacks of a fold, in the order they run."""
     extra, callbacks = {}, []
     if recipe.freeze_bn:
@@ -112,7 +158,7 @@ def fold_callbacks(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, model: n
     callbacks += [MetricsLog(run), Checkpointer(run, fold, meta={"recipe": recipe.to_dict()}, extra=extra),
                   EarlyStopping(recipe.patience)]
     if rt.is_main:
-        callbacks.append(ProgressBar(progress))
+        callbacks += list(shown)
     if tracker is not None:
         callbacks.append(tracker)
     return callbacks

@@ -70,7 +70,7 @@ def launch(request: TrainRequest, nproc: int, max_restarts: int = 0, *,
     run_dir, lock = prepare_run(request, rt, processes=nproc)
     threads = settings.threads or max(1, available_cores() // nproc)
     worker_request = TrainRequest(settings={"run_name": run_dir.name, "runs_dir": str(run_dir.path.parent),
-                                            "threads": threads}, attach=True)
+                                            "threads": threads}, attach=True, started=request.started)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=max_restarts,
                           monitor_interval=0.5, start_method="spawn")
@@ -98,6 +98,8 @@ def launch(request: TrainRequest, nproc: int, max_restarts: int = 0, *,
     errors = sorted((r["error"] for _, r in sorted(results.items()) if "error" in r),
                     key=lambda e: e.secondary)  # the process that failed first, then those that stopped for it
     if errors:
+        if not request.resume:
+            run_dir.discard_if_untrained()  # the workers refused a run this launch made: leave no folder
         raise errors[0]
     return results[0]["cv"]
 

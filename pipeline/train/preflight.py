@@ -12,7 +12,7 @@ from pipeline.data.cache import DecodedCache
 from pipeline.data.images import base_size_for
 from pipeline.errors import ConfigError
 from pipeline.fileio import human_size
-from pipeline.models import memory_estimate
+from pipeline.models import memory_estimate, pretrained_problem
 from pipeline.train.recipe import Recipe
 from pipeline.train.settings import RunSettings
 
@@ -86,3 +86,15 @@ def out_of_memory(recipe: Recipe, batch: int, device: torch.device, fold: int, e
                        f"{recipe.img_size} px per step of {recipe.arch} do not fit. Train again with a smaller "
                        f"--batch-size (e.g. {smaller}) or --img-size (a new --run-name: they change the recipe); "
                        "finished folds are kept.")
+
+
+def check_pretrained(recipe: Recipe) -> None:
+    """With ``pretrained``, refuse at once (in seconds, before any work) when timm could not load the weights:
+    not in the hub cache and no network."""
+    if not recipe.pretrained:
+        return
+    why = pretrained_problem(recipe.arch)
+    if why:
+        raise ConfigError(f"--pretrained cannot load the ImageNet weights of {recipe.arch}: {why}. Offline, bring "
+                          "the weights file and pass it with --weights FILE (the README's 'Pretrained weights "
+                          "without a network' says where to get it).")

@@ -155,17 +155,23 @@ def check_fields(fields: dict, source: str) -> dict:
     return out
 
 
-def load_recipe_file(name_or_path: str | Path) -> dict:
-    """The fields of a named recipe (``finetune``) or of a TOML file, checked."""
+def recipe_file(name_or_path: str | Path) -> Path:
+    """The TOML file of a named recipe (``finetune``), or the file given; ConfigError with close names otherwise."""
     path = Path(name_or_path)
     named = named_recipes()
     if str(name_or_path) in named:
-        path = named[str(name_or_path)]
-    elif not path.is_file():
+        return named[str(name_or_path)]
+    if not path.is_file():
         close = difflib.get_close_matches(str(name_or_path), named, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"No recipe {str(name_or_path)!r}{hint}: give a file or one of {', '.join(named)} "
                           "(`pipeline recipes` lists them).")
+    return path
+
+
+def load_recipe_file(name_or_path: str | Path) -> dict:
+    """The fields of a named recipe (``finetune``) or of a TOML file, checked."""
+    path = recipe_file(name_or_path)
     try:
         fields = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

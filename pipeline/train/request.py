@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import os
 import platform
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from pipeline.data.folds import read_folds
 from pipeline.errors import ConfigError
 from pipeline.fileio import write_csv
 from pipeline.rundir import SCHEMA, RunDir, all_runs, find_run
-from pipeline.train.preflight import check_fits
+from pipeline.train.preflight import check_fits, check_pretrained
 from pipeline.train.recipe import build_recipe, check_fields, load_recipe_file
 from pipeline.train.runtime import Runtime, batch_per_process, parallel_mode, restarting
 from pipeline.train.settings import RunSettings
@@ -46,6 +47,7 @@ class TrainRequest:
     settings: dict = field(default_factory=dict)
     resume: bool = False
     attach: bool = False
+    started: float = field(default_factory=time.time)  # when the command started (--time-limit counts from it)
 
 
 
@@ -114,6 +116,7 @@ def prepare_run(request: TrainRequest, rt: Runtime, processes: int | None = None
 def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processes: int):
     resolve_tracker(settings.tracker)  # a missing package is one line now, not after the first fold
     recipe = build_recipe(request.recipe, request.overrides)
+    check_pretrained(recipe)
     settings.run_name = settings.run_name or f"{recipe.arch}-{datetime.now():%Y%m%d-%H%M%S}"
     folds = read_folds(settings.data_dir)
     n_folds = int(folds.fold.max()) + 1

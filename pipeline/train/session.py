@@ -23,12 +23,14 @@ from pipeline.data.images import base_size_for
 from pipeline.errors import ConfigError, Interrupted, PipelineError
 from pipeline.fileio import write_csv, write_json, write_text
 from pipeline.metrics import score
-from pipeline.progress import NoProgress, make_progress
+from pipeline.progress import clock, say
 from pipeline.rundir import RunDir
-from pipeline.train.fold import train_fold
+from pipeline.train.budget import plan_epochs
+from pipeline.train.display import Display, Estimate, RunClock
+from pipeline.train.fold import time_fold, train_fold
 from pipeline.train.recipe import Recipe
 from pipeline.train.request import TrainRequest, prepare_run, requested_settings
-from pipeline.train.runtime import Runtime, parallel_mode, restarting
+from pipeline.train.runtime import Runtime, batch_per_process, parallel_mode, restarting
 from pipeline.train.settings import RunSettings
 from pipeline.train.tracking import Tracker, make_tracker
 
@@ -51,7 +53,8 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
     if settings.threads:
         torch.set_num_threads(settings.threads)
     rt = Runtime.from_env(settings.device, settings.precision)
-    held = []
+    held, run_dir = [], None
+    created = not (request.resume or request.attach or restarting())
 
     def prepare() -> str:
         run_dir, lock = prepare_run(request, rt)
@@ -60,7 +63,11 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
 
     try:
         run_dir = RunDir(rt.decided_by_main(prepare))
-        return _train(run_dir, rt, report)
+        return _train(run_dir, rt, report, request.started)
+    except PipelineError:
+        if created and rt.is_main and run_dir is not None:
+            run_dir.discard_if_untrained()  # a refused run leaves no folder: its name stays free
+        raise
     finally:
         for lock in held:
             if lock is not None:
@@ -68,7 +75,7 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
         rt.close()
 
 
-def _train(run: RunDir, rt: Runtime, report: Callable[[Path], Path] | None) -> dict:
+def _train(run: RunDir, rt: Runtime, report: Callable[[Path], Path] | None, started: float) -> dict:
     recipe, settings = Recipe.of_run(run), RunSettings.of_run(run)
     folds, selected = run.read_folds(), run.selected_folds()
     mode = parallel_mode(settings.parallel, len(selected), rt.world)
@@ -85,6 +92,8 @@ def _train(run: RunDir, rt: Runtime, report: Callable[[Path], Path] | None) -> d
         if rt.local_rank != 0:
             cache = open_cache(settings.data_dir, folds.path, base_size_for(recipe.img_size))
     mine, fold_rt = (selected, rt) if mode == "ddp" else (selected[rt.rank::rt.world], rt.as_single_process())
+    if settings.time_limit:
+        recipe = _fit_time_limit(run, rt, recipe, settings, folds, cache, mode, started)
     tracker = make_tracker(settings.tracker, run, recipe, main=rt.is_main)
     t0 = time.perf_counter()
     try:
@@ -106,25 +115,66 @@ def _train(run: RunDir, rt: Runtime, report: Callable[[Path], Path] | None) -> d
         tracker.close()
 
 
+def _fit_time_limit(run: RunDir, rt: Runtime, recipe: Recipe, settings: RunSettings, folds: pd.DataFrame, cache,
+                    mode: str, started: float) -> Recipe:
+    """Lower the run's epochs so that every fold finishes inside ``--time-limit`` (decided once, by the main
+    process, from a few timed batches of the first fold, and saved in the run's recipe); the run's recipe."""
+    selected = run.selected_folds()
+
+    def decide() -> None:
+        config = run.config()
+        if "time_limit" in config:
+            return  # decided when the run started: a resume keeps those epochs
+        if run.metrics_path.exists():
+            _logger.warning("--time-limit: run %s has trained epochs already; it keeps its %d epochs a fold",
+                            run.name, recipe.epochs)
+            return
+        probe = dataclasses.replace(recipe, batch_size=batch_per_process(recipe.batch_size, rt.world, mode))
+        epoch_s, extra_s = time_fold(selected[0], rt.as_single_process(), probe, settings, folds, cache)
+        per_process = -(-len(selected) // rt.world) if mode == "folds" else len(selected)
+        plan = plan_epochs(settings.time_limit, time.time() - started, epoch_s, extra_s, per_process, recipe.epochs)
+        config["recipe"]["epochs"], config["time_limit"] = plan.epochs, plan.to_dict()
+        run.write_config(config)
+        if settings.progress:
+            cut = f"(of the recipe's {plan.recipe_epochs})" if plan.epochs < plan.recipe_epochs else "(the recipe's)"
+            say(f"--time-limit {clock(plan.seconds)}: {plan.epochs} epochs a fold {cut}, about "
+                f"{clock(plan.epoch_seconds)} each, for {plan.folds_per_process} fold(s) in this process")
+
+    rt.decided_by_main(decide)
+    return Recipe.of_run(run)
+
+
 def _train_folds(run: RunDir, rt: Runtime, fold_rt: Runtime, mine: list[int], recipe: Recipe,
                  settings: RunSettings, folds: pd.DataFrame, cache, tracker: Tracker) -> None:
-    """Train this process's folds (skipping finished ones)."""
-    with make_progress() if settings.progress and rt.is_main else NoProgress() as progress:
-        for k in mine:
-            if run.fold_oof(k).exists():
-                _logger.info("fold %d already finished; skipping", k)
-                continue
-            if restarting() and run.last(k).exists():
-                done = torch.load(run.last(k), map_location="cpu", weights_only=False, mmap=True)["epoch"]
+    """Train this process's folds (skipping finished ones), showing their progress on the main process."""
+    todo = [k for k in mine if not run.fold_oof(k).exists()]
+    for k in sorted(set(mine) - set(todo)):
+        _logger.info("fold %d already finished; skipping", k)
+    trained = {k: _epochs_done(run, k) for k in todo}
+    clock = RunClock(sum(recipe.epochs - done for done in trained.values()))
+    with Display(settings.progress and rt.is_main, run.name) as display:
+        for position, k in enumerate(todo, start=1):
+            if restarting() and trained[k]:
                 _logger.warning("fold %d: restarted after a failure; continuing after epoch %d (epochs 0-%d are kept, "
-                                "not trained again)", k, done, done)
+                                "not trained again)", k, trained[k] - 1, trained[k] - 1)
+            shown = display.callbacks(k, position, len(todo), clock)
+            if position == 1 and shown:
+                val_share = float((folds.fold == k).mean() / max(1e-9, (folds.fold != k).mean()))
+                shown.append(Estimate(clock, display.say, len(todo), val_share))
             try:
-                result = train_fold(run, k, fold_rt, recipe, settings, folds, cache, progress, tracker)
+                result = train_fold(run, k, fold_rt, recipe, settings, folds, cache, shown, tracker)
             except KeyboardInterrupt:
                 how = f" --nproc {rt.world}" if rt.distributed else ""
                 raise Interrupted(f"Interrupted during fold {k}; finished epochs are saved. Continue with "
                                   f"`pipeline train --run-name {run.name} --resume{how}`.") from None
             _logger.info("fold %d: %s", k, result)
+
+
+def _epochs_done(run: RunDir, fold: int) -> int:
+    """Epochs of ``fold`` already trained (its last.pt; mmap: only the epoch is read, not the weights)."""
+    if not run.last(fold).exists():
+        return 0
+    return int(torch.load(run.last(fold), map_location="cpu", weights_only=False, mmap=True)["epoch"]) + 1
 
 
 def wait_for_folds(run: RunDir, folds: list[int], poll: float = 2.0) -> None:

@@ -34,6 +34,7 @@ class RunSettings:
     report: bool = True  # write the HTML report when the run finishes
     parallel: str = "auto"  # one of PARALLEL (only matters with several processes)
     folds: list[int] | None = None  # None: every fold in folds.csv
+    time_limit: float | None = None  # seconds for the whole run: fewer epochs when they would not fit (budget.py)
     data_dir: str = "data"
     runs_dir: str = "runs"
     run_name: str | None = None
@@ -49,6 +50,8 @@ class RunSettings:
             if value is not None and (value < 0 or (name == "threads" and value == 0)):
                 raise ConfigError(f"--{name} must be {'zero or more' if name == 'workers' else 'at least 1'}, "
                                   f"got {value}.")
+        if self.time_limit is not None and not 0 < self.time_limit < 30 * 24 * 3600:
+            raise ConfigError(f"--time-limit must be more than 0 s and less than 30 days, got {self.time_limit}.")
         if self.folds is not None and any(k < 0 for k in self.folds):
             raise ConfigError(f"--folds takes fold numbers from 0, got {self.folds}.")
         return self

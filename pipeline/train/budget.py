@@ -1,0 +1,89 @@
+"""``--time-limit``: the whole run, every fold, finishes inside a budget.
+
+The epochs are chosen before training, from a few timed batches of the first fold, so that each fold's
+schedule completes (a cosine that ends at zero, not a run cut in the middle of its schedule); the run
+records the epochs it chose in its recipe. The budget only ever lowers the recipe's epochs: to spend it all,
+give a large ``--epochs`` with it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from pipeline.errors import ConfigError
+from pipeline.progress import clock
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s?)?")
+SAFETY = 0.9  # of the time left for training: the timed batches are a sample, epochs vary a little
+RESERVE_MIN_S = 5.0  # the cross-validation score, the report and the tracker after the last fold
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90s``, ``30m``, ``2h``, ``1h30m`` or a plain number of seconds; ConfigError otherwise."""
+    m = _DURATION.fullmatch(text.strip().lower()) if text and text.strip() else None
+    if m is None or not any(m.groups()):
+        raise ConfigError(f"--time-limit takes a duration such as 90s, 30m, 2h or 1h30m, got {text!r}.")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in m.groups())
+    total = 3600 * hours + 60 * minutes + seconds
+    if not 0 < total < 30 * 24 * 3600:
+        raise ConfigError(f"--time-limit must be more than 0 and less than 30 days, got {text!r}.")
+    return total
+
+
+@dataclass
+class Plan:
+    """What the budget allows: ``epochs`` per fold, and the figures it was computed from (saved in config.json)."""
+
+    seconds: float  # the budget, for the whole run
+    spent: float  # already gone before training (start-up, the image cache, the timing)
+    epoch_seconds: float  # one epoch of one fold: training and validation
+    fold_extra_seconds: float  # per fold: building the model and the out-of-fold predictions
+    folds_per_process: int
+    recipe_epochs: int
+    epochs: int
+
+    def to_dict(self) -> dict:
+        return {k: round(v, 2) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def plan_epochs(seconds: float, spent: float, epoch_seconds: float, fold_extra_seconds: float,
+                folds_per_process: int, recipe_epochs: int) -> Plan:
+    """The most epochs per fold (at most the recipe's) that let every fold finish inside ``seconds``.
+
+    Raises:
+        ConfigError: not even one epoch per fold fits (one line, with what one epoch costs here).
+    """
+    reserve = max(RESERVE_MIN_S, 0.05 * seconds)
+    per_fold = (seconds - spent - reserve) * SAFETY / max(1, folds_per_process) - fold_extra_seconds
+    epochs = min(recipe_epochs, math.floor(per_fold / max(epoch_seconds, 1e-9)))
+    plan = Plan(seconds, spent, epoch_seconds, fold_extra_seconds, folds_per_process, recipe_epochs, max(0, epochs))
+    if epochs < 1:
+        need = spent + reserve + folds_per_process * (epoch_seconds + fold_extra_seconds) / SAFETY
+        raise ConfigError(f"--time-limit {clock(seconds)} is too short: here one epoch of a fold takes about "
+                          f"{clock(epoch_seconds)} and {folds_per_process} fold(s) must each train at least one "
+                          f"(with {clock(spent)} already spent on start-up and the image cache); give at least "
+                          f"{clock(math.ceil(need))}, or train fewer folds (--folds 0), a smaller --img-size or a "
+                          "smaller model.")
+    return plan
+
+
+def time_batches(step, loader, n: int) -> float:
+    """Seconds one batch of ``loader`` takes through ``step(batch)``, from ``n`` batches after a first one that
+    starts the loader's workers and the kernels (not timed). ``n`` is cut to the batches there are."""
+    it = iter(loader)
+    step(next(it))
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    t0, timed = time.perf_counter(), 0
+    for batch in it:
+        if timed == n:
+            break
+        step(batch)
+        timed += 1
+    sync()
+    return (time.perf_counter() - t0) / max(1, timed) if timed else time.perf_counter() - t0
