@@ -4,6 +4,7 @@ a time budget, the weights files people have, no network, and a CLI that says wh
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ def to_a_file(args: list, cwd: Path, out: Path) -> tuple[int, list[str]]:
 # ---- output that is not a terminal ------------------------------------------------------------------------
 def test_training_into_a_file_writes_a_line_per_epoch_and_per_fold(data_copy, tmp_path):
     """Before, a log file got nothing for minutes, then only the last frame of the progress bars."""
+    shutil.rmtree(data_copy / "cache", ignore_errors=True)  # other tests may have built it: build it here
     code, lines = to_a_file(["train", *TINY, "--epochs", "3", "--folds", "0,1", "--data-dir", data_copy,
                              "--runs-dir", tmp_path / "runs", "--run-name", "log"], tmp_path, tmp_path / "log.txt")
     assert code == 0
