@@ -84,14 +84,14 @@ def normalization(model: nn.Module) -> tuple[tuple, tuple]:
     return IMAGENET_MEAN, IMAGENET_STD
 
 
-def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
-    """True when ``host`` resolves and a TCP connection to its port 443 opens, all within ``timeout`` seconds.
+def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0, port: int = 443) -> bool:
+    """True when ``host`` resolves and a TCP connection to ``port`` opens, all within ``timeout`` seconds.
 
     The name lookup runs in a thread of its own: ``socket.create_connection``'s timeout does not cover it, and
     a resolver without a network may take minutes to give up.
     """
     def connect() -> bool:
-        with socket.create_connection((host, 443), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
 
     pool = ThreadPoolExecutor(max_workers=1)

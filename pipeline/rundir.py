@@ -23,6 +23,7 @@ file name itself.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -35,6 +36,7 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.fileio import write_csv, write_json
 
 SCHEMA = 1  # the layout of config.json; a later layout raises it and reads older ones by it
+_logger = logging.getLogger(__name__)
 METRIC_COLUMNS = ["fold", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_logloss",
                   "lr", "images_per_s", "seconds"]
 
@@ -44,8 +46,12 @@ class RunBusy(ConfigError):
 
 
 class RunUnreadable(DataError):
-    """A run folder whose config.json cannot be read (cut off by a crash, edited by hand, or from another
-    version of the pipeline)."""
+    """A run folder whose config.json (or cv.json) cannot be read: cut off by a crash, edited by hand, or from
+    another version of the pipeline. ``reason`` says why in a few words (the listing of runs shows it)."""
+
+    def __init__(self, run: RunDir, reason: str):
+        super().__init__(f"Run {run.name} cannot be read: its {reason}; move {run.path} aside or delete it.")
+        self.reason = reason
 
 
 class RunDir:
@@ -139,16 +145,26 @@ class RunDir:
         """
         if not self.exists():
             raise ConfigError(f"{self.path} is not a run folder (no config.json).")
-        try:
-            config = json.loads(self.config_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RunUnreadable(f"Run {self.name} cannot be read: its config.json is not valid JSON ({exc}); it was "
-                                f"cut off or edited by hand: move {self.path} aside or delete it.") from None
+        config = self._json(self.config_path)
         why = config_problem(config)
         if why:
-            raise RunUnreadable(f"Run {self.name} cannot be read: its config.json {why}; move {self.path} aside or "
-                                "delete it.")
+            raise RunUnreadable(self, f"config.json {why}")
         return config
+
+    def _json(self, path: Path):
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunUnreadable(self, f"{path.name} is not valid JSON ({exc}: cut off, or edited by hand)") from None
+
+    def readable(self) -> str | None:
+        """None when config.json (and cv.json, if there is one) can be read; otherwise why not."""
+        try:
+            self.config()
+            self.read_cv()
+        except RunUnreadable as exc:
+            return exc.reason
+        return None
 
     def write_config(self, config: dict) -> None:
         write_json(self.config_path, config)
@@ -166,8 +182,10 @@ class RunDir:
         return [k for k in self.selected_folds() if not self.fold_oof(k).exists()]
 
     def is_finished(self) -> bool:
-        """Every selected fold is trained and the CV score is written."""
-        return self.exists() and self.cv_path.exists() and not self.missing_folds()
+        """Every selected fold is trained and the CV score is written (False for a run that cannot be read)."""
+        if not (self.exists() and self.cv_path.exists()) or self.readable():
+            return False
+        return not self.missing_folds()
 
     def read_folds(self) -> pd.DataFrame:
         """The run's own folds (path,label,fold): the truth for this run, whatever data/folds.csv says now."""
@@ -186,7 +204,12 @@ class RunDir:
         return pd.read_csv(self.oof_path)
 
     def read_cv(self) -> dict | None:
-        return json.loads(self.cv_path.read_text()) if self.cv_path.exists() else None
+        if not self.cv_path.exists():
+            return None
+        cv = self._json(self.cv_path)
+        if not isinstance(cv, dict) or not isinstance(cv.get("overall"), dict) or not isinstance(cv.get("folds"), dict):
+            raise RunUnreadable(self, "cv.json lacks its 'overall' and 'folds' scores")
+        return cv
 
     def append_metrics(self, row: dict) -> None:
         """Add one epoch's row (a resumed epoch replaces its row and every later one of that fold).
@@ -275,10 +298,14 @@ def find_run(runs_dir: str | os.PathLike, name: str | os.PathLike | None = None,
         raise ConfigError(f"No runs in {runs_dir}; train one with `pipeline train` first.")
     if not finished:
         return runs[-1]
+    unreadable = [r.name for r in runs if r.readable()]
+    if unreadable:
+        _logger.warning("left out: run(s) %s cannot be read (`pipeline runs` says why)", ", ".join(unreadable))
     done = [r for r in runs if r.is_finished()]
     if not done:
-        newest = runs[-1]
+        newest = next((r for r in reversed(runs) if not r.readable()), runs[-1])
+        lacks = ", ".join(map(str, newest.missing_folds())) if not newest.readable() else "-"
         raise ConfigError(f"No run in {runs_dir} has finished every fold (the newest, {newest.name}, lacks folds "
-                          f"{', '.join(map(str, newest.missing_folds())) or '-'}); finish one with "
+                          f"{lacks or '-'}); finish one with "
                           f"`pipeline train --run-name NAME --resume`, or name a run with --run and pass --partial.")
     return done[-1]

@@ -68,7 +68,7 @@ def test_two_processes_share_the_folds_and_match_one_process(project):
     if importlib.util.find_spec("tensorboard"):  # --tracker auto: each fold's events, written by its process
         assert sorted(p.name for p in (runs / "two" / "tensorboard").glob("fold*")) == ["fold0", "fold1", "fold2"]
     config = json.loads((runs / "two" / "config.json").read_text())
-    assert config["environment"]["processes"] == 1  # the launcher made the run; 2 workers trained it
+    assert config["environment"]["processes"] == 2  # the launcher made the run for its 2 workers (issue 20: was 1)
     check_run(runs / "two", 600)
     # every fold trained once, each exactly as one process with the same seed and thread count trains it
     pd.testing.assert_frame_equal(metrics(runs / "two"), metrics(runs / "one"))
@@ -166,6 +166,10 @@ def test_a_killed_worker_is_restarted_and_continues_from_its_last_epoch(project)
     assert proc.returncode == 0, err[-4000:]
     assert "restarted after a failure; continuing after epoch" in err  # finished epochs were not trained again
     check_run(run_dir, 600)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert [r["restart"] for r in config["resumes"]] == [True]  # issue 20: the restart is in the run's record
+    cv = json.loads((run_dir / "cv.json").read_text())
+    assert cv["seconds"] >= pd.read_csv(run_dir / "metrics.csv").groupby("fold").seconds.sum().max()  # before it too
     # the restarted run is the uninterrupted one, to the last digit
     pipeline("train", *TINY, "--epochs", "8", "--nproc", "2", "--run-name", "straight", cwd=project)
     pd.testing.assert_frame_equal(metrics(run_dir), metrics(project / "runs" / "straight"))
@@ -193,3 +197,22 @@ def test_torchrun_restarts_continue_the_run_it_made(project):
     config = json.loads((runs[0] / "config.json").read_text())
     assert config["resumes"] and config["resumes"][-1]["restart"] is True
     check_run(runs[0], 600)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+def test_a_killed_worker_without_restarts_is_one_line(project):
+    """Before (issue 20), torch elastic printed its own multi-line report above the pipeline's one line."""
+    run_dir = project / "runs" / "dies"
+    proc = pipeline("train", *TINY, "--epochs", "200", "--nproc", "2", "--run-name", "dies", cwd=project, wait=False)
+    killed, deadline = None, time.monotonic() + 300
+    while proc.poll() is None and killed is None and time.monotonic() < deadline:
+        if (run_dir / "metrics.csv").exists():
+            workers = _workers(proc.pid)
+            if workers:
+                os.kill(workers[0], signal.SIGKILL)
+                killed = workers[0]
+        time.sleep(0.02)
+    _out, err = proc.communicate(timeout=600)
+    assert killed is not None and proc.returncode == 1
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: Training process") and "--resume --nproc 2" in lines[0], err

@@ -87,7 +87,8 @@ def _blend_sections(runs: list[RunDir]) -> str:
                 f'<h2>Blend (out-of-fold, without TTA)</h2>\n<p class="note">Cannot be fitted, for the same reason: '
                 "<code>pipeline predict</code> refuses to blend these runs.</p>")
     names = [r.name for r in runs]
-    corr = np.corrcoef(probs, rowvar=False)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a run of constant P(dog) has no correlation: shown as -
+        corr = np.corrcoef(probs, rowvar=False)
     cells = [[score_cell(None if np.isnan(r) else r) for r in row] for row in corr]  # nan: a run of constant P(dog)
     rows = [[a, *row] for a, row in zip(names, cells, strict=True)]
     corr_table = table(["correlation", *names], rows, frozenset({0}),

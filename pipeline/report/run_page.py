@@ -40,10 +40,11 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict]:
         DataError: when one of the files is missing.
     """
     run = RunDir(run_dir)
-    for path in (run.config_path, run.metrics_path, run.oof_path, run.cv_path):
+    config = run.config()  # first: a run that cannot be read says so, whatever else it lacks
+    for path in (run.metrics_path, run.oof_path, run.cv_path):
         if not path.exists():
             raise DataError(f"Run folder {run_dir} has no {path.name}; train the run first (`pipeline train`).")
-    return run.config(), run.read_metrics(), run.read_oof(), run.read_cv()
+    return config, run.read_metrics(), run.read_oof(), run.read_cv()
 
 
 def _config_table(config: dict, cv: dict) -> str:

@@ -27,6 +27,10 @@ def recipe_name(source: str | None) -> str | None:
 
 
 def _run_row(run: RunDir) -> dict:
+    why = run.readable()
+    if why:  # listed, with why, so that one broken folder does not hide the others
+        return {"run": run.name, "status": f"unreadable: {why}", "test_probs": run.test_probs_path.exists(),
+                **dict.fromkeys(("accuracy", "log_loss", "roc_auc", "seconds"), math.nan)}
     config = run.config()
     c = config["recipe"]
     finished = run.is_finished()

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.errors import PipelineError
 from pipeline.train.runtime import Runtime
 
 _logger = logging.getLogger(__name__)
@@ -206,6 +207,21 @@ def evaluate(model: nn.Module, loader, normalize, amp: Amp, runtime: Runtime | N
     return Predictions(rows_np, probs_np, loss)
 
 
+class Diverged(PipelineError):
+    """The loss stopped being a finite number: the weights diverged (the checkpoints keep the last good epoch)."""
+
+
+def check_finite(state: FitState, loss: float, which: str) -> None:
+    """Stop the fold with one line when an epoch's loss is NaN or infinite, before any checkpoint takes its weights."""
+    if math.isfinite(loss):
+        return
+    kept = f"epoch {state.epoch} (its checkpoints are kept)" if state.epoch else "none (nothing was saved)"
+    raise Diverged(f"Fold {state.fold}, epoch {state.epoch + 1}: the {which} loss is {loss} and the weights diverged. "
+                   "Likely causes: a learning rate too high for this model and batch (lower --lr), a large "
+                   "--weight-decay, or fp16 overflow (try --precision bf16 or fp32). Last good epoch: "
+                   f"{kept}; train again with the change under another --run-name.")
+
+
 def fit(state: FitState, train_loader, validate, normalize, callbacks: list[Callback], mix=None) -> FitState:
     """Train from ``state.start_epoch`` to ``state.epochs`` unless a callback sets ``state.stop``.
 
@@ -229,7 +245,9 @@ def fit(state: FitState, train_loader, validate, normalize, callbacks: list[Call
         state.net.train()
         _call(callbacks, "on_epoch_start", state)
         train = train_one_epoch(state, train_loader, normalize, callbacks, mix)
+        check_finite(state, train["train_loss"], "training")
         val = validate(state.model)
+        check_finite(state, val["val_loss"], "validation")
         state.row = {"fold": state.fold, "epoch": epoch, **train, **val,
                      "lr": max(g["lr"] for g in state.optimizer.param_groups),  # the head's, under layer decay
                      "seconds": time.perf_counter() - state.epoch_start}

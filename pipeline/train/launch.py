@@ -8,6 +8,7 @@ workers, joins that one run; a restart continues from the last finished epochs (
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import uuid
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.errors import ConfigError, Interrupted, PipelineError
-from pipeline.train.request import TrainRequest, prepare_run, requested_settings
+from pipeline.train.request import TrainRequest, end_session, prepare_run, requested_settings
 from pipeline.train.runtime import Runtime, available_cores, launched_world, resolve_device, resolve_precision
 from pipeline.train.session import train
 
@@ -34,6 +35,23 @@ def _worker(request: TrainRequest, log_level: int, report: Callable[[Path], Path
         return {"cv": train(request, report=report)}
     except PipelineError as exc:
         return {"error": exc}
+
+
+def _quiet_elastic() -> Callable[[], None]:
+    """Keep torch elastic's own reports (a worker's failure table, each signal sent) out of the output unless
+    --verbose: the pipeline says what happened in one line. Returns what puts the levels back."""
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+    loggers = [logging.getLogger(n) for n in ("torch.distributed.elastic", "torch.distributed.launcher",
+                                              "torch.multiprocessing")]
+    levels = [lg.level for lg in loggers]
+    if not verbose:
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL)
+
+    def restore() -> None:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+    return restore
 
 
 def launch(request: TrainRequest, nproc: int, max_restarts: int = 0, *,
@@ -67,15 +85,17 @@ def launch(request: TrainRequest, nproc: int, max_restarts: int = 0, *,
         if nproc > torch.cuda.device_count():
             raise ConfigError(f"--nproc {nproc} needs {nproc} GPUs but {torch.cuda.device_count()} are visible; "
                               "start at most one process per GPU.")
-    run_dir, lock = prepare_run(request, rt, processes=nproc)
+    job = str(uuid.uuid4())
+    run_dir, lock = prepare_run(dataclasses.replace(request, job=job), rt, processes=nproc)
     threads = settings.threads or max(1, available_cores() // nproc)
     worker_request = TrainRequest(settings={"run_name": run_dir.name, "runs_dir": str(run_dir.path.parent),
                                             "threads": threads}, attach=True, started=request.started)
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=job,
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=max_restarts,
                           monitor_interval=0.5, start_method="spawn")
     old_omp = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    quiet = _quiet_elastic()
     try:
         results = elastic_launch(config, _worker)(worker_request, logging.getLogger().getEffectiveLevel(),
                                                   report)
@@ -93,6 +113,9 @@ def launch(request: TrainRequest, nproc: int, max_restarts: int = 0, *,
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
             os.environ["OMP_NUM_THREADS"] = old_omp
+        quiet()
+        if run_dir.exists():
+            end_session(run_dir)
         if lock is not None:
             lock.release()
     errors = sorted((r["error"] for _, r in sorted(results.items()) if "error" in r),

@@ -98,3 +98,22 @@ def check_pretrained(recipe: Recipe) -> None:
         raise ConfigError(f"--pretrained cannot load the ImageNet weights of {recipe.arch}: {why}. Offline, bring "
                           "the weights file and pass it with --weights FILE (the README's 'Pretrained weights "
                           "without a network' says where to get it).")
+
+
+def recipe_warnings(recipe: Recipe) -> list[str]:
+    """What in a recipe is allowed but likely not meant: frozen BatchNorm on a model without BatchNorm, a warm-up
+    as long as the run."""
+    from torch import nn
+
+    from pipeline.models import build_model
+
+    warnings = []
+    if recipe.freeze_bn:
+        with torch.device("meta"):
+            model = build_model(recipe.arch, recipe.img_size)
+        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            warnings.append(f"--freeze-bn does nothing: {recipe.arch} has no BatchNorm layer.")
+    if recipe.schedule == "cosine" and recipe.warmup_epochs >= recipe.epochs:
+        warnings.append(f"--warmup-epochs {recipe.warmup_epochs:g} is as long as the run (--epochs {recipe.epochs}): "
+                        "the learning rate never leaves its warm-up and never decays; lower it.")
+    return warnings

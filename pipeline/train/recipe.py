@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pipeline.choices import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
 from pipeline.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+MAX_SEED = 4_000_000  # seed * 1000 + fold seeds numpy, whose seeds end at 2**32 - 1
 MAX_IMG_SIZE = 1024  # the competitions' photos are at most ~1,050 px; more only upsamples
 
 
@@ -60,8 +62,13 @@ class Recipe:
         from pipeline.models import OWN_MODELS, check_arch, default_img_size
 
         r = dataclasses.replace(self)
+        infinite = [f.name for f in dataclasses.fields(r) if isinstance(getattr(r, f.name), float)
+                    and not math.isfinite(getattr(r, f.name))]
+        if infinite:  # inf and nan pass every comparison below, then break the schedule or the loss
+            name = infinite[0]
+            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(r, name)}.")
         check_arch(r.arch)
-        r.img_size = r.img_size or default_img_size(r.arch)
+        r.img_size = r.img_size if r.img_size is not None else default_img_size(r.arch)  # 0 is a value, refused
         r.lr = r.lr if r.lr is not None else (3e-4 if (r.pretrained or r.weights) else 1e-3)
         for name, allowed in [("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("augment", AUGMENT_PRESETS)]:
             if getattr(r, name) not in allowed:
@@ -74,7 +81,8 @@ class Recipe:
                   ("layer-decay", 0 < r.layer_decay <= 1, "in (0, 1]"), ("mixup", r.mixup >= 0, "zero or more"),
                   ("cutmix", r.cutmix >= 0, "zero or more"), ("mix-prob", 0 <= r.mix_prob <= 1, "in [0, 1]"),
                   ("label-smoothing", 0 <= r.label_smoothing < 0.5, "in [0, 0.5)"),
-                  ("ema-decay", 0 < r.ema_decay < 1, "in (0, 1)")]
+                  ("ema-decay", 0 < r.ema_decay < 1, "in (0, 1)"),
+                  ("seed", 0 <= r.seed <= MAX_SEED, f"between 0 and {MAX_SEED:,}")]
         for name, ok, what in checks:
             if not ok:
                 raise ConfigError(f"--{name} must be {what}, got {getattr(r, name.replace('-', '_'))}.")

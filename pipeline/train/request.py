@@ -21,11 +21,11 @@ from pipeline.data.folds import read_folds
 from pipeline.errors import ConfigError
 from pipeline.fileio import write_csv
 from pipeline.rundir import SCHEMA, RunDir, all_runs, find_run
-from pipeline.train.preflight import check_fits, check_pretrained
+from pipeline.train.preflight import check_fits, check_pretrained, recipe_warnings
 from pipeline.train.recipe import build_recipe, check_fields, load_recipe_file
 from pipeline.train.runtime import Runtime, batch_per_process, parallel_mode, restarting
 from pipeline.train.settings import RunSettings
-from pipeline.train.tracking import resolve_tracker
+from pipeline.train.tracking import check_tracker
 
 _logger = logging.getLogger(__name__)
 
@@ -48,17 +48,16 @@ class TrainRequest:
     resume: bool = False
     attach: bool = False
     started: float = field(default_factory=time.time)  # when the command started (--time-limit counts from it)
+    job: str | None = None  # the launcher's job id (torchrun's is TORCHELASTIC_RUN_ID)
 
-
-
-def environment(rt: Runtime) -> dict:
+def environment(rt: Runtime, processes: int) -> dict:
     import albumentations
     import timm
 
     env = {"pipeline": __version__, "python": platform.python_version(), "torch": torch.__version__,
            "timm": timm.__version__, "albumentations": albumentations.__version__,
            "device": str(rt.device), "precision": str(rt.dtype).removeprefix("torch."),
-           "threads": torch.get_num_threads(), "processes": rt.world, "host": platform.node()}
+           "threads": torch.get_num_threads(), "processes": processes, "host": platform.node()}
     if rt.device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(rt.device)
     return env
@@ -86,7 +85,8 @@ def _run_of_this_job(given: dict) -> RunDir | None:
         run = RunDir(Path(runs_dir) / given["run_name"])
         return run if run.exists() else None
     job = os.environ.get("TORCHELASTIC_RUN_ID")
-    mine = [r for r in all_runs(runs_dir) if job and r.config().get("launch", {}).get("job") == job]
+    mine = [r for r in all_runs(runs_dir)
+            if job and not r.readable() and r.config().get("launch", {}).get("job") == job]
     return mine[-1] if mine else None
 
 
@@ -103,20 +103,51 @@ def prepare_run(request: TrainRequest, rt: Runtime, processes: int | None = None
     """
     settings = requested_settings(request)
     if request.attach:
-        return _existing_run(request.settings), None
+        run = _existing_run(request.settings)
+        if restarting():  # the launcher started its workers again after a failure: say so in the run
+            config = run.config()
+            config["resumes"] = [*config.get("resumes", []), {"time": datetime.now().isoformat(timespec="seconds"),
+                                                              "changed": {}, "restart": True,
+                                                              "processes": config["launch"]["processes"]}]
+            run.write_config(config)
+        return run, None
     resume = request.resume
     found = _run_of_this_job(request.settings) if restarting() and not resume else None
     if found is not None:  # torchrun started the workers again: continue the run this job made
         resume, request = True, dataclasses.replace(request, settings=request.settings | {"run_name": found.name})
     if resume:
-        return _resume_run(request, settings, rt)
+        return _resume_run(request, settings, rt, processes or rt.world)
     return _new_run(request, settings, rt, processes or rt.world)
 
 
+def new_session(request: TrainRequest, processes: int) -> dict:
+    """An entry of config.json's ``sessions``: one per command that trains the run (a restart of its workers is
+    the same session); its ``seconds`` are written when it ends."""
+    return {"started": datetime.fromtimestamp(request.started).isoformat(timespec="seconds"),
+            "started_ts": request.started, "processes": processes, "seconds": None}
+
+
+def run_seconds(config: dict, now: float | None = None) -> float:
+    """The run's training time over every session: the ended ones, and the current one until ``now``."""
+    sessions = config.get("sessions") or []
+    done = sum(s["seconds"] or 0.0 for s in sessions[:-1])
+    return done + ((now or time.time()) - sessions[-1]["started_ts"] if sessions else 0.0)
+
+
+def end_session(run: RunDir) -> None:
+    """Write the current session's seconds (from its start, launch and restarts included)."""
+    config = run.config()
+    if config.get("sessions"):
+        config["sessions"][-1]["seconds"] = round(time.time() - config["sessions"][-1]["started_ts"], 1)
+        run.write_config(config)
+
+
 def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processes: int):
-    resolve_tracker(settings.tracker)  # a missing package is one line now, not after the first fold
+    check_tracker(settings.tracker, settings.runs_dir)  # a missing package or store: one line now, not later
     recipe = build_recipe(request.recipe, request.overrides)
     check_pretrained(recipe)
+    for warning in recipe_warnings(recipe):
+        _logger.warning(warning)
     settings.run_name = settings.run_name or f"{recipe.arch}-{datetime.now():%Y%m%d-%H%M%S}"
     folds = read_folds(settings.data_dir)
     n_folds = int(folds.fold.max()) + 1
@@ -141,14 +172,15 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processe
     run.write_config({"schema": SCHEMA, "recipe": recipe.to_dict(), "settings": dataclasses.asdict(settings),
                       "folds": selected, "n_folds": n_folds,
                       "recipe_source": str(request.recipe) if request.recipe else None,
-                      "environment": environment(rt),
-                      "launch": {"processes": processes, "job": os.environ.get("TORCHELASTIC_RUN_ID")},
+                      "environment": environment(rt, processes),
+                      "launch": {"processes": processes, "job": request.job or os.environ.get("TORCHELASTIC_RUN_ID")},
                       "folds_csv": str(Path(settings.data_dir) / "folds.csv"),
-                      "created": datetime.now().isoformat(timespec="seconds"), "resumes": []})
+                      "created": datetime.now().isoformat(timespec="seconds"), "resumes": [],
+                      "sessions": [new_session(request, processes)]})
     return run, lock
 
 
-def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime):
+def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processes: int):
     """Reopen a run: its recipe must stay as it was; settings never change what is learned, so any may
     change (and are recorded)."""
     run = _existing_run(request.settings)
@@ -167,14 +199,20 @@ def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime):
         if settings.folds is not None and any(not 0 <= k < n_folds for k in settings.folds):
             raise ConfigError(f"--folds {settings.folds} out of range: run {run.name} has folds 0..{n_folds - 1}.")
         _warn_if_resplit(run, settings)
-        resolve_tracker(settings.tracker)
+        check_tracker(settings.tracker, settings.runs_dir)
         changed = {k: v for k, v in request.settings.items()
                    if saved_settings.get(k) != v and k not in ("run_name", "runs_dir")}
+        before = (config.get("sessions") or [{}])[-1].get("processes", config["launch"]["processes"])
+        if processes != before:
+            changed["processes"] = processes
+        if not restarting():
+            config["sessions"] = [*config.get("sessions", []), new_session(request, processes)]
         config["settings"] = dataclasses.asdict(settings)
         config["folds"] = settings.folds if settings.folds is not None else config["folds"]
         config["settings"]["folds"] = config["folds"]
         config["resumes"] = [*config.get("resumes", []), {"time": datetime.now().isoformat(timespec="seconds"),
-                                                          "changed": changed, "restart": restarting()}]
+                                                          "changed": changed, "restart": restarting(),
+                                                          "processes": processes}]
         run.write_config(config)
         run.failed_path.unlink(missing_ok=True)  # a process of the last attempt stopped on an error
     except BaseException:

@@ -29,7 +29,7 @@ from pipeline.train.budget import plan_epochs
 from pipeline.train.display import Display, Estimate, RunClock
 from pipeline.train.fold import time_fold, train_fold
 from pipeline.train.recipe import Recipe
-from pipeline.train.request import TrainRequest, prepare_run, requested_settings
+from pipeline.train.request import TrainRequest, end_session, prepare_run, requested_settings, run_seconds
 from pipeline.train.runtime import Runtime, batch_per_process, parallel_mode, restarting
 from pipeline.train.settings import RunSettings
 from pipeline.train.tracking import Tracker, make_tracker
@@ -65,10 +65,12 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
         run_dir = RunDir(rt.decided_by_main(prepare))
         return _train(run_dir, rt, report, request.started)
     except PipelineError:
-        if created and rt.is_main and run_dir is not None:
-            run_dir.discard_if_untrained()  # a refused run leaves no folder: its name stays free
+        if created and rt.is_main and run_dir is not None and run_dir.discard_if_untrained():
+            run_dir = None  # a refused run leaves no folder: its name stays free
         raise
     finally:
+        if rt.is_main and run_dir is not None and run_dir.exists() and not request.attach:
+            end_session(run_dir)  # the launcher's workers: the launcher ends the session
         for lock in held:
             if lock is not None:
                 lock.release()
@@ -95,7 +97,6 @@ def _train(run: RunDir, rt: Runtime, report: Callable[[Path], Path] | None, star
     if settings.time_limit:
         recipe = _fit_time_limit(run, rt, recipe, settings, folds, cache, mode, started)
     tracker = make_tracker(settings.tracker, run, recipe, main=rt.is_main)
-    t0 = time.perf_counter()
     try:
         try:
             _train_folds(run, rt, fold_rt, mine, recipe, settings, folds, cache, tracker)
@@ -106,7 +107,7 @@ def _train(run: RunDir, rt: Runtime, report: Callable[[Path], Path] | None, star
         if rt.distributed and mode == "folds":  # idle processes wait for the busiest, holding no collective open
             wait_for_folds(run, selected)
         rt.barrier()
-        cv = rt.decided_by_main(lambda: write_cv(run, selected, seconds=time.perf_counter() - t0))
+        cv = rt.decided_by_main(lambda: write_cv(run, selected, seconds=run_seconds(run.config())))
         if rt.is_main:
             page = report(run.path) if settings.report and report is not None else None
             tracker.run_done(cv, page)
@@ -205,6 +206,6 @@ def write_cv(run: RunDir, selected: list[int], seconds: float | None = None) -> 
         per_fold[str(k)] = score(part.label, part.prob_dog) | {"best_epoch": int(best["epoch"])}
     cv = {"run": run.name, "folds": per_fold, "overall": score(oof.label, oof.prob_dog)}
     if seconds is not None:
-        cv["seconds"] = seconds  # this session's training time (a resumed run counts only its own part)
+        cv["seconds"] = seconds  # the run's training time over all its sessions, start-up and restarts included
     write_json(run.cv_path, cv)
     return cv

@@ -23,6 +23,7 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -120,6 +121,50 @@ class TensorBoardTracker(Tracker):
     def close(self) -> None:
         for writer in self.writers.values():
             writer.close()
+
+
+def check_tracker(name: str, runs_dir: str | Path) -> str:
+    """The tracker ``name`` stands for, once its store answers (MLflow: within seconds); ConfigError otherwise.
+
+    Called before the run folder exists, so a bad ``MLFLOW_TRACKING_URI`` (an unknown scheme, a server that is
+    not there) is one line instead of MLflow's traceback, or four minutes of retries and then a traceback.
+    """
+    name = resolve_tracker(name)
+    if name == "mlflow":
+        check_mlflow_store(mlflow_uri(Path(runs_dir)))
+    return name
+
+
+def check_mlflow_store(uri: str, timeout: float = 5.0) -> None:
+    """ConfigError unless MLflow can read experiments from ``uri`` within about ``timeout`` seconds."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.models import hub_reachable
+
+    where = "MLFLOW_TRACKING_URI=" + uri if os.environ.get("MLFLOW_TRACKING_URI") else f"the MLflow store {uri}"
+    advice = ("set MLFLOW_TRACKING_URI to a running server (http://HOST:PORT), a sqlite:/// database or a folder, "
+              "unset it to log into mlruns/ beside runs/, or pass --tracker tensorboard or none")
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if not hub_reachable(parts.hostname or "", timeout, port=port):
+            raise ConfigError(f"Nothing answers at {parts.hostname}:{port} ({where}) within {timeout:.0f} s: {advice}.")
+    if uri.startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(int(timeout)))
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a store it cannot use
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        why = f"it knows no store of the scheme '{parts.scheme}://'" if "unsupported URI" in why else why[:200]
+        raise ConfigError(f"MLflow cannot use {where} ({why}): {advice}.") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def mlflow_uri(runs_dir: Path) -> str:
