@@ -188,12 +188,12 @@ def test_compare_with_a_run_of_constant_predictions_prints_no_numpy_warning(tiny
     assert "<h1>Compare a vs b</h1>" in page
 
 
-def test_freeze_bn_without_batchnorm_and_a_warmup_as_long_as_the_run_are_said(data_copy, tmp_path, caplog):
+def test_freeze_bn_without_batchnorm_and_a_warmup_longer_than_the_run_are_said(data_copy, tmp_path, caplog):
     train(tiny_config(data_copy, tmp_path / "runs", run_name="w", freeze_bn=True, epochs=1, warmup_epochs=2.0,
                       folds=[0]))
     said = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     assert "--freeze-bn does nothing: lenet has no BatchNorm layer." in said
-    assert "--warmup-epochs 2 is as long as the run (--epochs 1)" in said
+    assert "--warmup-epochs 2 is longer than the run (--epochs 1)" in said
 
 
 def test_no_warning_for_a_recipe_that_means_what_it_says(data_copy, tmp_path, caplog):

@@ -113,7 +113,7 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
             model = build_model(recipe.arch, recipe.img_size)
         if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             warnings.append(f"--freeze-bn does nothing: {recipe.arch} has no BatchNorm layer.")
-    if recipe.schedule == "cosine" and recipe.warmup_epochs >= recipe.epochs:
-        warnings.append(f"--warmup-epochs {recipe.warmup_epochs:g} is as long as the run (--epochs {recipe.epochs}): "
-                        "the learning rate never leaves its warm-up and never decays; lower it.")
+    if recipe.schedule == "cosine" and recipe.warmup_epochs > recipe.epochs:
+        warnings.append(f"--warmup-epochs {recipe.warmup_epochs:g} is longer than the run (--epochs {recipe.epochs}): "
+                        "the learning rate never reaches its peak and never decays; lower it.")
     return warnings
