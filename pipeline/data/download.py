@@ -38,12 +38,12 @@ def acquire(*, source: str | None = None, urls: list[str] = (), from_paths: list
         if not p.exists():
             raise ExtractError(f"{p} does not exist: pass an existing archive or folder with --from.")
         if not p.is_dir() and not is_archive(p):
-            raise ExtractError(f"{p} is neither a folder nor a .zip/.tar/.tar.gz/.tgz archive: pass one of those "
-                               "with --from.")
+            raise ExtractError(f"{p} is neither a folder nor a .zip/.tar/.tar.gz/.tgz/.7z archive: pass one of "
+                               "those with --from.")
     for u, _ in downloads:
         if not is_archive(url_filename(u)):
-            raise DownloadError(f"{u} does not end in .zip, .tar, .tar.gz or .tgz: pass the URL of an archive, or "
-                                "download the files by hand and pass their folder with --from.")
+            raise DownloadError(f"{u} does not end in .zip, .tar, .tar.gz, .tgz or .7z: pass the URL of an archive, "
+                                "or download the files by hand and pass their folder with --from.")
     names = ([f"{src.kaggle_competition}.zip"] if src and src.kaggle_competition else [])
     names += [url_filename(u) for u, _ in downloads] + [p.name for p in from_paths if not p.is_dir()]
     stems = [archive_stem(n) for n in names]
