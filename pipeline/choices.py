@@ -12,7 +12,10 @@ TRACKERS = ("auto", "none", "tensorboard", "mlflow")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle")
 AUGMENT_PRESETS = ("none", "light", "strong")
-TTA = ("none", "hflip")
+# test-time augmentation: each policy averages the image and these views of it (pipeline.train.task.view_of)
+TTA_POLICIES = {"none": (), "hflip": ("hflip",), "flips": ("hflip", "vflip", "rot180"),
+                "rot": ("hflip", "vflip", "rot90", "rot180", "rot270")}
+TTA = tuple(TTA_POLICIES)
 ENSEMBLE_METHODS = ("fit", "mean")
 CALIBRATIONS = ("auto", "none", "temperature")
 RUN_SORTS = ("logloss", "accuracy", "auc", "time", "created", "name")

@@ -129,12 +129,13 @@ def _in_hub_cache(hub_id: str) -> bool:
 
 
 def build_model(arch: str, img_size: int, *, pretrained: bool = False, weights: str | Path | None = None,
-                drop_rate: float = 0.0) -> nn.Module:
-    """Create ``arch`` with a one-logit head.
+                drop_rate: float = 0.0, num_classes: int = 1) -> nn.Module:
+    """Create ``arch`` with a head of ``num_classes`` outputs (one logit for two classes).
 
     Args:
         arch: ``lenet`` or any timm model name.
         img_size: input side (LeNet sizes its classifier from it).
+        num_classes: the head's outputs: 1 (the log-odds of the positive class) or K.
         pretrained: load timm's hub weights (ImageNet); needs the network or a filled hub cache.
         weights: a local file to start from: one of our checkpoints, a state dict, or a timm
             ``.safetensors``/``.pth`` ImageNet file (its classifier is dropped and re-initialised).
@@ -144,12 +145,12 @@ def build_model(arch: str, img_size: int, *, pretrained: bool = False, weights: 
     if arch in OWN_MODELS:
         if pretrained:
             raise ConfigError(f"{arch} has no pretrained weights; drop --pretrained (or pass --weights FILE).")
-        model = OWN_MODELS[arch](img_size=img_size, num_classes=1)
+        model = OWN_MODELS[arch](img_size=img_size, num_classes=num_classes)
     else:
         import timm
 
-        model = _create_pretrained(arch, drop_rate) if pretrained else \
-            timm.create_model(arch, pretrained=False, num_classes=1, drop_rate=drop_rate)
+        model = _create_pretrained(arch, drop_rate, num_classes) if pretrained else \
+            timm.create_model(arch, pretrained=False, num_classes=num_classes, drop_rate=drop_rate)
         zero_head(model)
     if weights:
         load_weights(model, weights)
@@ -157,7 +158,7 @@ def build_model(arch: str, img_size: int, *, pretrained: bool = False, weights: 
 
 
 def zero_head(model: nn.Module) -> None:
-    """Start a timm model's new one-logit classifier at zero, whatever the family's own init.
+    """Start a timm model's new classifier at zero, whatever the family's own init.
 
     timm sizes some heads for 1,000 classes (EfficientNet's: std 0.56 with fan-out 1), so a fresh
     one-logit head put out logits of about +-20 on ImageNet features: near-certain, wrong
@@ -171,7 +172,7 @@ def zero_head(model: nn.Module) -> None:
             nn.init.zeros_(head.bias)
 
 
-def _create_pretrained(arch: str, drop_rate: float) -> nn.Module:
+def _create_pretrained(arch: str, drop_rate: float, num_classes: int = 1) -> nn.Module:
     import timm
 
     cfg = timm.models.get_pretrained_cfg(arch)
@@ -186,7 +187,7 @@ def _create_pretrained(arch: str, drop_rate: float) -> nn.Module:
         # so a filled hub cache still works and an empty one fails at once instead of retrying.
         hub_constants.HF_HUB_OFFLINE = True
     try:
-        return timm.create_model(arch, pretrained=True, num_classes=1, drop_rate=drop_rate)
+        return timm.create_model(arch, pretrained=True, num_classes=num_classes, drop_rate=drop_rate)
     except Exception as exc:  # noqa: BLE001 - any hub/cache failure gets the same advice
         why = f"cannot reach {host} (no network?)" if offline else f"{type(exc).__name__}: {exc}"
         raise ConfigError(f"Could not load pretrained weights for {arch}: {why}; download the weights "

@@ -73,7 +73,7 @@ def test_predict_says_which_runs_and_folds_it_blends(tiny_run, sample_data, tmp_
     r = invoke("predict", "--runs-dir", tiny_run.parent, "--test", sample_data / "test.csv", "--out",
                tmp_path / "sub.csv", "--no-progress")
     assert r.exit_code == 0, r.output
-    assert "run tiny (the newest finished run): the models of folds 0-2 of 3, hflip TTA" in r.output
+    assert "run tiny (the newest finished run): the models of folds 0-2 of 3, with hflip TTA" in r.output
     assert "out-of-fold (with hflip TTA, as the test set is predicted): accuracy" in r.output
 
 
@@ -83,7 +83,7 @@ def test_predict_names_a_run_of_some_folds(data_copy, tmp_path):
     r = invoke("predict", "--run", "some", "--runs-dir", runs, "--test", data_copy / "test.csv", "--out",
                tmp_path / "sub.csv", "--no-progress")
     assert r.exit_code == 0, r.output
-    assert "run some (named): the models of folds 0,1 of 3 (a run of 2 of the split's 3 folds), hflip TTA" in \
+    assert "run some (named): the models of folds 0,1 of 3 (a run of 2 of the split's 3 folds), with hflip TTA" in \
         r.output
 
 

@@ -20,6 +20,9 @@ DupOption = Annotated[int, typer.Option(help="Perceptual-hash distance (bits of 
 @app.command()
 @friendly
 def download(
+    competition: Annotated[str | None, typer.Option(help="A built-in competition (`pipeline competitions` lists "
+                                                    "them) or a spec file "
+                                                    "\\[default: the source's, else course]")] = None,
     source: Annotated[str | None, typer.Option(help=f"Named source: {', '.join(SOURCES)} \\[default: "
                                                   f"{next(iter(SOURCES))} (猫狗大战)]")] = None,
     url: Annotated[list[str] | None, typer.Option("--url", help="Archive URL to fetch (repeatable).")] = None,
@@ -34,7 +37,8 @@ def download(
     """Fetch, verify and unpack the data; write data/train.csv, data/test.csv and data/folds.csv."""
     from pipeline.data.download import download as run_download
 
-    summary = run_download(source=source, urls=url or [], from_paths=from_ or [], data_dir=data_dir,
+    summary = run_download(competition=competition, source=source, urls=url or [], from_paths=from_ or [],
+                           data_dir=data_dir,
                            n_folds=folds, seed=seed, dup_threshold=dup_threshold, progress=progress)
     _print_catalog(summary)
 
@@ -54,7 +58,12 @@ def split(data_dir: DataDir = Path("data"), folds: FoldsOption = 5, seed: SeedOp
 
 def _print_catalog(s: dict) -> None:
     paths = {k: escape(str(s[k])) for k in ("train_csv", "test_csv", "problems_csv", "folds_csv")}
-    console.print(f"train: {s['train']} images ({s['cats']} cats, {s['dogs']} dogs) -> {paths['train_csv']}")
+    per_class = s["per_class"]
+    plural = set(per_class) == {"cat", "dog"}  # "800 cats"; other class names are shown as the data spells them
+    counts = ", ".join(f"{n} {c}s" if plural else f"{n} {c}" for c, n in list(per_class.items())[:12])
+    more = f" and {len(per_class) - 12} more classes" if len(per_class) > 12 else ""
+    console.print(f"competition: {s['competition']} ({len(per_class)} classes)", highlight=False)
+    console.print(f"train: {s['train']} images ({counts}{more}) -> {paths['train_csv']}")
     console.print(f"test:  {s['test']} images -> {paths['test_csv']}")
     unreadable = s.get("test_unreadable", 0)
     if unreadable:
@@ -63,4 +72,20 @@ def _print_catalog(s: dict) -> None:
     if s["problems"] - unreadable:
         console.print(f"[yellow]left out: {s['problems'] - unreadable} files (unreadable or unlabelled), listed in "
                       f"{paths['problems_csv']}[/]")
-    console.print(f"folds: {s['folds']} folds, {s['dup_groups']} duplicate groups -> {paths['folds_csv']}")
+    grouping = f" (near-duplicates: {s['grouping']})" if "lowered" in s.get("grouping", "") or \
+        s.get("grouping", "").startswith("off:") else ""
+    console.print(f"folds: {s['folds']} folds, {s['dup_groups']} duplicate groups{grouping} -> {paths['folds_csv']}")
+
+
+@app.command()
+@friendly
+def competitions():
+    """List the built-in competitions (`pipeline download --competition NAME`), one line each."""
+    from pipeline.competitions.spec import builtin_competitions, load_competition, spec_summary
+
+    for name, path in builtin_competitions().items():
+        comp = load_competition(path)
+        kind = f"{len(comp.classes)} classes" if comp.classes else f"classes from the {comp.classes_from}"
+        console.print(f"[bold]{name}[/] ({comp.metric}, {kind}): {spec_summary(path)}", highlight=False)
+    console.print("A spec of your own: copy one (pipeline/competitions/specs/) and pass the file with --competition.",
+                  highlight=False)

@@ -29,11 +29,14 @@ def predict(
     run: Annotated[list[Path] | None, typer.Option("--run", help="Run folder or name (repeatable) "
                                                       "\\[default: the newest finished run]")] = None,
     test: Annotated[Path, typer.Option(help="The test catalogue (id,path).")] = Path("data/test.csv"),
-    tta: Annotated[Tta, typer.Option(help="Test-time augmentation, averaged in probability space.")] = Tta.hflip,
+    tta: Annotated[Tta | None, typer.Option(help="Test-time augmentation, averaged in probability space: the image "
+                                                 "and its mirror (hflip), also upside down (flips), also turned "
+                                                 "(rot) \\[default: the competition's]")] = None,
     ensemble: Annotated[EnsembleMethod, typer.Option(help="How to blend several runs: weights fitted on "
                                                      "out-of-fold log-loss, or a plain mean.")] = EnsembleMethod.fit,
-    format: Annotated[Fmt, typer.Option("--format", help="course (猫狗大战: id,label 0/1), kaggle (Dogs vs. Cats: "
-                                        "0/1), redux (probabilities, clipped).")] = Fmt.course,
+    format: Annotated[Fmt | None, typer.Option("--format", help="Cats versus dogs: course (猫狗大战: id,label 0/1), "
+                                               "kaggle (Dogs vs. Cats: 0/1), redux (probabilities, clipped) "
+                                               "\\[default: the competition's]")] = None,
     threshold: Annotated[float, typer.Option(help="P(dog) at or above which label is 1 (0/1 formats).")] = 0.5,
     eps: Annotated[float, typer.Option(help="Clip probabilities to \\[eps, 1-eps] (redux).")] = 0.005,
     calibrate: Annotated[Calibrate, typer.Option(help="temperature: fit one temperature on the blend's out-of-fold "
@@ -52,15 +55,17 @@ def predict(
     """Predict the test set with every fold of each run (and TTA), blend runs, write a validated CSV."""
     from pipeline.predict.predict import predict as run_predict
 
-    result = run_predict(runs=run or [], test_csv=test, tta=tta.value, ensemble=ensemble.value,
-                            fmt=format.value, threshold=threshold, eps=eps, calibrate=calibrate.value, out=out,
-                            force=force, partial=partial, device=device.value, batch_size=batch_size,
-                            runs_dir=runs_dir, progress=progress)
+    result = run_predict(runs=run or [], test_csv=test, tta=tta.value if tta else None, ensemble=ensemble.value,
+                         fmt=format.value if format else None, threshold=threshold, eps=eps,
+                         calibrate=calibrate.value, out=out, force=force, partial=partial, device=device.value,
+                         batch_size=batch_size, runs_dir=runs_dir, progress=progress)
+    tta_used = result["tta"]
     for u in result["used"]:
-        console.print(f"run {escape(u['run'])} ({u['chosen']}): {_folds_used(u)}, {tta.value} TTA", highlight=False)
+        console.print(f"run {escape(u['run'])} ({u['chosen']}): {_folds_used(u)}, {_tta_words(tta_used)}",
+                      highlight=False)
     blend = result["blend"]
     if blend is not None and len(blend.runs) > 1:
-        table = Table(title=f"out-of-fold scores ({blend.method} blend; {_tta_words(tta.value)}, as the test set is "
+        table = Table(title=f"out-of-fold scores ({blend.method} blend; {_tta_words(tta_used)}, as the test set is "
                             "predicted)")
         for col in ("run", "weight", "accuracy", "log-loss"):
             table.add_column(col, justify="right")
@@ -71,13 +76,13 @@ def predict(
         console.print(table)
     elif blend is not None:
         s = blend.blend_score
-        console.print(f"out-of-fold ({_tta_words(tta.value)}, as the test set is predicted): accuracy "
+        console.print(f"out-of-fold ({_tta_words(tta_used)}, as the test set is predicted): accuracy "
                       f"{s['accuracy']:.4f}, log-loss {s['log_loss']:.4f}")
     cal = result["calibration"]
     if cal is not None:
         console.print(f"calibrated: temperature {cal.temperature:.3f}; out-of-fold log-loss "
                       f"{cal.oof_log_loss_before:.4f} -> {cal.oof_log_loss_after:.4f}")
-    console.print(f"wrote {result['path']} ({result['rows']} rows, format {format.value}); it passes "
+    console.print(f"wrote {result['path']} ({result['rows']} rows, format {result['format']}); it passes "
                   f"`pipeline validate`. Upload it to the competition site. Notes: {result['note']}")
 
 
@@ -105,17 +110,21 @@ def _tta_words(tta: str) -> str:
 def validate(
     submission: Annotated[Path, typer.Argument(help="The CSV to check.", exists=True, dir_okay=False)],
     test: TestCsv = Path("data/test.csv"),
-    format: Annotated[Fmt, typer.Option("--format", help="Submission format.")] = Fmt.course,
+    format: Annotated[Fmt | None, typer.Option("--format", help="Cats versus dogs: course, kaggle or redux "
+                                               "\\[default: the competition's]")] = None,
 ):
     """Check a submission: header, every test id exactly once, integer ids, valid labels, row count.
 
     Defects the competition's checker tolerates (a byte-order mark on Kaggle, CRLF line ends) are
     printed as warnings and do not make the file invalid.
     """
+    from pipeline.competitions.spec import data_competition
     from pipeline.predict.formats import read_test_ids
+    from pipeline.predict.predict import submission_format
     from pipeline.predict.validation import check_submission
 
-    result = check_submission(submission, read_test_ids(test), format.value)
+    spec = submission_format(data_competition(test.parent), format.value if format else None)
+    result = check_submission(submission, read_test_ids(test, numeric=spec.numeric_ids), spec)
     for w in result.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     if result.problems:
@@ -125,7 +134,7 @@ def validate(
             err_console.print(f"  - {escape(p)}", highlight=False)
         raise typer.Exit(1)
     warned = f" with {len(result.warnings)} warning(s)" if result.warnings else ""
-    console.print(f"valid: {escape(str(submission))} ({format.value} format){warned}")
+    console.print(f"valid: {escape(str(submission))} ({spec.name} format){warned}")
 
 
 @app.command("score")
@@ -133,22 +142,31 @@ def validate(
 def score_cmd(
     submission: Annotated[Path, typer.Argument(help="The submission CSV.", exists=True, dir_okay=False)],
     solution: Annotated[Path, typer.Argument(help="id,label with the true labels.", exists=True, dir_okay=False)],
+    test: Annotated[Path, typer.Option(help="The test catalogue, beside which `pipeline download` recorded the "
+                                       "competition.")] = Path("data/test.csv"),
 ):
-    """Accuracy (and log-loss for a probability file) against known labels."""
+    """Accuracy (and log-loss for a probability file, ROC-AUC or macro F1 where the competition scores by them)
+    against known labels."""
+    from pipeline.competitions.spec import data_competition
+    from pipeline.predict.formats import format_for
     from pipeline.predict.validation import score_submission
 
-    s = score_submission(submission, solution)
-    ll = "" if s.get("log_loss") is None else f", log-loss {s['log_loss']:.4f}"
-    console.print(f"{submission}: accuracy {s['accuracy']:.4f} on {s['n']} images{ll}")
+    comp = data_competition(test.parent)
+    s = score_submission(submission, solution, None if comp.classes == ("cat", "dog") else format_for(comp))
+    more = "".join(f", {name} {s[key]:.4f}" for key, name in (("log_loss", "log-loss"), ("roc_auc", "ROC-AUC"),
+                                                                 ("f1_macro", "macro F1")) if s.get(key) is not None)
+    console.print(f"{submission}: accuracy {s['accuracy']:.4f} on {s['n']} images{more}")
 
 
 @app.command()
 @friendly
 def submit(
     file: Annotated[Path, typer.Argument(help="The submission CSV (from `pipeline predict`).", dir_okay=False)],
-    source: Annotated[SubmitSource, typer.Option(help="kaggle (Dogs vs. Cats, 0/1), kaggle-redux (probabilities) "
-                                                 "or course (猫狗大战, uploaded in a browser); the file is "
-                                                 "validated in that competition's format.")],
+    source: Annotated[SubmitSource | None, typer.Option(help="Cats versus dogs: kaggle (Dogs vs. Cats, 0/1), "
+                                                        "kaggle-redux (probabilities) or course (猫狗大战, uploaded "
+                                                        "in a browser); the file is validated in that competition's "
+                                                        "format \\[default: the competition `pipeline download` "
+                                                        "recorded, sent with its Kaggle slug]")] = None,
     message: Annotated[str | None, typer.Option("--message", "-m", help="Description on Kaggle \\[default: the "
                                                    "file's name and the runs from its JSON note]")] = None,
     test: TestCsv = Path("data/test.csv"),
@@ -158,7 +176,7 @@ def submit(
     log it."""
     from pipeline.predict.upload import submit as send
 
-    done = send(file, source.value, test_csv=test, message=message, log_path=log)
+    done = send(file, source.value if source else None, test_csv=test, message=message, log_path=log)
     for w in done.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     facts = f"{done.rows} rows, {done.format} format, sha256 {done.sha256}"

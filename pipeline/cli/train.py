@@ -211,14 +211,17 @@ def recipes(name: Annotated[str | None, typer.Argument(help="A recipe to print w
 
 
 def _print_cv(cv: dict, run_dir: Path) -> None:
-    table = Table(title=f"cross-validation of {cv['run']} (out-of-fold, without TTA)")
-    for col in ("fold", "n", "accuracy", "log-loss", "ROC-AUC", "best epoch"):
+    metric = cv.get("metric")
+    title = f"cross-validation of {cv['run']} (out-of-fold, without TTA)"
+    table = Table(title=title + (f"; the competition scores {metric}" if metric else ""))
+    f1 = any(v.get("f1_macro") is not None for v in [cv["overall"], *cv["folds"].values()])
+    for col in ("fold", "n", "accuracy", "log-loss", "ROC-AUC", *(["macro F1"] if f1 else []), "best epoch"):
         table.add_column(col, justify="right")
     rows = [*cv["folds"].items(), ("all", cv["overall"])]
     for k, v in rows:
-        auc = "-" if v.get("roc_auc") is None else f"{v['roc_auc']:.4f}"
-        table.add_row(str(k), str(v["n"]), f"{v['accuracy']:.4f}", f"{v['log_loss']:.4f}", auc,
-                      str(v.get("best_epoch", "")))
+        cells = ["-" if v.get(key) is None else f"{v[key]:.4f}"
+                 for key in ("accuracy", "log_loss", "roc_auc", *(["f1_macro"] if f1 else []))]
+        table.add_row(str(k), str(v["n"]), *cells, str(v.get("best_epoch", "")))
     console.print(table)
     if "seconds" in cv:
         console.print(f"took {cv['seconds']:.0f} s; run folder: {run_dir}")

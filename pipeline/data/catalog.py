@@ -1,10 +1,11 @@
 """Scan extracted folders into the catalogue: data/train.csv, data/test.csv and a report of bad files.
 
-Every image is verified by decoding it; unreadable files are reported and left out of training.
-Labels come from the file-name prefix (``cat.12.jpg``, ``dog_7.jpg``) or a class folder
-(``cats/``, ``Dog/``); unlabelled files with a numeric name (``123.jpg``) are test images. An
-unreadable test image is reported too but stays in test.csv with ``readable`` False: the
-competition expects a row for every test id, so it gets a neutral prediction instead of none.
+Every image is verified by decoding it; unreadable files are reported and left out of training. Which files
+are training images, and their labels, and which are test images, and their ids, is the competition's
+layout (:mod:`pipeline.data.labelling`); for cats versus dogs, labels come from the file-name prefix
+(``cat.12.jpg``, ``dog_7.jpg``) or a class folder (``cats/``, ``Dog/``), and unlabelled files with a numeric
+name (``123.jpg``) are test images. An unreadable test image is reported too but stays in test.csv with
+``readable`` False: the competition expects a row for every test id, so it gets a neutral prediction.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import imagehash
 import pandas as pd
 from PIL import Image, ImageFile
 
+from pipeline.competitions.spec import Competition, load_competition
+from pipeline.data.labelling import Labeller
 from pipeline.errors import DataError
 from pipeline.fileio import write_csv
 from pipeline.progress import track
@@ -29,8 +32,6 @@ _logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TEST_ID = re.compile(r"[0-9]+")  # a test photo is named by its id: 12.jpg (ids are written without signs)
-_PREFIX = re.compile(r"^(cat|dog)s?[._\- ]", re.IGNORECASE)
-_CLASS_FOLDERS = {"cat": 0, "cats": 0, "dog": 1, "dogs": 1}
 _VERIFY_COLUMNS = ["path", "size", "mtime_ns", "ok", "width", "height", "mode", "phash", "error"]
 TEST_COLUMNS = ["id", "path", "width", "height", "readable"]
 
@@ -47,21 +48,23 @@ class Catalog:
     test: pd.DataFrame
     problems: pd.DataFrame  # path, reason (corrupt images, unlabelled files; unreadable test images, kept)
     skipped: int  # non-image files (Thumbs.db, .DS_Store, ...)
+    classes: tuple[str, ...] = ("cat", "dog")  # label i is classes[i]
 
 
 def label_from_path(path: Path) -> int | None:
-    """1 for dog, 0 for cat, None when neither the file name nor a parent folder says.
+    """1 for dog, 0 for cat, None when neither the file name nor a parent folder says (the cats-versus-dogs rule).
 
     Args:
         path: an image path such as ``train/cat.12.jpg`` or ``PetImages/Dog/7.jpg``.
     """
-    m = _PREFIX.match(path.name)
-    if m:
-        return 1 if m.group(1).lower() == "dog" else 0
-    for parent in reversed(path.parent.parts):
-        if parent.lower() in _CLASS_FOLDERS:
-            return _CLASS_FOLDERS[parent.lower()]
-    return None
+    global _CATS_DOGS
+    if _CATS_DOGS is None:
+        _CATS_DOGS = Labeller(load_competition("course"), [])
+    label = _CATS_DOGS.train_label(Path(path))
+    return label if isinstance(label, int) else None
+
+
+_CATS_DOGS: Labeller | None = None
 
 
 def id_from_name(path: str | Path) -> int | None:
@@ -138,50 +141,54 @@ def _verify_all(paths: list[Path], cache_csv: Path | None, workers: int, progres
     return df
 
 
-def scan(roots: Iterable[Path], *, cache_csv: Path | None = None, workers: int | None = None,
-         progress: bool = False) -> Catalog:
+def scan(roots: Iterable[Path], *, competition: Competition | None = None, cache_csv: Path | None = None,
+         workers: int | None = None, progress: bool = False) -> Catalog:
     """Find, verify and label every image under ``roots``.
 
     Args:
         roots: folders to scan recursively.
+        competition: whose layout labels the images (default: the course competition, cats versus dogs).
         cache_csv: where verification results are kept so a second run re-decodes only changed files.
         workers: decoding processes (default: all cores).
         progress: show a progress bar.
     """
+    roots = list(roots)
     paths, skipped = _list_files(roots)
     if not paths:
         raise DataError(f"No images found under {', '.join(str(r) for r in roots)}; check the download.")
+    comp = competition or load_competition("course")
+    labeller = Labeller(comp, roots, paths)
     verified = _verify_all(paths, cache_csv, workers or os.cpu_count() or 1, progress)
-
     train, test, problems = [], [], []
     for r in verified.itertuples(index=False):
         p = Path(r.path)
-        label = label_from_path(p)
-        tid = id_from_name(p) if label is None else None
-        is_test = tid is not None
-        if not r.ok and is_test:
+        label = labeller.train_label(p)
+        tid = labeller.test_id(p) if label is None else None
+        if isinstance(label, str):  # a training image without a usable label
+            problems.append({"path": r.path, "reason": f"label unknown: {label}"})
+        elif tid is not None and not r.ok:
             test.append({"id": tid, "path": r.path, "width": 0, "height": 0, "readable": False})
             problems.append({"path": r.path, "reason": f"unreadable test image ({r.error}): kept in test.csv with "
                              f"readable=False so the submission still lists id {tid}; it will get a "
-                             "neutral prediction (P(dog) 0.5)"})
+                             "neutral prediction"})
         elif not r.ok:
             problems.append({"path": r.path, "reason": f"unreadable image ({r.error})"})
         elif label is not None:
             train.append({"path": r.path, "label": label, "width": r.width, "height": r.height, "phash": r.phash})
-        elif is_test:
+        elif tid is not None:
             test.append({"id": tid, "path": r.path, "width": r.width, "height": r.height, "readable": True})
         else:
-            problems.append({"path": r.path, "reason": "label unknown: the name has no cat/dog prefix, no "
-                             "cat(s)/dog(s) folder holds it, and it is not a numeric test id"})
+            problems.append({"path": r.path, "reason": labeller.unlabelled()})
     train_df = pd.DataFrame(train, columns=["path", "label", "width", "height", "phash"])
     test_df = pd.DataFrame(test, columns=TEST_COLUMNS).sort_values("id", kind="stable")
     dup = test_df["id"][test_df["id"].duplicated()]
     if len(dup):
         clash = test_df[test_df["id"].isin(dup)]["path"].tolist()[:4]
-        raise DataError(f"Test id {int(dup.iloc[0])} appears more than once ({', '.join(clash)}); "
-                        "catalogue one test folder at a time.")
+        raise DataError(f"Test id {dup.iloc[0]} appears more than once ({', '.join(clash)}): the competition's "
+                        f"test.id = {comp.test.id!r} does not tell these test images apart; catalogue one test "
+                        "folder at a time, or choose another test.id in the spec.")
     return Catalog(train_df, test_df.reset_index(drop=True),
-                   pd.DataFrame(problems, columns=["path", "reason"]), skipped)
+                   pd.DataFrame(problems, columns=["path", "reason"]), skipped, labeller.classes)
 
 
 def write_catalog(catalog: Catalog, data_dir: Path) -> dict[str, Path]:
@@ -215,7 +222,8 @@ def read_test(data_dir_or_csv: Path) -> pd.DataFrame:
         data_dir_or_csv: the data folder, or the test catalogue itself.
     """
     p = Path(data_dir_or_csv)
-    df = _read(p / "test.csv" if p.is_dir() else p, ["id", "path"])
+    df = _read(p / "test.csv" if p.is_dir() else p, ["id", "path"], ids_as_text=True)
+    df["id"] = parse_ids(df["id"])
     if "readable" not in df.columns:
         df["readable"] = True
     else:
@@ -223,10 +231,19 @@ def read_test(data_dir_or_csv: Path) -> pd.DataFrame:
     return df
 
 
-def _read(csv: Path, columns: list[str]) -> pd.DataFrame:
+def parse_ids(ids: pd.Series) -> pd.Series:
+    """Test ids as integers when every one is written as one (``12``, no sign, no leading zero), else as text: file
+    names and hex ids stay text, even one that happens to be all digits (``0123``)."""
+    text = ids.astype(str)
+    if len(text) and text.str.fullmatch(r"0|[1-9][0-9]*").all():
+        return text.astype("int64")
+    return text
+
+
+def _read(csv: Path, columns: list[str], ids_as_text: bool = False) -> pd.DataFrame:
     if not csv.exists():
         raise DataError(f"{csv} does not exist; run `pipeline download` first.")
-    df = pd.read_csv(csv, dtype={"phash": str})
+    df = pd.read_csv(csv, dtype={"phash": str} | ({"id": str} if ids_as_text else {}), keep_default_na=not ids_as_text)
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(f"{csv} lacks column(s) {', '.join(missing)}; rebuild it with `pipeline download`.")

@@ -1,27 +1,31 @@
-"""The download stage: fetch and unpack the data, catalogue and verify every image, assign the folds."""
+"""The download stage: fetch and unpack a competition's data, catalogue and verify every image, assign the folds,
+and record the competition in the data folder (``data/competition.json``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from pipeline import kaggle
+from pipeline.competitions.spec import DEFAULT, load_competition, record_competition
 from pipeline.data.archives import archive_stem, extract_archive, is_archive
 from pipeline.data.catalog import scan, write_catalog, write_problems
 from pipeline.data.fetch import fetch, url_filename
 from pipeline.data.folds import write_folds
-from pipeline.data.sources import get_source
+from pipeline.data.labelling import pixel_images, resolve_pixels
+from pipeline.data.sources import Source, get_source
 from pipeline.errors import ConfigError, DataError, DownloadError, ExtractError
 
 
-def acquire(*, source: str | None = None, urls: list[str] = (), from_paths: list[Path] = (), raw_dir: Path,
-            extract_dir: Path, progress: bool = True) -> list[Path]:
-    """Fetch and unpack the data; return the folders that hold the images.
+def acquire(*, source: str | Source | None = None, urls: list[str] = (), from_paths: list[Path] = (),
+            raw_dir: Path, extract_dir: Path, progress: bool = True) -> list[Path]:
+    """Fetch and unpack the data; return the folders (and plain files) that hold it.
 
     Archives go to ``raw_dir`` and are unpacked into ``extract_dir/<archive stem>/``; a folder given in
-    ``from_paths`` is returned as it is.
+    ``from_paths`` is returned as it is, and so is a plain file (a labels or pixel CSV).
 
     Args:
-        source: a name from ``pipeline.data.sources.SOURCES``; "course" when nothing at all is given.
+        source: a name from ``pipeline.data.sources.SOURCES``, or a competition's Source; "course" when nothing
+            at all is given.
         urls: further archive URLs to fetch.
         from_paths: local archives or folders to use instead of downloading.
         raw_dir: folder for the downloaded archives.
@@ -30,22 +34,22 @@ def acquire(*, source: str | None = None, urls: list[str] = (), from_paths: list
     """
     if source is None and not urls and not from_paths:
         source = "course"
-    src = get_source(source) if source is not None else None
+    src = get_source(source) if isinstance(source, str) else source
     downloads = [(u, src.sha256.get(url_filename(u))) for u in src.urls] if src else []
     downloads += [(u, None) for u in urls]
     from_paths = [Path(p) for p in from_paths]
     for p in from_paths:
         if not p.exists():
             raise ExtractError(f"{p} does not exist: pass an existing archive or folder with --from.")
-        if not p.is_dir() and not is_archive(p):
-            raise ExtractError(f"{p} is neither a folder nor a .zip/.tar/.tar.gz/.tgz/.7z archive: pass one of "
-                               "those with --from.")
+        if not p.is_dir() and not is_archive(p) and p.suffix.lower() != ".csv":
+            raise ExtractError(f"{p} is neither a folder nor a .zip/.tar/.tar.gz/.tgz/.7z archive (or a .csv of "
+                               "labels or pixels): pass one of those with --from.")
     for u, _ in downloads:
         if not is_archive(url_filename(u)):
             raise DownloadError(f"{u} does not end in .zip, .tar, .tar.gz, .tgz or .7z: pass the URL of an archive, "
                                 "or download the files by hand and pass their folder with --from.")
     names = ([f"{src.kaggle_competition}.zip"] if src and src.kaggle_competition else [])
-    names += [url_filename(u) for u, _ in downloads] + [p.name for p in from_paths if not p.is_dir()]
+    names += [url_filename(u) for u, _ in downloads] + [p.name for p in from_paths if not p.is_dir() and is_archive(p)]
     stems = [archive_stem(n) for n in names]
     clash = next((s for s in stems if stems.count(s) > 1), None)
     if clash is not None:
@@ -55,45 +59,77 @@ def acquire(*, source: str | None = None, urls: list[str] = (), from_paths: list
     archives = [kaggle.download(src.kaggle_competition, raw_dir, progress=progress)] if src and \
         src.kaggle_competition else []
     archives += [fetch(u, raw_dir, sha256=sha, progress=progress) for u, sha in downloads]
-    archives += [p for p in from_paths if not p.is_dir()]
+    archives += [p for p in from_paths if not p.is_dir() and is_archive(p)]
     roots = [extract_archive(a, Path(extract_dir) / archive_stem(a.name)) for a in archives]
-    return roots + [p for p in from_paths if p.is_dir()]
+    return roots + [p for p in from_paths if p.is_dir() or not is_archive(p)]
 
 
-def download(*, source: str | None, urls: list[str], from_paths: list[Path], data_dir: Path, n_folds: int = 5,
-             seed: int = 0, dup_threshold: int = 4, progress: bool = True, workers: int | None = None) -> dict:
-    """Fetch and unpack the data, catalogue and verify every image, and assign folds.
+def download(*, competition: str | Path | None = None, source: str | None = None, urls: list[str] = (),
+             from_paths: list[Path] = (), data_dir: Path, n_folds: int = 5, seed: int = 0, dup_threshold: int = 4,
+             progress: bool = True, workers: int | None = None) -> dict:
+    """Fetch and unpack a competition's data, catalogue and verify every image, assign folds, and record the
+    competition in the data folder.
+
+    Args:
+        competition: a built-in competition or a spec file; default: the one ``source`` belongs to, else the
+            course competition.
+        source: a named source (cats versus dogs: course, petimages, kaggle, kaggle-redux).
+        urls, from_paths: archives to fetch, or local archives, folders and files, instead of the default ones.
 
     Returns counts and output paths for the CLI to print. When not one labelled training photo is
     found, only catalog_problems.csv is written (an earlier train.csv, test.csv and folds.csv stay
     as they were) and a DataError says why.
     """
     data_dir = Path(data_dir)
-    roots = acquire(source=source, urls=list(urls), from_paths=[Path(p) for p in from_paths],
+    src = get_source(source) if source else None
+    comp = load_competition(competition or (src.competition if src else DEFAULT))
+    if src is None and not urls and not from_paths:
+        src = Source.of(comp)
+        if not src.urls and not src.kaggle_competition:
+            raise ConfigError(f"Competition {comp.name} names no URL and no Kaggle slug: pass its files with --from "
+                              "or --url.")
+    roots = acquire(source=src, urls=list(urls), from_paths=[Path(p) for p in from_paths],
                     raw_dir=data_dir / "raw", extract_dir=data_dir / "extracted", progress=progress)
-    catalog = scan(roots, cache_csv=data_dir / ".verified.csv", workers=workers, progress=progress)
+    layout = comp
+    if comp.train.labels == "pixels":
+        roots = pixel_images(comp, roots, data_dir / "extracted" / f"{comp.name}-images", progress=progress)
+        layout = resolve_pixels(comp)
+    catalog = scan(roots, competition=layout, cache_csv=data_dir / ".verified.csv", workers=workers,
+                   progress=progress)
     if catalog.train.empty:
-        raise _no_training_photo(catalog, write_problems(catalog, data_dir))
+        raise _no_training_photo(catalog, write_problems(catalog, data_dir), comp)
+    comp = comp.with_classes(list(catalog.classes))
     paths = write_catalog(catalog, data_dir)
-    summary = {"train": len(catalog.train), "cats": int((catalog.train.label == 0).sum()),
-               "dogs": int((catalog.train.label == 1).sum()), "test": len(catalog.test),
+    record_competition(data_dir, comp)
+    counts = catalog.train.label.value_counts()
+    summary = {"competition": comp.name, "classes": list(comp.classes), "train": len(catalog.train),
+               "per_class": {c: int(counts.get(i, 0)) for i, c in enumerate(comp.classes)},
+               "cats": int(counts.get(0, 0)), "dogs": int(counts.get(1, 0)), "test": len(catalog.test),
                "test_unreadable": int((~catalog.test.readable.astype(bool)).sum()),
                "problems": len(catalog.problems), "skipped": catalog.skipped,
                "train_csv": paths["train"], "test_csv": paths["test"], "problems_csv": paths["problems"],
                "folds": n_folds}
     folds = write_folds(data_dir, n_folds, seed, dup_threshold)
-    summary.update(dup_groups=int((folds.group.value_counts() > 1).sum()), folds_csv=data_dir / "folds.csv")
+    summary.update(dup_groups=int((folds.group.value_counts() > 1).sum()), folds_csv=data_dir / "folds.csv",
+                   grouping=folds.attrs.get("grouping", ""))
     return summary
 
 
-def _no_training_photo(catalog, problems_csv: Path) -> DataError:
+def _no_training_photo(catalog, problems_csv: Path, comp) -> DataError:
     """The error for a download in which not one image is a readable, labelled training photo."""
     reasons = catalog.problems.reason
     unreadable = int(reasons.str.startswith("unreadable image").sum())
-    unlabelled = int(reasons.str.startswith("label unknown").sum())
+    unlabelled = len(reasons) - unreadable - int(reasons.str.startswith("unreadable test image").sum())
     found = len(catalog.test) + unreadable + unlabelled
+    t = comp.train
+    if t.labels == "name":
+        a, b = comp.classes[:2]
+        rule = f"training photos must be named {a}.<n>.jpg / {b}.<n>.jpg or sit in {a}s/ and {b}s/ folders"
+    elif t.labels == "folder":
+        rule = f"training images must sit in class folders matching {t.images}"
+    else:
+        rule = f"training images must match {t.images} and be listed in {t.csv}"
     return DataError(f"No labelled training photo among the {found} image files: {len(catalog.test)} test photos "
-                     f"(numeric names), {unlabelled} unlabelled, {unreadable} unreadable; training photos must be "
-                     "named cat.<n>.jpg / dog.<n>.jpg or sit in cats/ and dogs/ folders, so pass the training "
-                     f"archive with --url or --from (each file left out is listed in {problems_csv}; train.csv, "
-                     "test.csv and folds.csv were not written).")
+                     f"(numeric names), {unlabelled} unlabelled, {unreadable} unreadable; {rule}, so pass the "
+                     f"training archive with --url or --from (each file left out is listed in {problems_csv}; "
+                     "train.csv, test.csv and folds.csv were not written).")

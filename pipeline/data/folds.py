@@ -11,6 +11,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
+from pipeline.competitions import data_competition
 from pipeline.data.catalog import read_train
 from pipeline.errors import DataError
 from pipeline.fileio import write_csv
@@ -48,25 +49,34 @@ def duplicate_groups(phashes: list[str], threshold: int = 4, chunk: int = 1024) 
     return connected_components(graph, directed=False)[1]
 
 
-def assign_folds(train: pd.DataFrame, n_folds: int = 5, seed: int = 0, dup_threshold: int = 4) -> pd.DataFrame:
+# a duplicate group larger than this share of the photos (and than MAX_GROUP_FLOOR) is no duplicate, it is a look
+# that many plain images share: digit scans, 32 px tiles
+MAX_GROUP_SHARE = 0.05
+MAX_GROUP_FLOOR = 10
+
+
+def assign_folds(train: pd.DataFrame, n_folds: int = 5, seed: int = 0, dup_threshold: int = 4,
+                 classes: tuple[str, ...] = ("cat", "dog")) -> pd.DataFrame:
     """Return ``path,label,fold,group``: stratified by label, grouped by near-duplicate cluster.
+
+    On small, plain images (digit scans, 32 px tiles) perceptual hashes collide widely and near-duplicate
+    groups swallow a data set; when the largest group holds more than MAX_GROUP_SHARE of the photos the
+    threshold is lowered until none does (or grouping is turned off), and ``folds.attrs["grouping"]`` says so.
 
     Args:
         train: the catalogue (``path``, ``label``, ``phash``).
         n_folds: number of folds K (at least 2).
         seed: shuffling seed; the same seed gives the same folds.
         dup_threshold: Hamming distance under which two photos count as the same (-1 turns grouping off).
+        classes: the class names (label i is classes[i]), for the messages.
     """
     if n_folds < 2:
         raise DataError(f"--folds must be at least 2, got {n_folds}.")
     counts = train["label"].value_counts()
-    if len(counts) < 2 or counts.min() < n_folds:
-        raise DataError(f"{n_folds} folds need at least {n_folds} cats and {n_folds} dogs; the catalogue has "
-                        f"{int(counts.get(0, 0))} cats and {int(counts.get(1, 0))} dogs.")
-    if dup_threshold >= 0:
-        groups = duplicate_groups(train["phash"].astype(str).tolist(), dup_threshold)
-    else:
-        groups = np.arange(len(train))
+    few = [i for i in range(len(classes)) if counts.get(i, 0) < n_folds]
+    if few:
+        raise DataError(_too_few(classes, counts, few, n_folds))
+    groups, note = _groups(train, dup_threshold)
     folds = np.full(len(train), -1, dtype=int)
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(train)), train["label"], groups)):
@@ -74,7 +84,36 @@ def assign_folds(train: pd.DataFrame, n_folds: int = 5, seed: int = 0, dup_thres
     out = train[["path", "label"]].copy()
     out["fold"] = folds
     out["group"] = groups
+    out.attrs["grouping"] = note
     return out
+
+
+def _too_few(classes: tuple[str, ...], counts: pd.Series, few: list[int], n_folds: int) -> str:
+    if len(classes) == 2:
+        a, b = classes
+        return (f"{n_folds} folds need at least {n_folds} {a}s and {n_folds} {b}s; the catalogue has "
+                f"{int(counts.get(0, 0))} {a}s and {int(counts.get(1, 0))} {b}s.")
+    listing = ", ".join(f"{classes[i]!r} ({int(counts.get(i, 0))})" for i in few[:5]) + (" ..." if len(few) > 5 else "")
+    return (f"{n_folds} folds need at least {n_folds} photos of every class; {len(few)} class(es) have fewer: "
+            f"{listing}. Give more photos of them, or fewer --folds.")
+
+
+def _groups(train: pd.DataFrame, threshold: int) -> tuple[np.ndarray, str]:
+    """Near-duplicate groups, the threshold lowered while one group is larger than MAX_GROUP_SHARE."""
+    if threshold < 0:
+        return np.arange(len(train)), "off"
+    hashes = train["phash"].astype(str).tolist()
+    for t in range(threshold, -1, -1):
+        groups = duplicate_groups(hashes, t)
+        largest = np.bincount(groups).max() if len(groups) else 0
+        if largest <= max(MAX_GROUP_FLOOR, MAX_GROUP_SHARE * len(train)):
+            note = f"threshold {t}" + (f" (lowered from {threshold}: at {threshold} one group held too many photos)"
+                                       if t < threshold else "")
+            return groups, note
+        _logger.warning("near-duplicate threshold %d: one group holds %d of %d photos; lowering it", t, largest,
+                        len(train))
+    return np.arange(len(train)), (f"off: even identical perceptual hashes put more than {MAX_GROUP_SHARE:.0%} of "
+                                   "the photos in one group (plain images)")
 
 
 def duplicate_report(folds: pd.DataFrame) -> pd.DataFrame:
@@ -91,7 +130,7 @@ def duplicate_report(folds: pd.DataFrame) -> pd.DataFrame:
 def write_folds(data_dir: Path, n_folds: int = 5, seed: int = 0, dup_threshold: int = 4) -> pd.DataFrame:
     """Read data/train.csv, assign folds and write data/folds.csv (and data/duplicates.csv)."""
     data_dir = Path(data_dir)
-    folds = assign_folds(read_train(data_dir), n_folds, seed, dup_threshold)
+    folds = assign_folds(read_train(data_dir), n_folds, seed, dup_threshold, data_competition(data_dir).classes)
     write_csv(data_dir / "folds.csv", folds)
     write_csv(data_dir / "duplicates.csv", duplicate_report(folds))
     return folds

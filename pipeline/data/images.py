@@ -67,29 +67,35 @@ def thumbnail(path: str | Path, side: int) -> Image.Image | None:
         return None
 
 
-def build_train_transform(img_size: int, preset: str = "light") -> A.Compose:
+def build_train_transform(img_size: int, preset: str = "light", flips: tuple[bool, bool, bool] = (True, False, False)
+                          ) -> A.Compose:
     """Training augmentation on a uint8 base image (no normalisation here; see BatchNormalizer).
 
     Args:
         img_size: output side.
-        preset: ``none``; ``light`` (random resized crop of 60-100 % of the photo, horizontal flip,
-            mild colour jitter); ``strong`` (for training from scratch: crops of 25-100 %, flip, small
-            rotations, shear and scale, stronger colour jitter, occasional grey, and one or two
-            erased patches, the cutout of DeVries & Taylor).
+        preset: ``none``; ``light`` (random resized crop of 60-100 % of the photo, flips, mild colour
+            jitter); ``strong`` (for training from scratch: crops of 25-100 %, flips, small rotations, shear
+            and scale, stronger colour jitter, occasional grey, and one or two erased patches, the cutout of
+            DeVries & Taylor).
+        flips: which views keep an image its class (the competition's): a mirror (photos; not digits), an
+            upside-down view and a quarter turn (tiles seen from above).
     """
     if preset == "none":
         return build_eval_transform(img_size)
     if preset not in AUGMENT_PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; use one of {', '.join(AUGMENT_PRESETS)}")
+    hflip, vflip, rot90 = flips
+    views = [t for t, on in ((A.HorizontalFlip(p=0.5), hflip), (A.VerticalFlip(p=0.5), vflip),
+                             (A.RandomRotate90(p=0.5), rot90)) if on]
     if preset == "light":
         return A.Compose([
             A.RandomResizedCrop(size=(img_size, img_size), scale=(0.6, 1.0)),
-            A.HorizontalFlip(p=0.5),
+            *views,
             A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0, p=0.5),
         ])
     return A.Compose([
         A.RandomResizedCrop(size=(img_size, img_size), scale=(0.25, 1.0)),
-        A.HorizontalFlip(p=0.5),
+        *views,
         A.Affine(rotate=(-15, 15), shear=(-8, 8), scale=(0.9, 1.1), border_mode=cv2.BORDER_REFLECT_101, p=0.5),
         A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05, p=0.8),
         A.ToGray(p=0.05),
@@ -100,12 +106,12 @@ def build_train_transform(img_size: int, preset: str = "light") -> A.Compose:
 class SizedTransforms:
     """One training transform per image size, built when first asked for (progressive resizing)."""
 
-    def __init__(self, preset: str):
-        self.preset, self._built = preset, {}
+    def __init__(self, preset: str, flips: tuple[bool, bool, bool] = (True, False, False)):
+        self.preset, self.flips, self._built = preset, flips, {}
 
     def __call__(self, size: int) -> A.Compose:
         if size not in self._built:
-            self._built[size] = build_train_transform(size, self.preset)
+            self._built[size] = build_train_transform(size, self.preset, self.flips)
         return self._built[size]
 
 

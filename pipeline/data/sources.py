@@ -1,10 +1,16 @@
-"""Named places the competition photos can be fetched from (``pipeline download --source NAME``)."""
+"""Named places the competition photos can be fetched from (``pipeline download --source NAME``).
+
+The three cats-versus-dogs competitions are specs (:mod:`pipeline.competitions`); their sources are read from
+those specs, so a URL or a Kaggle slug is written once. PetImages is a data set, not a competition: its photos
+train the course competition's model.
+"""
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
 
+from pipeline.competitions.spec import Competition, load_competition
 from pipeline.errors import ConfigError
 
 
@@ -23,22 +29,24 @@ class Source:
     kaggle_competition: str | None = None
     homepage: str = ""
     submission_format: str | None = None  # the format its competition scores (``pipeline submit --source``)
+    competition: str = "course"  # the competition whose photos these are
+
+    @classmethod
+    def of(cls, comp: Competition, name: str | None = None, description: str = "") -> Source:
+        """The source of a competition's own files (its URLs, or its Kaggle slug)."""
+        return cls(name=name or comp.name, description=description or comp.title, urls=comp.urls,
+                   sha256=dict(comp.sha256), kaggle_competition=comp.kaggle, homepage=comp.homepage,
+                   submission_format=comp.submission.format or comp.name, competition=comp.name)
 
 
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
-        Source(
-            name="course",
-            description="The course competition 猫狗大战: 20,000 labelled training photos and 2,000 test "
-                        "photos with ids from 0.",
-            urls=("https://gaopursuit.oss-cn-beijing.aliyuncs.com/2021/files/train.zip",
-                  "https://gaopursuit.oss-cn-beijing.aliyuncs.com/202007/dogs_cats_test.zip"),
-            # No pinned digests: the files could not be fetched where this was written to learn them.
-            # No homepage: submissions are uploaded in a browser on the course site's competition page,
-            # whose exact address was not known where this was written; `pipeline submit` names it in words.
-            submission_format="course",
-        ),
+        # No pinned digests for the course: the files could not be fetched where this was written to learn them.
+        # No homepage: submissions are uploaded in a browser on the course site's competition page, whose exact
+        # address was not known where this was written; `pipeline submit` names it in words.
+        Source.of(load_competition("course"), "course", "The course competition 猫狗大战: 20,000 labelled training "
+                  "photos and 2,000 test photos with ids from 0."),
         Source(
             name="petimages",
             description="Microsoft's PetImages (about 786 MB): PetImages/Cat and PetImages/Dog, about 1,700 "
@@ -48,21 +56,10 @@ SOURCES: dict[str, Source] = {
                   "kagglecatsanddogs_5340.zip",),
             homepage="https://www.microsoft.com/en-us/download/details.aspx?id=54765",
         ),
-        Source(
-            name="kaggle",
-            description="Kaggle's dogs-vs-cats (accuracy): dogs-vs-cats.zip holds train.zip (25,000 labelled) "
-                        "and test1.zip (12,500 unlabelled).",
-            kaggle_competition="dogs-vs-cats",
-            homepage="https://www.kaggle.com/competitions/dogs-vs-cats",
-            submission_format="kaggle",
-        ),
-        Source(
-            name="kaggle-redux",
-            description="Kaggle's dogs-vs-cats-redux-kernels-edition: the same photos, scored by log-loss.",
-            kaggle_competition="dogs-vs-cats-redux-kernels-edition",
-            homepage="https://www.kaggle.com/competitions/dogs-vs-cats-redux-kernels-edition",
-            submission_format="redux",
-        ),
+        Source.of(load_competition("dogs-vs-cats"), "kaggle", "Kaggle's dogs-vs-cats (accuracy): dogs-vs-cats.zip "
+                  "holds train.zip (25,000 labelled) and test1.zip (12,500 unlabelled)."),
+        Source.of(load_competition("dogs-vs-cats-redux-kernels-edition"), "kaggle-redux", "Kaggle's "
+                  "dogs-vs-cats-redux-kernels-edition: the same photos, scored by log-loss."),
     )
 }
 

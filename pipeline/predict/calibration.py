@@ -10,14 +10,26 @@ from sklearn.metrics import log_loss
 
 @dataclass
 class Calibration:
-    """One temperature T for the logits (P -> sigmoid(logit(P) / T)), fitted on out-of-fold predictions."""
+    """One temperature T for the logits (P -> sigmoid(logit(P) / T); K classes: softmax(log P / T)), fitted on
+    out-of-fold predictions."""
 
     temperature: float
     oof_log_loss_before: float
     oof_log_loss_after: float
 
     def apply(self, probs) -> np.ndarray:
-        return _sigmoid(_logit(np.asarray(probs, dtype=np.float64)) / self.temperature)
+        return tempered(probs, self.temperature)
+
+
+def tempered(probs, t: float) -> np.ndarray:
+    """Probabilities with their logits divided by ``t``: P(positive) (n,) or class probabilities (n, K)."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim == 1:
+        return _sigmoid(_logit(p) / t)
+    z = np.log(np.clip(p, 1e-7, 1)) / t
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -39,10 +51,12 @@ def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> Calibration:
     """
     from scipy.optimize import minimize_scalar
 
-    labels, z = np.asarray(labels).astype(int), _logit(np.asarray(probs, dtype=np.float64))
+    labels, probs = np.asarray(labels).astype(int), np.asarray(probs, dtype=np.float64)
+    classes = [0, 1] if probs.ndim == 1 else list(range(probs.shape[1]))
 
     def loss(t: float) -> float:
-        return log_loss(labels, np.clip(_sigmoid(z / t), 1e-7, 1 - 1e-7), labels=[0, 1])
+        p = tempered(probs, t)
+        return log_loss(labels, np.clip(p, 1e-7, 1 - 1e-7) if p.ndim == 1 else p, labels=classes)
 
     before = loss(1.0)
     fit = minimize_scalar(loss, bounds=(0.05, 20.0), method="bounded")

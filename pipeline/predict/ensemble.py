@@ -12,8 +12,9 @@ from scipy.optimize import minimize
 from sklearn.metrics import log_loss
 
 from pipeline.choices import ENSEMBLE_METHODS
+from pipeline.competitions.spec import run_competition
 from pipeline.errors import ConfigError, DataError
-from pipeline.metrics import score
+from pipeline.metrics import score, table_probs
 from pipeline.rundir import RunDir
 
 
@@ -27,34 +28,44 @@ class Blend:
     run_scores: dict[str, dict]
     blend_score: dict
     labels: np.ndarray | None = None
-    oof: np.ndarray | None = None  # the blend's out-of-fold P(dog), row by row with ``labels``
+    oof: np.ndarray | None = None  # the blend's out-of-fold probabilities ((n,) or (n, K)), row by row with labels
 
 
 def load_oof(run_dir: Path) -> pd.DataFrame:
-    """A run's ``oof.csv`` (path,label,fold,prob_dog)."""
+    """A run's ``oof.csv`` (path,label,fold and its prediction columns)."""
     return RunDir(run_dir).read_oof()
 
 
-def oof_column(tta: str = "none") -> str:
-    """The OOF column made the way ``tta`` predicts the test set."""
-    return "prob_dog_hflip" if tta == "hflip" else "prob_dog"
-
-
 def aligned_oof(run_dirs: list[Path], tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
-    """Labels and an (images x runs) matrix of OOF probabilities; refuses runs trained on other folds.
+    """Labels and the runs' OOF probabilities, photo by photo: an (images x runs) matrix of P(positive) for two
+    classes, (images x runs x K) for more; refuses runs trained on other folds or for other classes.
 
     Args:
         run_dirs: the runs.
         tta: the test-time augmentation the test set is predicted with: the OOF predictions made the
             same way are the ones blend weights and the calibration are fitted on.
     """
+    comps = [run_competition(RunDir(r).config()) for r in run_dirs]
     oofs = [load_oof(r).sort_values("path", kind="stable").reset_index(drop=True) for r in run_dirs]
     ref = oofs[0]
-    for run, oof in zip(run_dirs[1:], oofs[1:], strict=True):
+    for run, oof, comp in zip(run_dirs[1:], oofs[1:], comps[1:], strict=True):
+        if comp.classes != comps[0].classes:
+            raise ConfigError(f"Runs {run_dirs[0].name} and {run.name} were trained for other classes; blend only "
+                              "runs of one competition.")
         if len(oof) != len(ref) or not (oof.path.equals(ref.path) and oof.fold.equals(ref.fold)):
             raise ConfigError(f"Runs {run_dirs[0].name} and {run.name} were not trained on the same folds "
                               "(or not on the same folds' images); blend only runs made from one folds.csv.")
-    return ref.label.to_numpy(), np.column_stack([o[oof_column(tta)].to_numpy() for o in oofs])
+    missing = [c for group in comps[0].policy_columns(tta) for c in group if c not in ref.columns]
+    if missing:
+        raise ConfigError(f"Run {run_dirs[0].name} has no out-of-fold predictions with --tta {tta} ({missing[0]}): "
+                          "predict with a TTA its competition keeps them for (e.g. --tta none).")
+    probs = [table_probs(o, comps[0].policy_columns(tta)) for o in oofs]
+    return ref.label.to_numpy(), np.stack(probs, axis=1)
+
+
+def mixed(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The weighted blend of :func:`aligned_oof`'s probabilities: (n,) or (n, K)."""
+    return probs @ weights if probs.ndim == 2 else np.einsum("nrk,r->nk", probs, weights)
 
 
 def fit_weights(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -64,9 +75,12 @@ def fit_weights(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """
     n_runs = probs.shape[1]
     clipped = np.clip(probs, 1e-7, 1 - 1e-7)
+    classes = [0, 1] if probs.ndim == 2 else list(range(probs.shape[2]))
 
     def loss(w):
-        return log_loss(labels, np.clip(clipped @ w, 1e-7, 1 - 1e-7), labels=[0, 1])
+        blend = mixed(clipped, w)
+        blend = np.clip(blend, 1e-7, 1 - 1e-7) if blend.ndim == 1 else blend / blend.sum(axis=1, keepdims=True)
+        return log_loss(labels, blend, labels=classes)
 
     candidates = [np.eye(n_runs)[i] for i in range(n_runs)] + [np.full(n_runs, 1 / n_runs)]
     fit = minimize(loss, candidates[-1], method="SLSQP", bounds=[(0, 1)] * n_runs,
@@ -84,16 +98,20 @@ def blend_runs(run_dirs: list[Path], method: str = "fit", tta: str = "none") -> 
     labels, probs = aligned_oof(run_dirs, tta)
     weights = fit_weights(labels, probs) if method == "fit" and len(run_dirs) > 1 else \
         np.full(len(run_dirs), 1 / len(run_dirs))
+    blend = mixed(probs, weights)
     return Blend(runs=[Path(r).name for r in run_dirs], weights=[float(w) for w in weights], method=method,
                  run_scores={Path(r).name: score(labels, probs[:, i]) for i, r in enumerate(run_dirs)},
-                 blend_score=score(labels, probs @ weights), labels=labels, oof=probs @ weights)
+                 blend_score=score(labels, blend), labels=labels, oof=blend)
 
 
 def blend_predictions(preds: list[pd.DataFrame], weights: list[float]) -> pd.DataFrame:
-    """Weighted mean of several runs' ``id, prob_dog`` tables (same ids required)."""
+    """Weighted mean of several runs' test predictions (``id`` and their ``prob_*`` columns; same ids required),
+    sorted by id (numbers as numbers, names as text)."""
     ids = preds[0].id.sort_values().to_numpy()
+    columns = [c for c in preds[0].columns if c.startswith("prob_")]
     for p in preds[1:]:
-        if not np.array_equal(p.id.sort_values().to_numpy(), ids):
+        if sorted(map(str, p.id)) != sorted(map(str, ids)):
             raise DataError("The runs' test predictions cover different ids; predict them on one test.csv.")
-    table = np.column_stack([p.set_index("id").loc[ids, "prob_dog"].to_numpy() for p in preds])
-    return pd.DataFrame({"id": ids, "prob_dog": table @ np.asarray(weights)})
+    tables = [p.set_index("id").loc[ids, columns].to_numpy(dtype=np.float64) for p in preds]
+    blended = np.tensordot(np.asarray(weights), np.stack(tables), axes=1)
+    return pd.DataFrame({"id": ids, **{c: blended[:, i] for i, c in enumerate(columns)}})

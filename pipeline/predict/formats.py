@@ -1,10 +1,13 @@
-"""Submission formats (``id,label`` CSV files) and the frames written in them.
+"""Submission formats and the frames written in them.
 
-Three formats share the header ``id,label``:
+Three cats-versus-dogs formats share the header ``id,label``:
 
 - ``course``: the course competition 猫狗大战; label 1 = dog, 0 = cat; test ids from 0.
 - ``kaggle``: Kaggle "Dogs vs. Cats" (2013); the same 0/1 labels; test ids from 1.
 - ``redux``: Kaggle "Dogs vs. Cats Redux"; label = P(dog), clipped to [eps, 1-eps] for log-loss.
+
+Every other competition's format comes from its spec (:func:`format_for`): its header, how the label is
+written (a class name, P(positive), or one probability column per class) and how ids are sorted.
 
 Validating, writing and scoring a submission is :mod:`pipeline.predict.validation`.
 """
@@ -28,30 +31,73 @@ _MAX_LISTED = 5
 
 @dataclass(frozen=True)
 class SubmissionFormat:
-    """One competition's submission format."""
+    """One competition's submission format.
+
+    Args:
+        label: how the label is written: ``01`` (1 = the positive class), ``probability`` (P(positive)),
+            ``class`` (a class name) or ``probabilities`` (one column per class, in class order).
+        strips_bom: the competition's checker ignores a UTF-8 byte-order mark (see the validation notes).
+        columns: the header; for ``probabilities``, the id column (the classes follow).
+        sort: rows by ``number`` (ids as integers), ``text`` or ``none`` (the test catalogue's order).
+        numeric_ids: ids are integers (written without leading zeros).
+    """
 
     name: str
     description: str
-    probability: bool  # label is P(dog) rather than 0/1
-    strips_bom: bool = False  # the competition's checker ignores a UTF-8 byte-order mark (see the module notes)
+    label: str = "01"
+    strips_bom: bool = False
+    columns: tuple[str, ...] = ("id", "label")
+    classes: tuple[str, ...] = ("cat", "dog")
+    positive: str = "dog"
+    sort: str = "number"
+    numeric_ids: bool = True
+    metric: str = "accuracy"  # what the competition scores it by
+
+    @property
+    def probability(self) -> bool:
+        """Labels are probabilities (scored by log-loss or ROC-AUC), not decisions."""
+        return self.label in ("probability", "probabilities")
+
+    @property
+    def header(self) -> list[str]:
+        return [self.columns[0], *self.classes] if self.label == "probabilities" else list(self.columns)
+
+    @property
+    def prob_columns(self) -> list[str]:
+        """The prediction columns it is written from: ``prob_<positive>`` for two classes, else one per class."""
+        return [f"prob_{self.positive}"] if len(self.classes) == 2 else [f"prob_{c}" for c in self.classes]
 
 
 FORMATS: dict[str, SubmissionFormat] = {
     f.name: f
     for f in (
-        SubmissionFormat("course", "猫狗大战 course competition: id,label with 1 = dog, 0 = cat", False),
-        SubmissionFormat("kaggle", 'Kaggle "Dogs vs. Cats" (2013): id,label with 1 = dog, 0 = cat', False, True),
-        SubmissionFormat("redux", 'Kaggle "Dogs vs. Cats Redux": id,label with label = P(dog), clipped', True, True),
+        SubmissionFormat("course", "猫狗大战 course competition: id,label with 1 = dog, 0 = cat"),
+        SubmissionFormat("kaggle", 'Kaggle "Dogs vs. Cats" (2013): id,label with 1 = dog, 0 = cat', strips_bom=True),
+        SubmissionFormat("redux", 'Kaggle "Dogs vs. Cats Redux": id,label with label = P(dog), clipped',
+                         label="probability", strips_bom=True, metric="log_loss"),
     )
 }
 
 
-def get_format(name: str) -> SubmissionFormat:
-    """The format called ``name``.
+def format_for(comp) -> SubmissionFormat:
+    """The submission format of a competition (:class:`pipeline.competitions.Competition`)."""
+    sub = comp.submission
+    if sub.format is not None:
+        return FORMATS[sub.format]
+    header = ",".join([sub.columns[0], "<one column per class>"] if sub.label == "probabilities" else sub.columns)
+    return SubmissionFormat(name=comp.name, description=f"{comp.title}: {header}", label=sub.label, strips_bom=True,
+                            columns=tuple(sub.columns), classes=tuple(comp.classes), positive=comp.positive,
+                            sort=sub.sort, numeric_ids=comp.test.numeric, metric=comp.metric)
+
+
+def get_format(name: str | SubmissionFormat) -> SubmissionFormat:
+    """The format called ``name`` (a format is returned as it is).
 
     Args:
-        name: one of the keys of ``FORMATS``.
+        name: one of the keys of ``FORMATS``, or a SubmissionFormat.
     """
+    if isinstance(name, SubmissionFormat):
+        return name
     if name not in FORMATS:
         raise SubmissionError(f"Unknown submission format {name!r}; choose one of {', '.join(FORMATS)}.")
     return FORMATS[name]
@@ -70,7 +116,7 @@ def parse_image_id(name: str) -> int:
     return found
 
 
-def read_test_ids(test_csv: str | Path) -> list[int]:
+def read_test_ids(test_csv: str | Path, numeric: bool = True) -> list:
     """The ids of the test catalogue ``data/test.csv`` (``id,path``), sorted.
 
     Every id, including the photos the catalogue marks unreadable (``readable`` False): the
@@ -78,6 +124,7 @@ def read_test_ids(test_csv: str | Path) -> list[int]:
 
     Args:
         test_csv: the catalogue written by ``pipeline download``.
+        numeric: the ids are integers (cats versus dogs, CIFAR-10, ...); else text (file names, hex ids).
     """
     test_csv = Path(test_csv)
     if not test_csv.exists():
@@ -85,6 +132,13 @@ def read_test_ids(test_csv: str | Path) -> list[int]:
     df = pd.read_csv(test_csv, dtype={"id": str})
     if "id" not in df.columns:
         raise SubmissionError(f"{test_csv} has no 'id' column; rebuild it with `pipeline download`.")
+    if not numeric:
+        ids = df.id.fillna("")
+        if (ids == "").any() or ids.duplicated().any():
+            raise SubmissionError(f"{test_csv} lists an empty or a repeated id; rebuild it with `pipeline download`.")
+        if ids.empty:
+            raise SubmissionError(f"{test_csv} lists no test images; check the test download and catalogue it again.")
+        return sorted(ids.tolist())
     bad = df.id[~df.id.fillna("").str.fullmatch(TEST_ID)].tolist()
     if bad:
         raise SubmissionError(f"{test_csv} has non-integer ids ({listing(bad, repr)}); "
@@ -98,32 +152,68 @@ def read_test_ids(test_csv: str | Path) -> list[int]:
     return sorted(ids.tolist())
 
 
-def make_submission(probs: pd.DataFrame, fmt: str, *, threshold: float = 0.5, eps: float = 0.005) -> pd.DataFrame:
-    """Turn ``id, prob_dog`` predictions into an ``id,label`` frame sorted by numeric id.
+def make_submission(probs: pd.DataFrame, fmt: str | SubmissionFormat, *, threshold: float = 0.5,
+                    eps: float = 0.005) -> pd.DataFrame:
+    """Turn predictions into a submission frame in ``fmt``, its rows in the format's order.
 
     Args:
-        probs: one row per test image with columns ``id`` and ``prob_dog``.
-        fmt: a format name (see ``FORMATS``).
-        threshold: P(dog) at or above which the label is 1 (0/1 formats); in (0, 1).
-        eps: probabilities are clipped to [eps, 1 - eps] (probability formats); in [0, 0.5).
+        probs: one row per test image with ``id`` and the format's prediction columns (``prob_dog``: P(positive)
+            of two classes; else ``prob_<class>`` for each class), in the test catalogue's order.
+        fmt: a format name (see ``FORMATS``) or a competition's format (:func:`format_for`).
+        threshold: P(positive) at or above which the label is the positive class (0/1 and class formats of two
+            classes); in (0, 1).
+        eps: probabilities are clipped to [eps, 1 - eps] (one probability), or each class to at least
+            eps / (K - 1) and the rows made to sum to 1 (one column per class); in [0, 0.5).
     """
     spec = get_format(fmt)
     if not 0 < threshold < 1:
         raise SubmissionError(f"--threshold must lie strictly between 0 and 1, not {threshold}; the usual is 0.5.")
     if not 0 <= eps < 0.5:
         raise SubmissionError(f"--eps must lie in [0, 0.5), not {eps}; the usual is 0.005.")
-    missing = [c for c in ("id", "prob_dog") if c not in probs.columns]
+    missing = [c for c in ("id", *spec.prob_columns) if c not in probs.columns]
     if missing:
-        raise SubmissionError(f"The predictions lack column(s) {', '.join(missing)}; expected id, prob_dog.")
-    prob = probs.prob_dog.astype(float)
-    if not prob.between(0, 1).all():
+        raise SubmissionError(f"The predictions lack column(s) {', '.join(missing)}; expected "
+                              f"{', '.join(['id', *spec.prob_columns])}.")
+    values = probs[spec.prob_columns].astype(float)
+    if not ((values >= 0) & (values <= 1)).all().all():
         raise SubmissionError("Some predicted probabilities are missing or outside [0, 1]; check the model output.")
-    ids = pd.to_numeric(probs.id, errors="coerce")
-    if not (ids % 1 == 0).all():
+    ids = _ids(probs.id, spec)
+    frame = pd.DataFrame({spec.header[0]: ids})
+    for column, written in _labels(values, spec, threshold, eps).items():
+        frame[column] = written
+    if spec.sort == "number":
+        frame = frame.sort_values(spec.header[0], kind="stable")
+    elif spec.sort == "text":
+        frame = frame.iloc[np.argsort(frame[spec.header[0]].astype(str).to_numpy(), kind="stable")]
+    return frame.reset_index(drop=True)
+
+
+def _ids(ids: pd.Series, spec: SubmissionFormat) -> np.ndarray:
+    if not spec.numeric_ids:
+        return ids.astype(str).to_numpy()
+    numbers = pd.to_numeric(ids, errors="coerce")
+    if not (numbers % 1 == 0).all():
         raise SubmissionError("Every prediction id must be an integer, the number in the test image's file name.")
-    label = prob.clip(eps, 1 - eps) if spec.probability else (prob >= threshold).astype(int)
-    sub = pd.DataFrame({"id": ids.to_numpy(np.int64), "label": label.to_numpy()})
-    return sub.sort_values("id", kind="stable").reset_index(drop=True)
+    return numbers.to_numpy(np.int64)
+
+
+def _labels(values: pd.DataFrame, spec: SubmissionFormat, threshold: float, eps: float) -> dict[str, np.ndarray]:
+    """The label column(s) of a submission, by name."""
+    p = values.to_numpy()
+    label_column = spec.header[1]
+    if spec.label == "01":
+        return {label_column: (p[:, 0] >= threshold).astype(int)}
+    if spec.label == "probability":
+        return {label_column: np.clip(p[:, 0], eps, 1 - eps)}
+    if spec.label == "class":
+        if p.shape[1] == 1:
+            other = next(c for c in spec.classes if c != spec.positive)
+            return {label_column: np.where(p[:, 0] >= threshold, spec.positive, other)}
+        return {label_column: np.asarray(spec.classes, dtype=object)[p.argmax(axis=1)]}
+    floor = eps / max(1, len(spec.classes) - 1)  # at most eps of probability spread over the wrong classes
+    clipped = np.clip(p, floor, 1)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    return dict(zip(spec.classes, clipped.T, strict=True))
 
 
 def default_submission_name(run_names: list[str], now: datetime | None = None) -> str:

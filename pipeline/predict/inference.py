@@ -7,25 +7,29 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from pipeline.choices import TTA
+from pipeline.competitions.spec import run_competition
 from pipeline.data.cache import open_cache
 from pipeline.data.catalog import read_test
 from pipeline.data.images import BatchNormalizer, ImageDataset, base_size_for, build_eval_transform, make_loader
 from pipeline.errors import ConfigError
 from pipeline.fileio import write_csv, write_json
 from pipeline.models import build_model, normalization
+from pipeline.progress import track
 from pipeline.rundir import RunDir
 from pipeline.train.engine import Amp, evaluate
 from pipeline.train.placement import place_model
 from pipeline.train.recipe import Recipe
 from pipeline.train.runtime import Runtime, default_workers, resolve_device, resolve_precision
 from pipeline.train.settings import RunSettings
+from pipeline.train.task import Task
 
 _logger = logging.getLogger(__name__)
-NEUTRAL = 0.5  # the prediction for a test photo that cannot be read: the competition scores every id
+NEUTRAL = 0.5  # P(positive) for a test photo that cannot be read (K classes: 1/K each): every id is scored
 
 
 def _file_digest(path: Path) -> str:
@@ -54,20 +58,22 @@ def usable_folds(run: RunDir, partial: bool = False) -> list[int]:
     return done
 
 
-def predict_run(run_dir: Path, test_csv: Path, *, tta: str = "hflip", device: str = "auto",
+def predict_run(run_dir: Path, test_csv: Path, *, tta: str | None = None, device: str = "auto",
                 batch_size: int | None = None, workers: int | None = None, progress: bool = False,
                 reuse: bool = True, partial: bool = False) -> pd.DataFrame:
     """Average the test-set probabilities of every fold checkpoint of a run.
 
-    Writes ``test_probs.csv`` (``id, prob_dog`` and one column per fold) and a JSON note of what
-    produced it into the run, so a later ensemble with the same test set and TTA costs no model
-    time (and still works after the checkpoints were deleted). A test photo the catalogue marked
-    unreadable gets P(dog) = 0.5, with a warning naming its id.
+    Writes ``test_probs.csv`` (``id``, the prediction columns of the run's competition: ``prob_dog`` for two
+    classes, ``prob_<class>`` for each of K; then each fold's) and a JSON note of what produced it into the
+    run, so a later ensemble with the same test set and TTA costs no model time (and still works after the
+    checkpoints were deleted). A test photo the catalogue marked unreadable gets a neutral prediction (P = 0.5,
+    or 1/K for each class), with a warning naming its id.
 
     Args:
         run_dir: the run folder.
         test_csv: ``id,path[,readable]`` table of the test images (``data/test.csv``).
-        tta: ``none`` or ``hflip`` (mean of the photo and its mirror, in probability space).
+        tta: a TTA policy (``none``, ``hflip``, ``flips``, ``rot``): the mean of the photo and its views, in
+            probability space; default: the competition's.
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: images per batch (default: twice the training batch size).
         workers: loader processes (default: chosen from the machine).
@@ -75,9 +81,11 @@ def predict_run(run_dir: Path, test_csv: Path, *, tta: str = "hflip", device: st
         reuse: return the saved predictions when the test set, TTA and checkpoints are unchanged.
         partial: predict with the finished folds of an unfinished run (see :func:`usable_folds`).
     """
+    run, test_csv = RunDir(run_dir), Path(test_csv)
+    comp = run_competition(run.config())
+    tta = tta or comp.augment.tta
     if tta not in TTA:
         raise ConfigError(f"--tta must be one of {', '.join(TTA)}, got {tta!r}.")
-    run, test_csv = RunDir(run_dir), Path(test_csv)
     test = read_test(test_csv)
     folds = usable_folds(run, partial)
     ckpts = {k: run.best(k) for k in folds}
@@ -91,20 +99,24 @@ def predict_run(run_dir: Path, test_csv: Path, *, tta: str = "hflip", device: st
         raise ConfigError(f"Run {run.name} has lost its checkpoints ({', '.join(gone[:2])}"
                           f"{' ...' if len(gone) > 2 else ''}) and has no saved test predictions for this test set "
                           f"and --tta {tta}; train it again (`pipeline train --run-name NEW ...`).")
+    columns = comp.prob_columns()
     result = test[["id"]].copy()
     readable = test[test.readable]
     if len(readable):
-        probs = _predict_folds(run, ckpts, readable.path, tta=tta, device=device, batch_size=batch_size,
+        probs = _predict_folds(run, comp, ckpts, readable.path, tta=tta, device=device, batch_size=batch_size,
                                workers=workers, progress=progress)
         for k, (rows, p) in probs.items():
-            result.loc[readable.index[rows], f"fold{k}"] = p
-    fold_cols = [f"fold{k}" for k in folds]
-    result.insert(1, "prob_dog", result.reindex(columns=fold_cols).mean(axis=1).fillna(NEUTRAL))
+            for column, values in zip(_fold_columns(k, columns), p.T if p.ndim == 2 else [p], strict=True):
+                result.loc[readable.index[rows], column] = values
+    neutral = NEUTRAL if comp.binary else 1 / comp.n_classes
+    for i, column in enumerate(columns):
+        fold_cols = [_fold_columns(k, columns)[i] for k in folds]
+        result.insert(1 + i, column, result.reindex(columns=fold_cols).mean(axis=1).fillna(neutral))
     unreadable = test.id[~test.readable].tolist()
     if unreadable:
-        _logger.warning("%d test photo(s) could not be read (ids %s); they get P(dog) = %.1f so the submission "
-                        "still covers every id", len(unreadable), ", ".join(map(str, unreadable[:10]))
-                        + (" ..." if len(unreadable) > 10 else ""), NEUTRAL)
+        _logger.warning("%d test photo(s) could not be read (ids %s); they get a neutral prediction (%.2f) so the "
+                        "submission still covers every id", len(unreadable), ", ".join(map(str, unreadable[:10]))
+                        + (" ..." if len(unreadable) > 10 else ""), neutral)
     write_csv(run.test_probs_path, result)
     write_json(run.test_note_path, note)
     return result
@@ -128,9 +140,14 @@ def _saved_predictions(run: RunDir, note: dict, gone: list[str]) -> pd.DataFrame
     return None
 
 
-def _predict_folds(run: RunDir, ckpts: dict[int, Path], paths: pd.Series, *, tta: str, device: str,
+def _fold_columns(k: int, columns: list[str]) -> list[str]:
+    """A fold's columns in test_probs.csv: ``fold0`` (two classes), or ``fold0/prob_<class>`` for each class."""
+    return [f"fold{k}"] if len(columns) == 1 else [f"fold{k}/{c}" for c in columns]
+
+
+def _predict_folds(run: RunDir, comp, ckpts: dict[int, Path], paths: pd.Series, *, tta: str, device: str,
                    batch_size: int | None, workers: int | None, progress: bool) -> dict:
-    """``{fold: (row indices into paths, P(dog))}`` from each fold's best.pt."""
+    """``{fold: (row indices into paths, probabilities)}`` from each fold's best.pt, averaged over the TTA views."""
     recipe, settings = Recipe.of_run(run), RunSettings.of_run(run)
     dev = resolve_device(device)
     dtype = resolve_precision("auto" if settings.precision == "auto" or dev.type != "cuda" else settings.precision, dev)
@@ -140,12 +157,13 @@ def _predict_folds(run: RunDir, ckpts: dict[int, Path], paths: pd.Series, *, tta
     dataset = ImageDataset(paths, None, base, build_eval_transform(recipe.img_size), cache)
     loader = make_loader(dataset, batch_size or recipe.batch_size * 2, shuffle=False, seed=0,
                          workers=workers if workers is not None else default_workers(dev), runtime=rt)
-    amp, out = Amp(dev, dtype), {}
-    for k, ckpt in ckpts.items():
-        model = build_model(recipe.arch, recipe.img_size)
+    amp, task, out = Amp(dev, dtype), Task(comp.n_classes), {}
+    views = (None, *comp.tta_views(tta))
+    for k, ckpt in track(ckpts.items(), total=len(ckpts), description=f"predict {run.name}", enabled=progress):
+        model = build_model(recipe.arch, recipe.img_size, num_classes=comp.outputs)
         model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
         placed = place_model(model, rt, channels_last=settings.channels_last)
-        preds = evaluate(placed.model, loader, BatchNormalizer(*normalization(model), dev, placed.channels_last),
-                         amp, hflip=tta == "hflip")
-        out[k] = (preds.rows, preds.probs)
+        normalize = BatchNormalizer(*normalization(model), dev, placed.channels_last)
+        preds = [evaluate(placed.model, loader, normalize, amp, task=task, view=v) for v in views]
+        out[k] = (preds[0].rows, np.mean([p.probs for p in preds], axis=0))
     return out

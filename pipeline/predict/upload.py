@@ -21,11 +21,12 @@ import pandas as pd
 from filelock import FileLock
 
 from pipeline import kaggle
+from pipeline.competitions.spec import data_competition
 from pipeline.data.fetch import sha256_file
-from pipeline.data.sources import SOURCES, get_source
+from pipeline.data.sources import SOURCES, Source, get_source
 from pipeline.errors import ConfigError, DataError, SubmissionError, SubmitError
 from pipeline.fileio import write_csv
-from pipeline.predict.formats import note_path, read_test_ids
+from pipeline.predict.formats import FORMATS, format_for, note_path, read_test_ids
 from pipeline.predict.validation import check_submission
 
 _logger = logging.getLogger(__name__)
@@ -60,13 +61,14 @@ class Submitted:
     warnings: list[str] = field(default_factory=list)
 
 
-def submit(file: str | Path, source: str, *, test_csv: str | Path = Path("data/test.csv"), message: str | None = None,
-           log_path: str | Path = Path("submissions/log.csv")) -> Submitted:
+def submit(file: str | Path, source: str | None = None, *, test_csv: str | Path = Path("data/test.csv"),
+           message: str | None = None, log_path: str | Path = Path("submissions/log.csv")) -> Submitted:
     """Validate ``file`` as ``source``'s format, send it (Kaggle) or prepare it for upload (course), log it.
 
     Args:
         file: the submission CSV.
-        source: ``kaggle``, ``kaggle-redux`` or ``course``.
+        source: ``kaggle``, ``kaggle-redux`` or ``course``; default: the competition ``pipeline download``
+            recorded beside ``test_csv`` (sent with its Kaggle slug, or uploaded by hand when it has none).
         test_csv: the test catalogue the ids must match.
         message: the submission's description on Kaggle (default: the file's name and, from its JSON
             note, the runs blended).
@@ -77,12 +79,19 @@ def submit(file: str | Path, source: str, *, test_csv: str | Path = Path("data/t
         SubmitError: no kaggle CLI or credentials (nothing is sent or logged), or the competition rejected
             the file (the attempt is logged with the competition's answer).
     """
-    if source not in SUBMIT_SOURCES:
+    if source is not None and source not in SUBMIT_SOURCES:
         raise ConfigError(f"--source must be one of {', '.join(SUBMIT_SOURCES)}, got {source!r}.")
-    file, fmt, log_path = Path(file), SUBMIT_SOURCES[source], Path(log_path)
+    file, log_path = Path(file), Path(log_path)
+    if source is not None:
+        src, spec = get_source(source), FORMATS[SUBMIT_SOURCES[source]]
+    else:
+        comp = data_competition(Path(test_csv).parent)
+        src, spec = Source.of(comp), format_for(comp)
+        source = comp.name
+    fmt = spec.name
     if not file.is_file():
         raise SubmissionError(f"{file} does not exist; write one with `pipeline predict`.")
-    result = check_submission(file, read_test_ids(test_csv), fmt)
+    result = check_submission(file, read_test_ids(test_csv, numeric=spec.numeric_ids), spec)
     if result.problems:
         raise SubmissionError(_one_line(f"Not sent: {file} is not a valid {fmt} submission for {source} "
                                         f"({len(result.problems)} problem(s)): {' '.join(result.problems)} Fix it "
@@ -91,7 +100,6 @@ def submit(file: str | Path, source: str, *, test_csv: str | Path = Path("data/t
     done = Submitted(file=file, source=source, format=fmt, rows=_data_rows(file), sha256=sha256_file(file),
                      message=message if message is not None else default_message(file, note), status="validated",
                      log=log_path, warnings=list(result.warnings) + warnings)
-    src = get_source(source)
     if src.kaggle_competition is None:  # the course site: uploaded by hand
         done.page = src.homepage or None
         append_log(log_path, _log_row(done, note))

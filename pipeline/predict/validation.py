@@ -28,11 +28,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from sklearn.metrics import log_loss
+from sklearn.metrics import f1_score, log_loss, roc_auc_score
 
 from pipeline.errors import SubmissionError
 from pipeline.fileio import write_text
+from pipeline.metrics import score
 from pipeline.predict.formats import HEADER, SubmissionFormat, csv_text, get_format, listing
 
 _INTEGER = re.compile(r"[0-9]+")
@@ -95,36 +97,65 @@ def check_submission(sub: str | Path | pd.DataFrame, test_ids: Iterable[int], fm
     return Validation(problems + _cell_problems(text, test_ids, spec), warnings)
 
 
-def _cell_problems(text: str, test_ids: Iterable[int], spec: SubmissionFormat) -> list[str]:
+def _cell_problems(text: str, test_ids: Iterable, spec: SubmissionFormat) -> list[str]:
     """The problems of the CSV ``text`` (no byte-order mark) cell by cell: header, ids, labels, rows."""
+    header = spec.header
+    quoted = ",".join(header)
     try:
         cells = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False).fillna("")
     except pd.errors.EmptyDataError:
-        return ["The file is empty; it needs the header line 'id,label' and one row per test image."]
+        return [f"The file is empty; it needs the header line '{quoted}' and one row per test image."]
     except pd.errors.ParserError as exc:
-        return [f"The file is not a two-column CSV ({exc})."]
-    if cells.shape[1] != 2:
-        return [f"The file has {cells.shape[1]} columns; it needs exactly two, 'id,label'."]
-
-    problems = []
-    first = cells.iloc[0].tolist()
-    if first != HEADER:
-        if _INTEGER.fullmatch(first[0]):
-            problems.append("The header line 'id,label' is missing: the first line is data.")
-        elif [c.strip() for c in first] == HEADER:
-            problems.append(f"The header {','.join(first)!r} has spaces around its names; it must be exactly "
-                            "'id,label'.")
-            cells = cells.iloc[1:]
-        else:
-            problems.append(f"The header is {','.join(first)!r}; it must be exactly 'id,label'.")
-            cells = cells.iloc[1:]
-    else:
-        cells = cells.iloc[1:]
-    ids, labels = cells[0], cells[1]
-
-    empty = (ids == "") | (labels == "")
+        return [f"The file is not a {_count(len(header))}-column CSV ({exc})."]
+    if cells.shape[1] != len(header):
+        needs = f"exactly two, '{quoted}'" if len(header) == 2 else f"{len(header)}: {quoted}"
+        return [f"The file has {cells.shape[1]} columns; it needs {needs}."]
+    problems, cells = _header_problems(cells, header, spec)
+    ids = cells[0]
+    empty = (cells == "").any(axis=1)
     if empty.any():
         problems.append(f"{int(empty.sum())} row(s) have an empty id or label.")
+    present = _id_problems(ids, spec, problems)
+    problems += _label_problems(cells, spec)
+    duplicated = sorted(set(present[present.duplicated()]))
+    if duplicated:
+        problems.append(f"{len(duplicated)} id(s) appear more than once: {listing(duplicated)}.")
+    expected, present = set(test_ids), set(present)
+    missing, extra = sorted(expected - present), sorted(present - expected)
+    if missing:
+        problems.append(f"{len(missing)} test id(s) are missing: {listing(missing)}.")
+    if extra:
+        problems.append(f"{len(extra)} id(s) are not in the test set: {listing(extra)}.")
+    if len(cells) != len(expected):
+        problems.append(f"The file has {len(cells)} data rows; the test set has {len(expected)} images.")
+    return problems
+
+
+def _count(n: int) -> str:
+    return {2: "two", 3: "three"}.get(n, str(n))
+
+
+def _header_problems(cells: pd.DataFrame, header: list[str], spec: SubmissionFormat) -> tuple[list[str], pd.DataFrame]:
+    """The header's problems, and the data rows (without the header line when there is one)."""
+    first = cells.iloc[0].tolist()
+    quoted = ",".join(header)
+    if first == header:
+        return [], cells.iloc[1:]
+    if spec.numeric_ids and _INTEGER.fullmatch(first[0]):
+        return [f"The header line '{quoted}' is missing: the first line is data."], cells
+    if [c.strip() for c in first] == header:
+        return [f"The header {','.join(first)!r} has spaces around its names; it must be exactly '{quoted}'."], \
+            cells.iloc[1:]
+    return [f"The header is {','.join(first)!r}; it must be exactly '{quoted}'."], cells.iloc[1:]
+
+
+def _id_problems(ids: pd.Series, spec: SubmissionFormat, problems: list[str]) -> pd.Series:
+    """Add the ids' problems to ``problems``; return the ids that can be compared with the test set's."""
+    if not spec.numeric_ids:
+        spaced = ids[(ids != ids.str.strip()) & (ids != "")]
+        if len(spaced):
+            problems.append(f"{len(spaced)} id(s) have spaces around them: {listing(spaced.tolist(), repr)}.")
+        return ids[ids != ""]
     negative = ids[ids.str.fullmatch(_NEGATIVE)]
     not_int = ids[(ids != "") & ~ids.str.fullmatch(_INTEGER) & ~ids.str.fullmatch(_NEGATIVE)]
     if len(not_int):
@@ -137,29 +168,31 @@ def _cell_problems(text: str, test_ids: Iterable[int], spec: SubmissionFormat) -
         problems.append(f"{len(padded)} id(s) are written with leading zeros: {listing(padded.tolist(), repr)}; "
                         "ids must be written without leading zeros, since '007' reads as 7 on some checkers and "
                         "as '007' on others.")
-    if spec.probability:
-        values = pd.to_numeric(labels, errors="coerce")
-        bad = labels[(labels != "") & ~values.between(0, 1)]
-        if len(bad):
-            problems.append(f"{len(bad)} label(s) are not probabilities in [0, 1]: {listing(bad.tolist(), repr)}.")
-    else:
-        bad = labels[(labels != "") & ~labels.isin(["0", "1"])]
-        if len(bad):
-            problems.append(f"{len(bad)} label(s) are not 0 or 1: {listing(bad.tolist(), repr)}.")
+    return ids[ids.str.fullmatch(_INTEGER)].astype(int)
 
-    int_ids = ids[ids.str.fullmatch(_INTEGER)].astype(int)
-    duplicated = sorted(set(int_ids[int_ids.duplicated()]))
-    if duplicated:
-        problems.append(f"{len(duplicated)} id(s) appear more than once: {listing(duplicated)}.")
-    expected, present = set(test_ids), set(int_ids)
-    missing, extra = sorted(expected - present), sorted(present - expected)
-    if missing:
-        problems.append(f"{len(missing)} test id(s) are missing: {listing(missing)}.")
-    if extra:
-        problems.append(f"{len(extra)} id(s) are not in the test set: {listing(extra)}.")
-    if len(cells) != len(expected):
-        problems.append(f"The file has {len(cells)} data rows; the test set has {len(expected)} images.")
-    return problems
+
+def _label_problems(cells: pd.DataFrame, spec: SubmissionFormat) -> list[str]:
+    labels = cells[1]
+    if spec.label == "01":
+        bad = labels[(labels != "") & ~labels.isin(["0", "1"])]
+        return [f"{len(bad)} label(s) are not 0 or 1: {listing(bad.tolist(), repr)}."] if len(bad) else []
+    if spec.label == "class":
+        bad = labels[(labels != "") & ~labels.isin(spec.classes)]
+        return [f"{len(bad)} label(s) are not class names ({listing(list(spec.classes))}): "
+                f"{listing(bad.tolist(), repr)}."] if len(bad) else []
+    values = cells.iloc[:, 1:].apply(pd.to_numeric, errors="coerce")
+    raw = cells.iloc[:, 1:]
+    bad = raw[((raw != "") & ~((values >= 0) & (values <= 1))).any(axis=1)]
+    if len(bad):
+        shown = bad.iloc[:, 0] if spec.label == "probability" else bad.iloc[:, 0] + "..."
+        return [f"{len(bad)} label(s) are not probabilities in [0, 1]: {listing(shown.tolist(), repr)}."]
+    if spec.label == "probabilities":
+        sums = values.sum(axis=1)
+        off = sums[(sums - 1).abs() > 1e-3]
+        if len(off):
+            return [f"{len(off)} row(s) of probabilities do not sum to 1 (e.g. {off.iloc[0]:.4f}): the checker "
+                    "rescales them, but they were written wrong."]
+    return []
 
 
 def write_submission(sub: pd.DataFrame, path: str | Path, test_ids: Iterable[int], fmt: str, *,
@@ -183,27 +216,43 @@ def write_submission(sub: pd.DataFrame, path: str | Path, test_ids: Iterable[int
 
 
 def score_submission(sub: str | Path | pd.DataFrame, solution: str | Path | pd.DataFrame,
-                     fmt: str | None = None) -> dict:
-    """Accuracy, and log-loss for a probability submission, against the true labels.
+                     fmt: str | SubmissionFormat | None = None) -> dict:
+    """The submission's scores against the true labels: accuracy always; log-loss for probabilities; ROC-AUC for
+    a binary probability; macro F1 for more than two classes.
 
     Args:
         sub: the submission (CSV file or frame); its ids must be exactly the solution's.
-        solution: ``id,label`` with the true 0/1 labels (1 = dog).
-        fmt: the submission's format; by default 0/1 and probability labels are both accepted,
-            and log-loss is reported when any label lies strictly between 0 and 1.
+        solution: ``id,label`` with the true labels: 0/1 for cats versus dogs (1 = dog), else class names.
+        fmt: the submission's format; by default (cats versus dogs) 0/1 and probability labels are both
+            accepted, and log-loss is reported when any label lies strictly between 0 and 1.
     """
-    truth = solution if isinstance(solution, pd.DataFrame) else pd.read_csv(solution)
+    spec = get_format(fmt or "redux")
+    truth = solution if isinstance(solution, pd.DataFrame) else pd.read_csv(solution, dtype=str,
+                                                                            keep_default_na=False)
     if list(truth.columns) != HEADER:
         raise SubmissionError("The solution must have the columns id,label.")
-    problems = validate_submission(sub, truth.id.tolist(), fmt or "redux")
+    truth = truth.assign(id=truth.id.astype(int) if spec.numeric_ids else truth.id.astype(str))
+    problems = validate_submission(sub, truth.id.tolist(), spec)
     if problems:
         raise SubmissionError(f"The submission does not match the solution: {' '.join(problems)}")
-    pred = sub if isinstance(sub, pd.DataFrame) else pd.read_csv(sub)
+    pred = sub if isinstance(sub, pd.DataFrame) else pd.read_csv(
+        sub, dtype=None if spec.numeric_ids else {spec.header[0]: str}, keep_default_na=False)
+    pred = pred.rename(columns={spec.header[0]: "id"})
     merged = truth.merge(pred, on="id", suffixes=("_true", "_pred"))
-    y, p = merged.label_true.to_numpy(int), merged.label_pred.to_numpy(float)
-    is_prob = (fmt is not None and get_format(fmt).probability) or bool(((p > 0) & (p < 1)).any())
-    return {
-        "n": len(merged),
-        "accuracy": float(((p >= 0.5) == (y == 1)).mean()),
-        "log_loss": float(log_loss(y, p, labels=[0, 1])) if is_prob else None,
-    }
+    classes = list(spec.classes)
+    y = np.array([int(v) if str(v) in ("0", "1") and len(classes) == 2 else classes.index(str(v))
+                  for v in merged.label_true])
+    if spec.label in ("01", "probability") or (fmt is None and len(classes) == 2):
+        p = merged.label_pred.to_numpy(float)
+        is_prob = (fmt is not None and spec.probability) or bool(((p > 0) & (p < 1)).any())
+        out = {"n": len(merged), "accuracy": float(((p >= 0.5) == (y == 1)).mean()),
+               "log_loss": float(log_loss(y, p, labels=[0, 1])) if is_prob else None}
+        if spec.metric == "roc_auc" and len(set(y)) == 2:
+            out["roc_auc"] = float(roc_auc_score(y, p))
+        return out
+    if spec.label == "class":
+        predicted = np.array([classes.index(v) for v in merged.label_pred.astype(str)])
+        return {"n": len(merged), "accuracy": float((predicted == y).mean()), "log_loss": None,
+                "f1_macro": float(f1_score(y, predicted, average="macro", labels=list(range(len(classes))),
+                                           zero_division=0))}
+    return {k: v for k, v in score(y, merged[classes].to_numpy(float)).items() if v is not None}

@@ -1,5 +1,5 @@
-"""The report's figures (matplotlib, no display): learning curves, the out-of-fold confusion matrix, ROC
-curve and reliability diagram, written as PNG files or returned as PNG bytes."""
+"""The report's figures (matplotlib, no display): learning curves, the out-of-fold confusion matrix (two or K
+classes), ROC curve (two classes) and reliability diagram, written as PNG files or returned as PNG bytes."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def plot_curves(metrics: pd.DataFrame, path: Path, best_epochs: dict[int, int] |
                    label="every fold" if same_lr else f"fold {fold}")
     key = [Line2D([], [], color="grey", ls="--", label="train"), Line2D([], [], color="grey", ls="-", label="val"),
            Line2D([], [], color="grey", ls="", marker="o", ms=9, mfc="none", label="best epoch")]
-    for ax, title, ylabel in ((loss_ax, "loss", "binary cross-entropy"), (acc_ax, "accuracy", "accuracy"),
+    for ax, title, ylabel in ((loss_ax, "loss", "cross-entropy"), (acc_ax, "accuracy", "accuracy"),
                               (lr_ax, "learning rate (the head's, after the epoch)", "learning rate")):
         ax.set(title=title, xlabel="epoch", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -73,70 +73,98 @@ def plot_curves(metrics: pd.DataFrame, path: Path, best_epochs: dict[int, int] |
     return _save(fig, path)
 
 
-def plot_confusion(oof: pd.DataFrame, path: Path) -> Path:
-    """Counts and row percentages of true vs predicted class at threshold 0.5.
+def plot_confusion(labels: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...], path: Path,
+                   title: str = "out-of-fold") -> Path:
+    """Counts and row shares of true against predicted class; the shares colour the cells. Up to 12 classes
+    each cell is written out (count and share; from 6 classes the count only), beyond that the colours say it.
 
     Args:
-        oof: out-of-fold predictions (``label``, ``prob_dog``).
+        labels, predicted: class indices per image.
+        classes: the class names, in index order.
         path: the PNG to write.
+        title: what the predictions are.
     """
-    counts = confusion_matrix(oof.label, (oof.prob_dog >= 0.5).astype(int), labels=[0, 1])
+    k = len(classes)
+    counts = confusion_matrix(labels, predicted, labels=list(range(k)))
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(5, 4.5), layout="constrained")
+    side = 4.5 if k <= 2 else min(16.0, 3 + 0.55 * k)
+    fig, ax = plt.subplots(figsize=(side + 0.5, side), layout="constrained")
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for (i, j), count in np.ndenumerate(counts):
-        ax.text(j, i, f"{count}\n{share[i, j]:.1%}", ha="center", va="center", fontsize=12,
-                color="white" if share[i, j] > 0.5 else "black")
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=CLASSES, yticklabels=CLASSES, xlabel="predicted",
-           ylabel="true", title=f"out-of-fold, n={len(oof)}, accuracy {np.trace(counts) / max(1, len(oof)):.3f}")
+    if k <= 12:
+        for (i, j), count in np.ndenumerate(counts):
+            if k >= 6 and count == 0:
+                continue
+            text = f"{count}\n{share[i, j]:.1%}" if k < 6 else str(count)
+            ax.text(j, i, text, ha="center", va="center", fontsize=12 if k < 6 else 8,
+                    color="white" if share[i, j] > 0.5 else "black")
+    ticks = list(range(k))
+    ax.set(xticks=ticks, yticks=ticks, xticklabels=classes, yticklabels=classes, xlabel="predicted", ylabel="true",
+           title=f"{title}, n={len(labels)}, accuracy {np.trace(counts) / max(1, len(labels)):.3f}")
+    if k > 2:
+        ax.tick_params(axis="x", labelrotation=60, labelsize=8 if k > 12 else 9)
+        ax.tick_params(axis="y", labelsize=8 if k > 12 else 9)
     return _save(fig, path)
 
 
-def plot_roc(oof: pd.DataFrame, path: Path) -> Path:
-    """The overall out-of-fold ROC curve with its AUC, and each fold's as a thin line.
+def plot_roc(oof: pd.DataFrame, path: Path, column: str = "prob_dog", classes: tuple[str, str] = CLASSES) -> Path:
+    """The overall out-of-fold ROC curve with its AUC, and each fold's as a thin line (two classes).
 
     Args:
-        oof: out-of-fold predictions (``label``, ``prob_dog``, ``fold``).
+        oof: out-of-fold predictions (``label``, ``fold`` and ``column``, P(positive)).
         path: the PNG to write.
+        column: the probability column.
+        classes: the negative and the positive class.
     """
     fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
     parts = [(f"fold {k}", part, {"lw": 0.8, "alpha": 0.6}) for k, part in oof.groupby("fold")]
     for label, part, style in [*parts, ("all", oof, {"lw": 2.5, "color": "black"})]:
         if part.label.nunique() < 2:  # ROC needs both classes
             continue
-        fpr, tpr, _ = roc_curve(part.label, part.prob_dog)
-        ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(part.label, part.prob_dog):.3f})", **style)
+        fpr, tpr, _ = roc_curve(part.label, part[column])
+        ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(part.label, part[column]):.3f})", **style)
     ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (cats called dogs)",
-           ylabel="true positive rate (dogs found)", title="out-of-fold ROC")
+    negative, positive = classes
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=f"false positive rate ({negative} called {positive})",
+           ylabel=f"true positive rate ({positive} found)", title="out-of-fold ROC")
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 
 
-def plot_calibration(oof: pd.DataFrame, path: Path, n_bins: int = 10) -> Path:
-    """The reliability diagram: observed share of dogs against mean predicted P(dog) per bin, with the
-    diagonal of perfect calibration, and below it a histogram of the predicted probabilities.
+def plot_calibration(labels: np.ndarray, probs: np.ndarray, path: Path, positive: str = "dog",
+                     n_bins: int = 10) -> Path:
+    """The reliability diagram, with the diagonal of perfect calibration and below it a histogram of the
+    predictions. Two classes: the observed share of the positive class against the mean predicted P(positive)
+    per bin. K classes: the share of right answers against the confidence (the top class's probability).
 
     Points under the diagonal on the right (and above it on the left) are over-confidence, which
     log-loss punishes hardest.
 
     Args:
-        oof: out-of-fold predictions (``label``, ``prob_dog``).
+        labels: class indices.
+        probs: P(positive) (n,) or class probabilities (n, K).
         path: the PNG to write.
-        n_bins: equal-width bins of P(dog).
+        positive: the positive class (two classes).
+        n_bins: equal-width bins.
     """
+    labels, probs = np.asarray(labels).astype(int), np.asarray(probs, dtype=np.float64)
+    if probs.ndim == 1:
+        outcome, said = labels, probs
+        ylabel, xlabel = f"share of {positive} (observed)", f"predicted P({positive})"
+    else:
+        said = probs.max(axis=1)
+        outcome = (probs.argmax(axis=1) == labels).astype(int)
+        ylabel, xlabel = "share right (observed)", "confidence (the top class's probability)"
     fig, (ax, hist_ax) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True, layout="constrained")
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
-    if oof.label.nunique() == 2:
-        observed, predicted = calibration_curve(oof.label, oof.prob_dog, n_bins=n_bins, strategy="uniform")
+    if len(set(outcome)) == 2:
+        observed, predicted = calibration_curve(outcome, said, n_bins=n_bins, strategy="uniform")
         ax.plot(predicted, observed, "-o", color="C0", ms=4, label="out-of-fold")
-    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="share of dogs (observed)",
-           title=f"reliability, n={len(oof)}, {n_bins} bins")
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel=ylabel, title=f"reliability, n={len(labels)}, {n_bins} bins")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
-    hist_ax.hist(oof.prob_dog, bins=np.linspace(0, 1, 2 * n_bins + 1), color="C0", alpha=0.7)
-    hist_ax.set(xlabel="predicted P(dog)", ylabel="photos")
+    hist_ax.hist(said, bins=np.linspace(0, 1, 2 * n_bins + 1), color="C0", alpha=0.7)
+    hist_ax.set(xlabel=xlabel, ylabel="photos")
     return _save(fig, path)
 
 

@@ -59,7 +59,7 @@ def thumbnails(wrong: pd.DataFrame, size: int = THUMBNAIL,
     """JPEG thumbnails (longest side ``size``) of ``wrong``'s photos with their rows; unreadable ones skipped.
 
     Args:
-        wrong: rows from :func:`pipeline.metrics.most_confident_wrong` (``path``, ``label``, ``prob_dog``, ...).
+        wrong: rows from :func:`pipeline.metrics.most_confident_wrong` (``path``, ``label``, ...).
         size: longest side in pixels.
         quality: JPEG quality (1-95).
     """

@@ -1,10 +1,11 @@
-"""A run's report: learning curves, the out-of-fold confusion matrix, ROC and reliability diagram, the most
-confidently wrong photos, and one self-contained HTML page.
+"""A run's report: learning curves, the out-of-fold confusion matrix, ROC curve (two classes) and reliability
+diagram, per-class figures and the most confused pairs (K classes), the most confidently wrong photos, and one
+self-contained HTML page.
 
 Report folder ``runs/<name>/report/``::
 
-    curves.png  confusion.png  roc.png  calibration.png
-    report.html   the four figures and JPEG thumbnails of the wrong photos embedded as data: URIs,
+    curves.png  confusion.png  roc.png (two classes)  calibration.png
+    report.html   the figures and JPEG thumbnails of the wrong photos embedded as data: URIs,
                   so the page can be mailed or moved alone
 """
 
@@ -16,18 +17,26 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.competitions.spec import Competition, run_competition
 from pipeline.errors import DataError
 from pipeline.fileio import write_text
-from pipeline.metrics import most_confident_wrong
+from pipeline.metrics import confused_pairs, most_confident_wrong, predicted_class, table_probs
 from pipeline.predict.calibration import fit_temperature
-from pipeline.report.figures import CLASSES, plot_calibration, plot_confusion, plot_curves, plot_roc
+from pipeline.report.figures import plot_calibration, plot_confusion, plot_curves, plot_roc
 from pipeline.report.page import CSS, img_data, img_file, score_cell, table, thumbnails
 from pipeline.rundir import RunDir
 
 _logger = logging.getLogger(__name__)
 
-FIGURES = {"curves.png": "Learning curves", "confusion.png": "Out-of-fold confusion matrix (threshold 0.5)",
-           "roc.png": "Out-of-fold ROC curve", "calibration.png": "Reliability diagram (out-of-fold)"}
+
+
+def figures(comp: Competition) -> dict[str, str]:
+    """The report's figures for a competition's run: file name -> title."""
+    if comp.binary:
+        return {"curves.png": "Learning curves", "confusion.png": "Out-of-fold confusion matrix (threshold 0.5)",
+                "roc.png": "Out-of-fold ROC curve", "calibration.png": "Reliability diagram (out-of-fold)"}
+    return {"curves.png": "Learning curves", "confusion.png": "Out-of-fold confusion matrix (the top class)",
+            "calibration.png": "Reliability diagram (out-of-fold, the top class's probability)"}
 
 
 def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict]:
@@ -50,7 +59,9 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict]:
 def _config_table(config: dict, cv: dict) -> str:
     c, settings, env = config["recipe"], config["settings"], config.get("environment", {})
     device = env.get("device", settings.get("device")) + (f" ({env['gpu']})" if "gpu" in env else "")
-    items = [("arch", c["arch"]), ("image size", c["img_size"]), ("epochs", c["epochs"]),
+    comp = run_competition(config)
+    items = [("competition", f"{comp.name} ({comp.n_classes} classes, scored by {comp.metric})"),
+             ("arch", c["arch"]), ("image size", c["img_size"]), ("epochs", c["epochs"]),
              ("batch size", c["batch_size"]), ("learning rate", c["lr"]),
              ("folds", f"{len(config['folds'])} of {config.get('n_folds', '?')}"), ("seed", c.get("seed")),
              ("precision", env.get("precision", settings.get("precision"))), ("device", device),
@@ -60,36 +71,75 @@ def _config_table(config: dict, cv: dict) -> str:
     return table(["setting", "value"], [list(item) for item in items], frozenset({0, 1}), "config")
 
 
-def _cv_table(cv: dict) -> str:
+def _cv_table(cv: dict, comp: Competition) -> str:
     rows = [(k, v) for k, v in cv["folds"].items()] + [("all", cv["overall"])]
-    return table(["fold", "n", "accuracy", "log-loss", "ROC-AUC", "best epoch"],
-                  [[k, v["n"], score_cell(v["accuracy"]), score_cell(v["log_loss"]), score_cell(v.get("roc_auc")),
-                    v.get("best_epoch", "")] for k, v in rows], css="cv")
+    f1 = [] if comp.binary else ["macro F1"]
+    return table(["fold", "n", "accuracy", "log-loss", "ROC-AUC", *f1, "best epoch"],
+                 [[k, v["n"], score_cell(v["accuracy"]), score_cell(v["log_loss"]), score_cell(v.get("roc_auc")),
+                   *([score_cell(v.get("f1_macro"))] if f1 else []), v.get("best_epoch", "")] for k, v in rows],
+                 css="cv")
 
 
-def _wrong_table(wrong: pd.DataFrame) -> str:
+def _class_tables(labels, predicted, comp: Competition) -> str:
+    """K classes: each class's count, recall, precision and most frequent wrong answer; the most confused pairs."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    k = comp.n_classes
+    precision, recall, _, support = precision_recall_fscore_support(labels, predicted, labels=list(range(k)),
+                                                                    zero_division=0)
+    pairs = confused_pairs(labels, predicted, n=10 * k)
+    worst = {}
+    for t, p, count in pairs:
+        worst.setdefault(t, (p, count))
+    rows = [[c, int(support[i]), f"{recall[i]:.3f}", f"{precision[i]:.3f}",
+             f"{comp.classes[worst[i][0]]} ({worst[i][1]})" if i in worst else "-"]
+            for i, c in enumerate(comp.classes)]
+    per_class = table(["class", "photos", "recall (right when it is this)", "precision (right when called this)",
+                       "most often called"], rows, frozenset({0, 4}), "classes")
+    total = {i: max(1, int(s)) for i, s in enumerate(support)}
+    rows = [[comp.classes[t], comp.classes[p], count, f"{count / total[t]:.1%}"] for t, p, count in pairs[:10]]
+    confused = table(["true class", "called", "photos", "share of the class"], rows, frozenset({0, 1}), "pairs") \
+        if pairs else "<p>No photo is confused with another class.</p>"
+    return f"<h2>Per class (out-of-fold)</h2>\n{per_class}\n<h2>Most confused pairs</h2>\n{confused}"
+
+
+def _said(row, comp: Competition) -> str:
+    """What the model said about one wrong photo: P(positive) for two classes, else the class and its probability."""
+    if comp.binary:
+        return f"P({comp.positive}) {float(row[comp.prob_columns()[0]]):.3f}"
+    return f"called {comp.classes[int(row.predicted)]} ({float(row.confidence):.3f})"
+
+
+def _wrong_table(wrong: pd.DataFrame, comp: Competition) -> str:
     if wrong.empty:
-        return "<p>Every training photo is on the right side of 0.5.</p>"
-    return table(["photo", "fold", "label", "P(dog)"],  # file names: the page is shared, the folders are yours
-                 [[Path(r.path).name, r.fold, CLASSES[int(r.label)], f"{r.prob_dog:.3f}"] for r in wrong.itertuples()],
-                 frozenset({0}), "wrong")
+        return "<p>Every training photo is on the right side of 0.5.</p>" if comp.binary else \
+            "<p>Every training photo's top class is its own.</p>"
+    if comp.binary:
+        column = comp.prob_columns()[0]
+        return table(["photo", "fold", "label", f"P({comp.positive})"],  # file names: the page is shared
+                     [[Path(r.path).name, r.fold, comp.classes[int(r.label)], f"{r[column]:.3f}"]
+                      for _, r in wrong.iterrows()], frozenset({0}), "wrong")
+    return table(["photo", "fold", "label", "called", "its probability"],
+                 [[Path(r.path).name, r.fold, comp.classes[int(r.label)], comp.classes[int(r.predicted)],
+                   f"{r.confidence:.3f}"] for r in wrong.itertuples()], frozenset({0, 2, 3}), "wrong")
 
 
-def _gallery(wrong: pd.DataFrame) -> str:
-    """The wrong photos as JPEG thumbnails with file name, true label and P(dog); '' when there are none."""
+def _gallery(wrong: pd.DataFrame, comp: Competition) -> str:
+    """The wrong photos as JPEG thumbnails with file name, true class and what the model said; '' when none."""
     figures = []
     for data, row in thumbnails(wrong):
         name = Path(row.path).name
-        caption = f"{html.escape(name)}<br>true {CLASSES[int(row.label)]}, P(dog) {row.prob_dog:.3f}"
+        caption = (f"{html.escape(name)}<br>true {html.escape(comp.classes[int(row.label)])}, "
+                   f"{html.escape(_said(row, comp))}")
         figures.append(f"<figure>{img_data(data, 'image/jpeg', name)}<figcaption>{caption}</figcaption></figure>")
     return '<div class="gallery">\n' + "\n".join(figures) + "\n</div>" if figures else ""
 
 
-def _calibration_note(oof: pd.DataFrame) -> str:
+def _calibration_note(labels, probs) -> str:
     """What one temperature (``pipeline predict --calibrate temperature``) would do to these predictions."""
-    if oof.label.nunique() < 2:
+    if len(set(labels)) < 2:
         return ""
-    cal = fit_temperature(oof.label.to_numpy(), oof.prob_dog.to_numpy())
+    cal = fit_temperature(labels, probs)
     if cal.temperature == 1.0:
         verdict = "No temperature lowers the out-of-fold log-loss: the predictions are as well calibrated as one " \
                   "temperature can make them."
@@ -119,17 +169,22 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, n_wrong
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir else RunDir(run_dir).report_dir
     config, metrics, oof, cv = read_run(run_dir)
-    wrong = most_confident_wrong(oof, n_wrong)
+    comp = run_competition(config)
+    labels = oof.label.to_numpy().astype(int)
+    probs = table_probs(oof, [comp.prob_columns()])
+    predicted = predicted_class(probs)
+    wrong = most_confident_wrong(oof, n_wrong, comp.prob_columns())
     plot_curves(metrics, out_dir / "curves.png", {int(k): v["best_epoch"] for k, v in cv["folds"].items()
                                                   if "best_epoch" in v})
-    plot_confusion(oof, out_dir / "confusion.png")
-    plot_roc(oof, out_dir / "roc.png")
-    plot_calibration(oof, out_dir / "calibration.png")
+    plot_confusion(labels, predicted, comp.classes, out_dir / "confusion.png")
+    if comp.binary:
+        plot_roc(oof, out_dir / "roc.png", comp.prob_columns()[0], (comp.classes[0], comp.positive))
+    plot_calibration(labels, probs, out_dir / "calibration.png", comp.positive if comp.binary else "")
 
     name = html.escape(cv.get("run", run_dir.name))
-    figures = "\n".join(f"<h2>{html.escape(title)}</h2>\n{img_file(out_dir / file, title)}"
-                        + (f"\n{_calibration_note(oof)}" if file == "calibration.png" else "")
-                        for file, title in FIGURES.items())
+    pictures = "\n".join(f"<h2>{html.escape(title)}</h2>\n{img_file(out_dir / file, title)}"
+                        + (f"\n{_calibration_note(labels, probs)}" if file == "calibration.png" else "")
+                        for file, title in figures(comp).items())
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Run {name}</title><style>{CSS}</style></head>
 <body>
@@ -137,11 +192,12 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, n_wrong
 <h2>Configuration</h2>
 {_config_table(config, cv)}
 <h2>Cross-validation (out-of-fold, without TTA)</h2>
-{_cv_table(cv)}
-{figures}
+{_cv_table(cv, comp)}
+{pictures}
+{"" if comp.binary else _class_tables(labels, predicted, comp)}
 <h2>Most confidently wrong training photos</h2>
-{_gallery(wrong)}
-{_wrong_table(wrong)}
+{_gallery(wrong, comp)}
+{_wrong_table(wrong, comp)}
 </body></html>
 """
     path = write_text(out_dir / "report.html", page)

@@ -23,10 +23,12 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.train.runtime import Runtime
+from pipeline.train.task import Task, view_of
 
 _logger = logging.getLogger(__name__)
 
 MIN_DELTA = 1e-4  # a validation loss must drop by more than this to count as better
+_BINARY = Task(2)  # the default task: two classes, one logit
 
 
 class Amp:
@@ -57,9 +59,10 @@ class Amp:
             _logger.info("the checkpoint was trained without loss scaling; fp16 starts with a fresh loss scale")
 
     def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """One logit per image, as float32."""
+        """The model's logits as float32: one per image for a one-logit model, else (n, K)."""
         with self.autocast():
-            return model(x).float().view(-1)
+            out = model(x).float()
+            return out.view(-1) if out.shape[-1] == 1 else out
 
 
 @dataclass
@@ -74,6 +77,7 @@ class FitState:
     scheduler: Any
     amp: Amp
     runtime: Runtime
+    task: Task = field(default_factory=Task)
     epoch: int = 0  # the epoch being trained (from 0)
     start_epoch: int = 0
     batch: int = 0  # batches done in this epoch
@@ -117,17 +121,20 @@ def _call(callbacks: list[Callback], hook: str, state: FitState) -> None:
         getattr(cb, hook)(state)
 
 
-def train_step(net: nn.Module, x: torch.Tensor, target: torch.Tensor, optimizer, scheduler, amp: Amp):
+def train_step(net: nn.Module, x: torch.Tensor, target: torch.Tensor, optimizer, scheduler, amp: Amp,
+               task: Task | None = None):
     """One optimizer step on a batch; returns the loss and the logits (still on the device, no sync).
 
     Args:
         net: the model (or its DDP/compiled wrapper), in train mode.
         x: the normalised batch.
-        target: P(dog) per image (0/1 labels, or soft targets).
+        target: two classes: P(positive) per image (0/1 labels, or soft targets); K classes: class indices, or
+            (n, K) soft targets.
+        task: the loss (default: two classes, one logit).
     """
     optimizer.zero_grad(set_to_none=True)
     logits = amp.logits(net, x)
-    loss = nn.functional.binary_cross_entropy_with_logits(logits, target)
+    loss = (task or _BINARY).loss(logits, target)
     amp.scaler.scale(loss).backward()
     amp.scaler.step(optimizer)
     amp.scaler.update()
@@ -151,9 +158,9 @@ def train_one_epoch(state: FitState, loader, normalize, callbacks: list[Callback
         y = y.to(device, non_blocking=True)
         x = normalize(x)
         x, target = mix(x, y) if mix is not None else (x, y)
-        loss, logits = train_step(state.net, x, target, state.optimizer, state.scheduler, state.amp)
+        loss, logits = train_step(state.net, x, target, state.optimizer, state.scheduler, state.amp, state.task)
         state.loss_sum += loss.detach().double() * len(y)
-        state.correct += ((logits.detach() > 0).float() == y).sum()
+        state.correct += state.task.correct(logits.detach(), y)
         state.seen += len(y)
         state.batch += 1
         _call(callbacks, "on_batch_end", state)
@@ -167,7 +174,8 @@ def train_one_epoch(state: FitState, loader, normalize, callbacks: list[Callback
 
 @dataclass
 class Predictions:
-    """Row indices into the loader's dataset, P(dog) per row and the mean BCE loss (NaN without labels)."""
+    """Row indices into the loader's dataset, the probabilities per row (P(positive) for two classes, else
+    (n, K)) and the mean loss (NaN without labels)."""
 
     rows: np.ndarray
     probs: np.ndarray
@@ -176,8 +184,8 @@ class Predictions:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, normalize, amp: Amp, runtime: Runtime | None = None,
-             hflip: bool = False) -> Predictions:
-    """P(dog) for every image of ``loader``, each image once, on every process.
+             hflip: bool = False, task: Task | None = None, view: str | None = None) -> Predictions:
+    """The probabilities of every image of ``loader``, each image once, on every process.
 
     Args:
         model: the plain module (never a DDP wrapper: evaluation needs no collective).
@@ -186,17 +194,20 @@ def evaluate(model: nn.Module, loader, normalize, amp: Amp, runtime: Runtime | N
         amp: autocast settings.
         runtime: gathers the parts of every process (None: this process alone).
         hflip: also predict each image mirrored and average the two probabilities.
+        task: what the outputs mean (default: two classes, one logit).
+        view: predict the images as this TTA view shows them (:func:`pipeline.train.task.view_of`).
     """
+    task = task or _BINARY
     model.eval()
     probs, rows, losses = [], [], []
     for x, y, idx in loader:
-        x = normalize(x)
+        x = view_of(normalize(x), view)
         logits = amp.logits(model, x)
-        p = torch.sigmoid(logits)
+        p = task.probs(logits)
         if hflip:
-            p = (p + torch.sigmoid(amp.logits(model, torch.flip(x, dims=[3])))) / 2
+            p = (p + task.probs(amp.logits(model, torch.flip(x, dims=[3])))) / 2
         y = y.to(logits.device, non_blocking=True)
-        losses.append(nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none"))
+        losses.append(task.loss(logits, y if task.binary else y.clamp(min=0), reduction="none"))
         probs.append(p)
         rows.append(idx)
     rows_np = torch.cat(rows).numpy()

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from pipeline.competitions.spec import Competition, run_competition
 from pipeline.data.images import (
     BatchNormalizer,
     ImageDataset,
@@ -26,13 +27,14 @@ from pipeline.rundir import RunDir
 from pipeline.train.budget import time_batches
 from pipeline.train.callbacks import Checkpointer, EarlyStopping, Ema, FreezeBatchNorm, MetricsLog
 from pipeline.train.engine import Amp, Callback, FitState, evaluate, fit, train_step
-from pipeline.train.mixing import BinaryMix
+from pipeline.train.mixing import make_mix
 from pipeline.train.optim import build_optimizer
 from pipeline.train.placement import Placed, place_model
 from pipeline.train.preflight import out_of_memory
 from pipeline.train.recipe import Recipe
 from pipeline.train.runtime import Runtime, default_workers, local_processes
 from pipeline.train.settings import RunSettings
+from pipeline.train.task import Task
 from pipeline.train.tracking import Tracker
 
 
@@ -47,12 +49,14 @@ class FoldData:
     val_loader: torch.utils.data.DataLoader
 
 
-def fold_data(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, folds: pd.DataFrame, cache) -> FoldData:
+def fold_data(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, folds: pd.DataFrame, cache,
+              comp: Competition) -> FoldData:
     """The training rows (every other fold) and validation rows (this fold) as loaders."""
     train_rows, val_rows = folds[folds.fold != fold], folds[folds.fold == fold]
     base = base_size_for(recipe.img_size)
-    transform = SizedTransforms(recipe.augment) if recipe.sizes else build_train_transform(recipe.img_size,
-                                                                                           recipe.augment)
+    flips = (comp.augment.hflip, comp.augment.vflip, comp.augment.rot90)
+    transform = SizedTransforms(recipe.augment, flips) if recipe.sizes else \
+        build_train_transform(recipe.img_size, recipe.augment, flips)
     train_ds = ImageDataset(train_rows.path, train_rows.label, base, transform, cache)
     val_ds = ImageDataset(val_rows.path, val_rows.label, base, build_eval_transform(recipe.img_size), cache)
     workers = settings.workers if settings.workers is not None else default_workers(rt.device, local_processes())
@@ -73,23 +77,24 @@ class FoldModel:
     amp: Amp
     optimizer: torch.optim.Optimizer
     scheduler: object
-    mix: BinaryMix | None
+    mix: object | None
+    task: Task
 
 
-def fold_model(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, steps_per_epoch: int) -> FoldModel:
+def fold_model(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, steps_per_epoch: int,
+               comp: Competition) -> FoldModel:
     """The model of ``fold``, seeded so that every process (and every resume) starts from the same weights."""
     torch.manual_seed(recipe.seed * 1000 + fold)  # the same initial weights on every process
     np.random.seed(recipe.seed * 1000 + fold + 7919 * rt.rank)  # mixup's draws (timm uses numpy's generator)
     placed = place_model(build_model(recipe.arch, recipe.img_size, pretrained=recipe.pretrained,
-                                     weights=recipe.weights, drop_rate=recipe.drop_rate),
+                                     weights=recipe.weights, drop_rate=recipe.drop_rate, num_classes=comp.outputs),
                          rt, channels_last=settings.channels_last, ddp=rt.distributed, compile=settings.compile)
     if rt.distributed and rt.rank:  # each process its own dropout draws; the first keeps the one-process stream
         torch.manual_seed(int(np.random.SeedSequence([recipe.seed, fold, rt.rank]).generate_state(1)[0]))
     optimizer, scheduler = build_optimizer(recipe, placed.model, steps_per_epoch, rt.device)
-    mix = BinaryMix(recipe.mixup, recipe.cutmix, recipe.mix_prob, recipe.label_smoothing) \
-        if recipe.mixup or recipe.cutmix or recipe.label_smoothing else None
+    mix = make_mix(comp.n_classes, recipe.mixup, recipe.cutmix, recipe.mix_prob, recipe.label_smoothing)
     return FoldModel(placed, BatchNormalizer(*normalization(placed.model), rt.device, placed.channels_last),
-                     Amp(rt.device, rt.dtype), optimizer, scheduler, mix)
+                     Amp(rt.device, rt.dtype), optimizer, scheduler, mix, Task(comp.n_classes))
 
 
 def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, folds: pd.DataFrame,
@@ -100,15 +105,16 @@ def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: Ru
     process trains it alone. ``shown``: the callbacks that show its progress (:mod:`pipeline.train.display`).
     Returns the fold's validation scores (from the best checkpoint).
     """
-    data = fold_data(fold, rt, recipe, settings, folds, cache)
-    m = fold_model(fold, rt, recipe, settings, len(data.train_loader))
+    comp = run_competition(run.config())
+    data = fold_data(fold, rt, recipe, settings, folds, cache, comp)
+    m = fold_model(fold, rt, recipe, settings, len(data.train_loader), comp)
     model, normalize, amp = m.placed.model, m.normalize, m.amp
     state = FitState(fold=fold, epochs=recipe.epochs, model=model, net=m.placed.net, optimizer=m.optimizer,
-                     scheduler=m.scheduler, amp=amp, runtime=rt)
+                     scheduler=m.scheduler, amp=amp, runtime=rt, task=m.task)
 
     def validate(weights: nn.Module) -> dict:
         rt.sync_buffers(weights)  # every process evaluates (and the main one saves) the same weights
-        preds = evaluate(weights, data.val_loader, normalize, amp, rt)
+        preds = evaluate(weights, data.val_loader, normalize, amp, rt, task=m.task)
         val = score(data.val_ds.labels[preds.rows], preds.probs)
         return {"val_loss": preds.loss, "val_acc": val["accuracy"], "val_logloss": val["log_loss"]}
 
@@ -118,16 +124,16 @@ def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: Ru
     except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError from 2.5 on; this name works on every torch
         raise out_of_memory(recipe, recipe.batch_size // rt.world, rt.device, fold, state.epoch) from None
     rt.barrier()  # best.pt is complete before any process reads it
-    return _out_of_fold(run, fold, rt, model, data, normalize, amp, tracker)
+    return _out_of_fold(run, fold, rt, m, data, comp, tracker)
 
 
 def time_fold(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, folds: pd.DataFrame, cache,
-              batches: int = 5) -> tuple[float, float]:
+              comp: Competition, batches: int = 5) -> tuple[float, float]:
     """Seconds one epoch of ``fold`` takes (training and validation) and the seconds per fold beyond its epochs
     (building the model, the out-of-fold predictions), from a few timed batches; nothing is kept."""
     t0 = time.perf_counter()
-    data = fold_data(fold, rt, recipe, settings, folds, cache)
-    m = fold_model(fold, rt, recipe, settings, len(data.train_loader))
+    data = fold_data(fold, rt, recipe, settings, folds, cache, comp)
+    m = fold_model(fold, rt, recipe, settings, len(data.train_loader), comp)
     build = time.perf_counter() - t0
     m.placed.net.train()
 
@@ -135,7 +141,7 @@ def time_fold(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, fol
         x, y, _ = batch
         y = y.to(rt.device, non_blocking=True)
         x, target = m.mix(m.normalize(x), y) if m.mix is not None else (m.normalize(x), y)
-        train_step(m.placed.net, x, target, m.optimizer, m.scheduler, m.amp)
+        train_step(m.placed.net, x, target, m.optimizer, m.scheduler, m.amp, m.task)
 
     @torch.inference_mode()
     def val_batch(batch) -> None:
@@ -143,7 +149,8 @@ def time_fold(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, fol
 
     train_s = time_batches(train_batch, data.train_loader, batches) * len(data.train_loader)
     val_s = time_batches(val_batch, data.val_loader, 2) * len(data.val_loader)
-    return train_s + val_s * (2 if recipe.ema else 1), build + 2 * val_s  # the OOF: plain and mirrored
+    views = 1 + len(comp.oof_views())  # the out-of-fold predictions: the image and each TTA view
+    return train_s + val_s * (2 if recipe.ema else 1), build + views * val_s
 
 
 def fold_callbacks(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, model: nn.Module, validate,
@@ -164,18 +171,28 @@ def fold_callbacks(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, model: n
     return callbacks
 
 
-def _out_of_fold(run: RunDir, fold: int, rt: Runtime, model: nn.Module, data: FoldData, normalize, amp: Amp,
+def _out_of_fold(run: RunDir, fold: int, rt: Runtime, m: FoldModel, data: FoldData, comp: Competition,
                  tracker: Tracker | None) -> dict:
-    """Predict the fold's validation photos with best.pt (plain and mirrored) into its oof.csv; its scores."""
+    """Predict the fold's validation photos with best.pt, as they are and as each TTA view shows them (what
+    predict's TTA averages), into its oof.csv; its scores."""
     best = torch.load(run.best(fold), map_location="cpu", weights_only=False)
+    model = m.placed.model
     model.load_state_dict(best["model"])
-    preds = evaluate(model, data.val_loader, normalize, amp, rt)
-    mirrored = evaluate(model, data.val_loader, normalize, amp, rt, hflip=True)  # what predict's hflip TTA gives
-    oof = data.val_rows.iloc[preds.rows][["path", "label", "fold"]].assign(prob_dog=preds.probs,
-                                                                            prob_dog_hflip=mirrored.probs)
+    preds = evaluate(model, data.val_loader, m.normalize, m.amp, rt, task=m.task)
+    oof = data.val_rows.iloc[preds.rows][["path", "label", "fold"]].reset_index(drop=True)
+    columns = dict(zip(comp.prob_columns(), _columns(preds.probs), strict=True))
+    for view in comp.oof_views():
+        viewed = evaluate(model, data.val_loader, m.normalize, m.amp, rt, task=m.task, view=view)
+        columns |= dict(zip(comp.prob_columns(view), _columns(viewed.probs), strict=True))
+    oof = oof.assign(**columns)
     if rt.is_main:
         write_csv(run.fold_oof(fold), oof)
         if tracker is not None:
             tracker.fold_done(fold, oof)
     rt.barrier()
-    return score(oof.label.to_numpy(), oof.prob_dog.to_numpy()) | {"best_epoch": int(best["epoch"])}
+    return score(oof.label.to_numpy(), preds.probs) | {"best_epoch": int(best["epoch"])}
+
+
+def _columns(probs: np.ndarray) -> list[np.ndarray]:
+    """The columns of a prediction: P(positive) alone, or one per class."""
+    return [probs] if probs.ndim == 1 else list(probs.T)

@@ -17,8 +17,9 @@ import pandas as pd
 import torch
 
 from pipeline import __version__
+from pipeline.competitions.spec import data_competition
 from pipeline.data.folds import read_folds
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DataError
 from pipeline.fileio import write_csv
 from pipeline.rundir import SCHEMA, RunDir, all_runs, find_run
 from pipeline.train.preflight import check_fits, check_pretrained, recipe_warnings
@@ -150,6 +151,10 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processe
         _logger.warning(warning)
     settings.run_name = settings.run_name or f"{recipe.arch}-{datetime.now():%Y%m%d-%H%M%S}"
     folds = read_folds(settings.data_dir)
+    comp = data_competition(settings.data_dir)
+    if folds.label.max() >= comp.n_classes or folds.label.min() < 0:
+        raise DataError(f"{Path(settings.data_dir) / 'folds.csv'} has labels beyond the {comp.n_classes} classes of "
+                        f"competition {comp.name}: download the data again (`pipeline download --competition ...`).")
     n_folds = int(folds.fold.max()) + 1
     selected = settings.folds if settings.folds is not None else list(range(n_folds))
     bad = [k for k in selected if not 0 <= k < n_folds]
@@ -169,7 +174,8 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processe
         lock.release()
         raise ConfigError(f"Run {run.path} exists already; add --resume to continue it or pick another --run-name.")
     write_csv(run.folds_path, folds[["path", "label", "fold"]])
-    run.write_config({"schema": SCHEMA, "recipe": recipe.to_dict(), "settings": dataclasses.asdict(settings),
+    run.write_config({"schema": SCHEMA, "competition": comp.to_dict(), "recipe": recipe.to_dict(),
+                      "settings": dataclasses.asdict(settings),
                       "folds": selected, "n_folds": n_folds,
                       "recipe_source": str(request.recipe) if request.recipe else None,
                       "environment": environment(rt, processes),

@@ -18,11 +18,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from pipeline.competitions.spec import run_competition
 from pipeline.data.cache import open_cache
 from pipeline.data.images import base_size_for
 from pipeline.errors import ConfigError, Interrupted, PipelineError
 from pipeline.fileio import write_csv, write_json, write_text
-from pipeline.metrics import score
+from pipeline.metrics import score, table_probs
 from pipeline.progress import clock, say
 from pipeline.rundir import RunDir
 from pipeline.train.budget import plan_epochs
@@ -131,7 +132,8 @@ def _fit_time_limit(run: RunDir, rt: Runtime, recipe: Recipe, settings: RunSetti
                             run.name, recipe.epochs)
             return
         probe = dataclasses.replace(recipe, batch_size=batch_per_process(recipe.batch_size, rt.world, mode))
-        epoch_s, extra_s = time_fold(selected[0], rt.as_single_process(), probe, settings, folds, cache)
+        epoch_s, extra_s = time_fold(selected[0], rt.as_single_process(), probe, settings, folds, cache,
+                                     run_competition(config))
         per_process = -(-len(selected) // rt.world) if mode == "folds" else len(selected)
         plan = plan_epochs(settings.time_limit, time.time() - started, epoch_s, extra_s, per_process, recipe.epochs)
         config["recipe"]["epochs"], config["time_limit"] = plan.epochs, plan.to_dict()
@@ -199,12 +201,15 @@ def write_cv(run: RunDir, selected: list[int], seconds: float | None = None) -> 
     parts = [pd.read_csv(run.fold_oof(k)) for k in selected]
     oof = pd.concat(parts, ignore_index=True)
     write_csv(run.oof_path, oof)
+    comp = run_competition(run.config())
+    columns = [comp.prob_columns()]
     per_fold = {}
     for k, part in zip(selected, parts, strict=True):
         # mmap: only the epoch is needed, not the weights
         best = torch.load(run.best(k), map_location="cpu", weights_only=False, mmap=True)
-        per_fold[str(k)] = score(part.label, part.prob_dog) | {"best_epoch": int(best["epoch"])}
-    cv = {"run": run.name, "folds": per_fold, "overall": score(oof.label, oof.prob_dog)}
+        per_fold[str(k)] = score(part.label, table_probs(part, columns)) | {"best_epoch": int(best["epoch"])}
+    cv = {"run": run.name, "metric": comp.metric, "folds": per_fold,
+          "overall": score(oof.label, table_probs(oof, columns))}
     if seconds is not None:
         cv["seconds"] = seconds  # the run's training time over all its sessions, start-up and restarts included
     write_json(run.cv_path, cv)

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.choices import TRACKERS
+from pipeline.competitions.spec import run_competition
 from pipeline.data.images import thumbnail
 from pipeline.errors import ConfigError
 from pipeline.metrics import most_confident_wrong
@@ -37,6 +38,7 @@ from pipeline.train.engine import Callback, FitState
 _logger = logging.getLogger(__name__)
 SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_logloss", "lr", "images_per_s", "ema_val_loss",
            "ema_val_acc")
+METRICS = ("accuracy", "log_loss", "roc_auc", "f1_macro")  # cv.json's figures (f1_macro: K classes only)
 EXTRA = {"tensorboard": 'pip install -e ".[tensorboard]" (or pip install tensorboard)',
          "mlflow": 'pip install -e ".[mlflow]" (or pip install mlflow)'}
 
@@ -78,6 +80,7 @@ class TensorBoardTracker(Tracker):
 
     def __init__(self, run, recipe, *, main: bool):
         self.run, self.recipe, self.main = run, recipe, main
+        self.comp = run_competition(run.config())
         self.writers = {}
 
     def _writer(self, fold: int):
@@ -98,11 +101,13 @@ class TensorBoardTracker(Tracker):
 
     def fold_done(self, fold: int, oof: pd.DataFrame) -> None:
         writer = self._writer(fold)
-        for row in most_confident_wrong(oof, 8).itertuples():
+        classes = self.comp.classes
+        for _, row in most_confident_wrong(oof, 8, self.comp.prob_columns()).iterrows():
             img = thumbnail(row.path, 128)
             if img is not None:
-                truth = "dog" if row.label == 1 else "cat"
-                writer.add_image(f"wrong/{Path(row.path).name} (a {truth}, P(dog) {row.prob_dog:.2f})", np.asarray(img),
+                said = f"P({self.comp.positive}) {row[self.comp.prob_columns()[0]]:.2f}" if self.comp.binary \
+                    else f"called {classes[int(row.predicted)]} at {row.confidence:.2f}"
+                writer.add_image(f"wrong/{Path(row.path).name} (a {classes[int(row.label)]}, {said})", np.asarray(img),
                                  dataformats="HWC")
         writer.flush()
 
@@ -115,7 +120,7 @@ class TensorBoardTracker(Tracker):
                    for k, v in self.recipe.to_dict().items()}
         overall = cv["overall"]
         with SummaryWriter(log_dir=str(self.run.tensorboard_dir)) as writer:
-            writer.add_hparams(hparams, {f"cv/{k}": overall[k] for k in ("accuracy", "log_loss", "roc_auc")
+            writer.add_hparams(hparams, {f"cv/{k}": overall[k] for k in METRICS
                                          if overall.get(k) is not None}, run_name="hparams")
 
     def close(self) -> None:
@@ -195,6 +200,7 @@ class MlflowTracker(Tracker):
             self.run_id = self.client.create_run(experiment_id, run_name=run.name).info.run_id
             for key, value in recipe.to_dict().items():
                 self.client.log_param(self.run_id, key, "" if value is None else value)
+            self.client.set_tag(self.run_id, "competition", run_competition(config).name)
             run.write_config(run.config() | {"tracking": {"mlflow_run_id": self.run_id,
                                                           "mlflow_uri": self.client.tracking_uri}})
         self.logged: set[tuple[int, int]] = set()
@@ -216,10 +222,10 @@ class MlflowTracker(Tracker):
             if (int(row["fold"]), int(row["epoch"])) not in self.logged:
                 self._log_row(row)
         for fold, scores in cv["folds"].items():
-            for key in ("accuracy", "log_loss", "roc_auc"):
+            for key in METRICS:
                 if scores.get(key) is not None:
                     self.client.log_metric(self.run_id, f"cv/fold{fold}_{key}", scores[key])
-        for key in ("accuracy", "log_loss", "roc_auc"):
+        for key in METRICS:
             if cv["overall"].get(key) is not None:
                 self.client.log_metric(self.run_id, f"cv/{key}", cv["overall"][key])
         if report is not None and report.exists():
