@@ -20,7 +20,8 @@ SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 
 
 def demo(workdir: Path, *, epochs: int = 20, n_folds: int = 3, console=None) -> dict:
-    """Catalogue, fold, train, predict (TTA), validate, score and report on the bundled sample."""
+    """Catalogue, fold, train, predict (TTA chosen on the folds), validate, score and report on the bundled
+    sample."""
     say = console.print if console is not None else _logger.info
     workdir = Path(workdir)
     data_dir, runs_dir, subs = workdir / "data", workdir / "runs", workdir / "submissions"
@@ -37,9 +38,11 @@ def demo(workdir: Path, *, epochs: int = 20, n_folds: int = 3, console=None) -> 
                                       "progress": console is not None}), report=build_report)
     o = cv["overall"]
     say(f"    CV accuracy {o['accuracy']:.3f}, log-loss {o['log_loss']:.3f} -> {runs_dir / name}")
-    say("[bold]3/4 predict[/] average the folds with horizontal-flip TTA, write and validate the CSV")
-    p = predict(runs=[runs_dir / name], test_csv=data_dir / "test.csv", tta="hflip", runs_dir=runs_dir,
+    say("[bold]3/4 predict[/] average the folds with the TTA chosen on the folds, write and validate the CSV")
+    p = predict(runs=[runs_dir / name], test_csv=data_dir / "test.csv", tta="auto", runs_dir=runs_dir,
                 submissions_dir=subs)
+    say(f"    TTA: {p['tta']} (" + " -> ".join(f"{s['views']} {s['metric']:.3f}" for s in p["tta_choice"].steps)
+        + f", out-of-fold {p['tta_choice'].metric})")
     sc = score_submission(p["path"], SAMPLE_DIR / "solution.csv")
     say(f"    {p['path']} ({p['rows']} rows, valid); accuracy against the sample's solution.csv: {sc['accuracy']:.3f}")
     say("[bold]4/4 report[/]")

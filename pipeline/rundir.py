@@ -2,15 +2,18 @@
 
 ::
 
-    config.json        the resolved recipe and run settings, the folds, versions, device, resumes
+    config.json        the competition, the resolved recipe and run settings, the folds, versions, device, resumes
     folds.csv          the folds this run trains on (its own copy: a later re-split does not touch it)
+    pseudo.csv         with --pseudo: the pseudo-labelled test photos and their soft labels (fixed at the start)
     metrics.csv        one row per fold and epoch
     fold<k>/last.pt    full state after the last finished epoch (model, optimizer, scheduler, ...)
-    fold<k>/best.pt    the weights with the lowest validation loss, with epoch, metrics and recipe
+    fold<k>/best.pt    the weights with the lowest validation loss (an epoch's, the EMA's or an average's), with
+                       epoch, metrics and recipe
     fold<k>/oof.csv    that fold's validation predictions from best.pt; its presence marks the fold done
-    oof.csv            path,label,fold,prob_dog for every training image of the trained folds
-    cv.json            accuracy, log-loss and ROC-AUC per fold and overall
-    test_probs.csv     after ``predict``: id, prob_dog and one column per fold (+ test_probs.json)
+    oof.csv            path,label,fold and the probability columns (prob_dog, or prob_<class> per class), plain
+                       and under each TTA view (prob_dog@hflip, ...), for every training image of the trained folds
+    cv.json            accuracy, log-loss and ROC-AUC (K classes: macro F1) per fold and overall
+    test_probs.csv     after ``predict``: id, the probability columns and each fold's (+ test_probs.json)
     report/            the HTML report and its figures
     tensorboard/       TensorBoard event files, one folder per fold (with --tracker tensorboard)
     failed.txt         the error a process of a multi-process job stopped on (removed when the run resumes)
@@ -107,6 +110,14 @@ class RunDir:
         return self.path / "test_probs.json"
 
     @property
+    def pseudo_path(self) -> Path:
+        """The pseudo-labelled test photos this run trains on (``pipeline train --pseudo``), fixed at its start."""
+        return self.path / "pseudo.csv"
+
+    def read_pseudo(self) -> pd.DataFrame | None:
+        return pd.read_csv(self.pseudo_path) if self.pseudo_path.exists() else None
+
+    @property
     def report_dir(self) -> Path:
         return self.path / "report"
 
@@ -201,7 +212,9 @@ class RunDir:
         if not self.oof_path.exists():
             raise ConfigError(f"Run {self.name} has no oof.csv; finish its training first "
                               f"(`pipeline train --run-name {self.name} --resume`).")
-        return pd.read_csv(self.oof_path)
+        oof = pd.read_csv(self.oof_path)
+        # runs made before competitions named a view's column prob_dog_hflip
+        return oof.rename(columns={"prob_dog_hflip": "prob_dog@hflip"})
 
     def read_cv(self) -> dict | None:
         if not self.cv_path.exists():

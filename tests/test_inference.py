@@ -10,6 +10,7 @@ from sklearn.metrics import log_loss
 from pipeline.data.images import BatchNormalizer, ImageDataset, base_size_for, build_eval_transform, make_loader
 from pipeline.errors import ConfigError
 from pipeline.models import build_model
+from pipeline.predict.calibration import averaging_temperature
 from pipeline.predict.ensemble import aligned_oof, blend_predictions, blend_runs, fit_weights
 from pipeline.predict.inference import predict_run
 from pipeline.train.engine import Amp, evaluate
@@ -110,11 +111,20 @@ def test_redux_predictions_are_calibrated_on_the_oof_and_the_note_says_so(tiny_r
     out = predict(runs=[runs / "tiny"], test_csv=sample_data / "test.csv", fmt="redux", tta="none",
                   runs_dir=runs, submissions_dir=tmp_path / "subs")
     cal, note = out["calibration"], json.loads(out["note"].read_text())
-    assert cal is not None and note["calibration"]["temperature"] == cal.temperature
+    assert cal is not None and note["calibration"]["method"] == "temperature of the fold mean"
+    assert note["calibration"]["temperature"] == pytest.approx(cal.oof_temperature / cal.averaging)
     assert note["calibration"]["oof_log_loss_after"] <= note["calibration"]["oof_log_loss_before"]
-    raw = pd.read_csv(runs / "tiny" / "test_probs.csv").set_index("id").prob_dog
+    assert note["submitted_oof"]["log_loss"] == pytest.approx(note["calibration"]["oof_log_loss_after"])
+    raw = pd.read_csv(runs / "tiny" / "test_probs.csv").set_index("id")
+    assert cal.averaging == pytest.approx(averaging_temperature([raw[f"fold{k}"].to_numpy() for k in range(3)]))
     sub = pd.read_csv(out["path"]).set_index("id").label
-    np.testing.assert_allclose(sub, np.clip(cal.apply(raw.loc[sub.index]), 0.005, 0.995), atol=1e-6)
+    np.testing.assert_allclose(sub, np.clip(cal.apply(raw.loc[sub.index, "prob_dog"]), 0.005, 0.995), atol=1e-6)
+    pooled = predict(runs=[runs / "tiny"], test_csv=sample_data / "test.csv", fmt="redux", tta="none",
+                     calibrate="pooled", runs_dir=runs, out=tmp_path / "subs" / "pooled.csv")
+    p = pooled["calibration"]
+    assert json.loads(pooled["note"].read_text())["calibration"]["method"] == "pooled temperature"
+    np.testing.assert_allclose(pd.read_csv(pooled["path"]).set_index("id").label,
+                               np.clip(p.apply(raw.loc[sub.index, "prob_dog"]), 0.005, 0.995), atol=1e-6)
     plain = predict(runs=[runs / "tiny"], test_csv=sample_data / "test.csv", fmt="course", tta="none",
                     runs_dir=runs, out=tmp_path / "subs" / "labels.csv")
     assert plain["calibration"] is None  # 0/1 labels: auto leaves them alone

@@ -71,7 +71,7 @@ def test_download_into_a_file_writes_plain_lines(tmp_path):
 
 def test_predict_says_which_runs_and_folds_it_blends(tiny_run, sample_data, tmp_path):
     r = invoke("predict", "--runs-dir", tiny_run.parent, "--test", sample_data / "test.csv", "--out",
-               tmp_path / "sub.csv", "--no-progress")
+               tmp_path / "sub.csv", "--no-progress", "--tta", "hflip")
     assert r.exit_code == 0, r.output
     assert "run tiny (the newest finished run): the models of folds 0-2 of 3, with hflip TTA" in r.output
     assert "out-of-fold (with hflip TTA, as the test set is predicted): accuracy" in r.output
@@ -81,7 +81,7 @@ def test_predict_names_a_run_of_some_folds(data_copy, tmp_path):
     runs = tmp_path / "runs"
     train(tiny_config(data_copy, runs, run_name="some", folds=[0, 1], epochs=1))
     r = invoke("predict", "--run", "some", "--runs-dir", runs, "--test", data_copy / "test.csv", "--out",
-               tmp_path / "sub.csv", "--no-progress")
+               tmp_path / "sub.csv", "--no-progress", "--tta", "hflip")
     assert r.exit_code == 0, r.output
     assert "run some (named): the models of folds 0,1 of 3 (a run of 2 of the split's 3 folds), with hflip TTA" in \
         r.output
@@ -114,11 +114,11 @@ def test_the_plan_fits_every_fold_and_never_raises_the_epochs():
 def test_a_time_limit_trains_every_fold_with_a_completed_schedule(data_copy, tmp_path):
     """The run records the epochs it chose; every fold trained exactly those, and each cosine ended at zero."""
     runs = tmp_path / "runs"
-    cv = train(tiny_config(data_copy, runs, run_name="budget", epochs=500, time_limit=25.0))
+    cv = train(tiny_config(data_copy, runs, run_name="budget", epochs=500, time_limit=40.0))
     config = json.loads((runs / "budget" / "config.json").read_text())
     chosen = config["recipe"]["epochs"]
     assert config["time_limit"]["epochs"] == chosen and config["time_limit"]["recipe_epochs"] == 500
-    assert 1 <= chosen < 500 and config["time_limit"]["seconds"] == 25.0
+    assert 1 <= chosen < 500 and config["time_limit"]["seconds"] == 40.0
     metrics = pd.read_csv(runs / "budget" / "metrics.csv")
     assert metrics.groupby("fold").epoch.max().tolist() == [chosen - 1] * 3  # every fold, every chosen epoch
     last = metrics.sort_values("epoch").groupby("fold").tail(1)

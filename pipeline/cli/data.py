@@ -20,14 +20,16 @@ DupOption = Annotated[int, typer.Option(help="Perceptual-hash distance (bits of 
 @app.command()
 @friendly
 def download(
-    competition: Annotated[str | None, typer.Option(help="A built-in competition (`pipeline competitions` lists "
-                                                    "them) or a spec file "
-                                                    "\\[default: the source's, else course]")] = None,
+    competition: Annotated[str | None, typer.Option(metavar="NAME|FILE", help="A built-in competition (`pipeline "
+                                                    "competitions` lists them) or a spec file \\[default: the "
+                                                    "source's, else course]")] = None,
     source: Annotated[str | None, typer.Option(help=f"Named source: {', '.join(SOURCES)} \\[default: "
                                                   f"{next(iter(SOURCES))} (猫狗大战)]")] = None,
-    url: Annotated[list[str] | None, typer.Option("--url", help="Archive URL to fetch (repeatable).")] = None,
-    from_: Annotated[list[Path] | None, typer.Option("--from", exists=True,
-                     help="Local zip or folder to use instead of downloading (repeatable).")] = None,
+    url: Annotated[list[str] | None, typer.Option("--url", metavar="URL",
+                                                  help="Archive URL to fetch (repeatable).")] = None,
+    from_: Annotated[list[Path] | None, typer.Option("--from", exists=True, metavar="PATH",
+                     help="Local archive (.zip, .7z, .tar), CSV or folder to use instead of downloading "
+                          "(repeatable).")] = None,
     data_dir: DataDir = Path("data"),
     folds: FoldsOption = 5,
     seed: SeedOption = 0,

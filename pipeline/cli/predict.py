@@ -9,12 +9,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.choices import CALIBRATIONS, DEVICES, ENSEMBLE_METHODS, TTA
+from pipeline.choices import CALIBRATIONS, DEVICES, ENSEMBLE_METHODS
 from pipeline.cli.app import RunsDir, app, choice, console, err_console, friendly
 from pipeline.data.sources import SOURCES
 from pipeline.predict.formats import FORMATS
 
-Tta = choice("Tta", TTA)
 EnsembleMethod = choice("EnsembleMethod", ENSEMBLE_METHODS)
 Fmt = choice("Fmt", tuple(FORMATS))
 Calibrate = choice("Calibrate", CALIBRATIONS)
@@ -26,12 +25,13 @@ SubmitSource = choice("SubmitSource", tuple(name for name, s in SOURCES.items() 
 @app.command()
 @friendly
 def predict(
-    run: Annotated[list[Path] | None, typer.Option("--run", help="Run folder or name (repeatable) "
+    run: Annotated[list[Path] | None, typer.Option("--run", metavar="RUN", help="Run folder or name (repeatable) "
                                                       "\\[default: the newest finished run]")] = None,
     test: Annotated[Path, typer.Option(help="The test catalogue (id,path).")] = Path("data/test.csv"),
-    tta: Annotated[Tta | None, typer.Option(help="Test-time augmentation, averaged in probability space: the image "
-                                                 "and its mirror (hflip), also upside down (flips), also turned "
-                                                 "(rot) \\[default: the competition's]")] = None,
+    tta: Annotated[str, typer.Option(metavar="POLICY", help="Test-time augmentation, averaged in probability space: "
+                                     "auto (the views that lower the out-of-fold metric), none, hflip (the mirror), "
+                                     "flips (also upside down), rot (also turned), or views joined by + (hflip, "
+                                     "vflip, rot90, rot180, rot270, zoom, zoom-hflip).")] = "auto",
     ensemble: Annotated[EnsembleMethod, typer.Option(help="How to blend several runs: weights fitted on "
                                                      "out-of-fold log-loss, or a plain mean.")] = EnsembleMethod.fit,
     format: Annotated[Fmt | None, typer.Option("--format", help="Cats versus dogs: course (猫狗大战: id,label 0/1), "
@@ -39,9 +39,11 @@ def predict(
                                                "\\[default: the competition's]")] = None,
     threshold: Annotated[float, typer.Option(help="P(dog) at or above which label is 1 (0/1 formats).")] = 0.5,
     eps: Annotated[float, typer.Option(help="Clip probabilities to \\[eps, 1-eps] (redux).")] = 0.005,
-    calibrate: Annotated[Calibrate, typer.Option(help="temperature: fit one temperature on the blend's out-of-fold "
-                                                 "predictions and apply it to the test's (log-loss); auto: for "
-                                                 "redux only.")] = Calibrate.auto,
+    calibrate: Annotated[Calibrate, typer.Option(help="temperature: one temperature for the submitted fold "
+                                                 "mean: the out-of-fold models' over the softening the mean "
+                                                 "brings; pooled: the out-of-fold models' alone (the earlier way); "
+                                                 "auto: temperature for probability formats (log-loss).")
+                         ] = Calibrate.auto,
     out: Annotated[Path | None, typer.Option(help="Submission path "
                                              "\\[default: submissions/<runs>-<time>.csv]")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
@@ -55,7 +57,7 @@ def predict(
     """Predict the test set with every fold of each run (and TTA), blend runs, write a validated CSV."""
     from pipeline.predict.predict import predict as run_predict
 
-    result = run_predict(runs=run or [], test_csv=test, tta=tta.value if tta else None, ensemble=ensemble.value,
+    result = run_predict(runs=run or [], test_csv=test, tta=tta, ensemble=ensemble.value,
                          fmt=format.value if format else None, threshold=threshold, eps=eps,
                          calibrate=calibrate.value, out=out, force=force, partial=partial, device=device.value,
                          batch_size=batch_size, runs_dir=runs_dir, progress=progress)
@@ -78,9 +80,24 @@ def predict(
         s = blend.blend_score
         console.print(f"out-of-fold ({_tta_words(tta_used)}, as the test set is predicted): accuracy "
                       f"{s['accuracy']:.4f}, log-loss {s['log_loss']:.4f}")
+    choice = result["tta_choice"]
+    if choice is not None:
+        steps = " -> ".join(f"{s['views']} {s['metric']:.4f}" if s["metric"] is not None else s["views"]
+                            for s in choice.steps)
+        console.print(f"TTA chosen on the out-of-fold {choice.metric} among {', '.join(choice.candidates) or 'none'}"
+                      f": {steps}", highlight=False)
     cal = result["calibration"]
-    if cal is not None:
-        console.print(f"calibrated: temperature {cal.temperature:.3f}; out-of-fold log-loss "
+    if cal is not None and hasattr(cal, "averaging"):
+        what = (f"temperature {cal.temperature:.3f} (the out-of-fold models' {cal.oof_temperature:.3f} over the "
+                f"fold mean's own softening {cal.averaging:.3f})")
+        if cal.applied:
+            console.print(f"calibrated: {what}; out-of-fold log-loss, averaged as the test set is, "
+                          f"{cal.oof_log_loss_before:.4f} -> {cal.oof_log_loss_after:.4f}", highlight=False)
+        else:
+            console.print(f"not calibrated: {what} would not lower the out-of-fold log-loss "
+                          f"({cal.oof_log_loss_before:.4f})", highlight=False)
+    elif cal is not None:
+        console.print(f"calibrated: one pooled temperature {cal.temperature:.3f}; out-of-fold log-loss "
                       f"{cal.oof_log_loss_before:.4f} -> {cal.oof_log_loss_after:.4f}")
     console.print(f"wrote {result['path']} ({result['rows']} rows, format {result['format']}); it passes "
                   f"`pipeline validate`. Upload it to the competition site. Notes: {result['note']}")

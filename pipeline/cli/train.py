@@ -13,7 +13,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pipeline.choices import AUGMENT_PRESETS, DEVICES, OPTIMIZERS, PARALLEL, PRECISIONS, SCHEDULES, TRACKERS
+from pipeline.choices import (
+    AUGMENT_PRESETS,
+    AVERAGES,
+    DEVICES,
+    OPTIMIZERS,
+    PARALLEL,
+    PRECISIONS,
+    PSEUDO_THRESHOLD,
+    SCHEDULES,
+    TRACKERS,
+)
 from pipeline.cli.app import app, choice, console, default_text, friendly, given
 from pipeline.train.recipe import Recipe
 from pipeline.train.settings import RunSettings
@@ -21,6 +31,7 @@ from pipeline.train.settings import RunSettings
 Optimizer = choice("Optimizer", OPTIMIZERS)
 Schedule = choice("Schedule", SCHEDULES)
 Augment = choice("Augment", AUGMENT_PRESETS)
+Average = choice("Average", AVERAGES)
 Device = choice("Device", DEVICES)
 Precision = choice("Precision", PRECISIONS)
 Tracker = choice("Tracker", TRACKERS)
@@ -109,6 +120,18 @@ def train(
                                                 f"is used when it validates better {_r('ema')}")] = None,
     ema_decay: Annotated[float | None, typer.Option(help=f"The EMA's decay after its warm-up "
                                                        f"{_r('ema_decay')}")] = None,
+    average: Annotated[Average | None, typer.Option(help=f"Weight averaging along each fold: swa (the last "
+                                                        f"epochs), soup (the best epochs, added while it validates "
+                                                        f"better); best.pt takes it only when it validates better "
+                                                        f"{_r('average')}")] = None,
+    average_epochs: Annotated[int | None, typer.Option(help=f"How many epochs' weights --average may take "
+                                                            f"{_r('average_epochs')}")] = None,
+    pseudo: Annotated[str | None, typer.Option(metavar="FROM", help="Pseudo-labels: the test photos that a "
+                                               "submission's blend (its JSON note, or the CSV beside it) or a run "
+                                               "predicts confidently join every training fold with soft labels "
+                                               "(never a validation fold); a second training.")] = None,
+    pseudo_threshold: Annotated[float, typer.Option(help="The probability of its predicted class a test photo "
+                                                         "needs for --pseudo.")] = PSEUDO_THRESHOLD,
     sizes: Annotated[str | None, typer.Option(help=f"Progressive resizing: training sizes in equal phases before "
                                                  f"--img-size, e.g. 96,128 {_r('sizes')}")] = None,
     device: Annotated[Device | None, typer.Option(help=f"auto picks CUDA when present {_s('device')}")] = None,
@@ -169,13 +192,14 @@ def train(
     from pipeline.train.session import train as run_training
 
     request = TrainRequest(
-        recipe=recipe, resume=resume, started=started,
+        recipe=recipe, resume=resume, started=started, pseudo=pseudo, pseudo_threshold=pseudo_threshold,
         overrides=given(arch=arch, epochs=epochs, img_size=img_size, batch_size=batch_size, lr=lr,
                         weight_decay=weight_decay, optimizer=optimizer, schedule=schedule,
                         warmup_epochs=warmup_epochs, patience=patience, augment=augment, drop_rate=drop_rate,
                         pretrained=pretrained, weights=weights, seed=seed, layer_decay=layer_decay,
                         freeze_bn=freeze_bn, mixup=mixup, cutmix=cutmix, mix_prob=mix_prob,
-                        label_smoothing=label_smoothing, ema=ema, ema_decay=ema_decay,
+                        label_smoothing=label_smoothing, ema=ema, ema_decay=ema_decay, average=average,
+                        average_epochs=average_epochs,
                         sizes=_parse_ints(sizes, "--sizes") if sizes is not None else None),
         settings=given(device=device, precision=precision, workers=workers, threads=threads, cache=cache,
                        channels_last=channels_last, compile=compile, tracker=tracker, parallel=parallel,
@@ -221,7 +245,8 @@ def _print_cv(cv: dict, run_dir: Path) -> None:
     for k, v in rows:
         cells = ["-" if v.get(key) is None else f"{v[key]:.4f}"
                  for key in ("accuracy", "log_loss", "roc_auc", *(["f1_macro"] if f1 else []))]
-        table.add_row(str(k), str(v["n"]), *cells, str(v.get("best_epoch", "")))
+        best = f"{v.get('best_epoch', '')}" + (f" ({v['weights']})" if "weights" in v else "")
+        table.add_row(str(k), str(v["n"]), *cells, best)
     console.print(table)
     if "seconds" in cv:
         console.print(f"took {cv['seconds']:.0f} s; run folder: {run_dir}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import tomllib
 
-from pipeline.choices import TTA_POLICIES
+from pipeline.choices import TTA_POLICIES, VIEWS
 from pipeline.errors import ConfigError
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
@@ -74,7 +74,7 @@ class Augment:
     hflip: bool = True
     vflip: bool = False
     rot90: bool = False
-    tta: str = "hflip"  # predict's default TTA policy (TTA_POLICIES)
+    tta: str = "hflip"  # the TTA policy (TTA_POLICIES) when predict cannot choose one on the folds
 
 
 @dataclass(frozen=True)
@@ -129,16 +129,22 @@ class Competition:
         return [self.prob_columns(), *(self.prob_columns(v) for v in self.tta_views(policy))]
 
     def tta_views(self, policy: str | None = None) -> tuple[str, ...]:
-        """The views a TTA policy averages with the image itself (default: the spec's own policy)."""
-        name = policy or self.augment.tta
-        if name not in TTA_POLICIES:
-            raise ConfigError(f"--tta must be one of {', '.join(TTA_POLICIES)}, got {name!r}.")
-        return TTA_POLICIES[name]
+        """The views a TTA policy averages with the image itself (default: the spec's own policy): a named policy
+        (TTA_POLICIES) or views joined by ``+`` (``hflip+zoom``)."""
+        return tta_views(policy or self.augment.tta)
+
+    def allowed_views(self) -> tuple[str, ...]:
+        """The views that keep an image of this competition its class: the mirror where the spec allows it,
+        upside down and turned where it allows those, and the zoom always."""
+        a = self.augment
+        views = [("hflip", a.hflip), ("vflip", a.vflip), ("rot90", a.rot90), ("rot180", a.vflip or a.rot90),
+                 ("rot270", a.rot90), ("zoom", True), ("zoom-hflip", a.hflip)]
+        return tuple(v for v, ok in views if ok)
 
     def oof_views(self) -> tuple[str, ...]:
-        """The views whose out-of-fold predictions training keeps: every view of the spec's TTA policy and the
-        mirror (so --tta can be chosen on the folds later)."""
-        return tuple(dict.fromkeys(("hflip", *self.tta_views()))) if self.augment.hflip else self.tta_views()
+        """The views whose out-of-fold predictions training keeps: every view of the spec's TTA policy and every
+        view that keeps the class (so ``--tta`` can be chosen on the folds later)."""
+        return tuple(dict.fromkeys((*self.tta_views(), *self.allowed_views())))
 
     # ---- saving -------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -156,6 +162,25 @@ class Competition:
 
     def with_classes(self, classes: list[str]) -> Competition:
         return dataclasses.replace(self, classes=tuple(classes))
+
+
+def tta_views(policy: str) -> tuple[str, ...]:
+    """The views of a TTA policy: a named one (TTA_POLICIES), or views joined by ``+``; ``none`` is no view."""
+    if policy in TTA_POLICIES:
+        return TTA_POLICIES[policy]
+    views = tuple(policy.split("+")) if policy else ()
+    unknown = [v for v in views if v not in VIEWS]
+    if policy == "auto" or not views or unknown or len(set(views)) != len(views):
+        why = "auto is chosen by predict from the out-of-fold predictions" if policy == "auto" else \
+            f"got {policy!r}"
+        raise ConfigError(f"--tta must be one of {', '.join(TTA_POLICIES)}, auto, or views joined by '+' "
+                          f"({', '.join(VIEWS)}): {why}.")
+    return views
+
+
+def tta_name(views) -> str:
+    """The policy string of a set of views (``none`` for no view)."""
+    return "+".join(views) if views else "none"
 
 
 # ---- loading a spec ---------------------------------------------------------------------------------------------

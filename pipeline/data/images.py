@@ -142,7 +142,8 @@ class ImageDataset(torch.utils.data.Dataset):
 
     Args:
         paths: image files.
-        labels: 0/1 per image, or None for test images.
+        labels: the class index per image (two classes: P(positive), 0/1 or a soft label), (n, K) soft labels, or
+            None for test images.
         base_size: the decoded square size (see :func:`base_size_for`).
         transform: an albumentations pipeline producing uint8 HWC output (or a SizedTransforms).
         cache: a :class:`pipeline.data.cache.DecodedCache` of this base size, or None to decode from disk.
@@ -174,6 +175,8 @@ class ImageDataset(torch.utils.data.Dataset):
         reseed(transform, seed)
         img = transform(image=self.base_image(i))["image"]
         x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        if self.labels is not None and self.labels.ndim == 2:
+            return x, torch.from_numpy(self.labels[i]), i
         y = -1.0 if self.labels is None else float(self.labels[i])
         return x, torch.tensor(y), i
 

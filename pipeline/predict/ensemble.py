@@ -29,6 +29,8 @@ class Blend:
     blend_score: dict
     labels: np.ndarray | None = None
     oof: np.ndarray | None = None  # the blend's out-of-fold probabilities ((n,) or (n, K)), row by row with labels
+    probs: np.ndarray | None = None  # each run's out-of-fold probabilities, (n, runs) or (n, runs, K)
+    folds: np.ndarray | None = None  # the fold of each row (whose model made its out-of-fold prediction)
 
 
 def load_oof(run_dir: Path) -> pd.DataFrame:
@@ -36,7 +38,7 @@ def load_oof(run_dir: Path) -> pd.DataFrame:
     return RunDir(run_dir).read_oof()
 
 
-def aligned_oof(run_dirs: list[Path], tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
+def aligned_oof(run_dirs: list[Path], tta: str = "none", with_folds: bool = False) -> tuple[np.ndarray, ...]:
     """Labels and the runs' OOF probabilities, photo by photo: an (images x runs) matrix of P(positive) for two
     classes, (images x runs x K) for more; refuses runs trained on other folds or for other classes.
 
@@ -44,6 +46,7 @@ def aligned_oof(run_dirs: list[Path], tta: str = "none") -> tuple[np.ndarray, np
         run_dirs: the runs.
         tta: the test-time augmentation the test set is predicted with: the OOF predictions made the
             same way are the ones blend weights and the calibration are fitted on.
+        with_folds: also return each row's fold.
     """
     comps = [run_competition(RunDir(r).config()) for r in run_dirs]
     oofs = [load_oof(r).sort_values("path", kind="stable").reset_index(drop=True) for r in run_dirs]
@@ -60,7 +63,8 @@ def aligned_oof(run_dirs: list[Path], tta: str = "none") -> tuple[np.ndarray, np
         raise ConfigError(f"Run {run_dirs[0].name} has no out-of-fold predictions with --tta {tta} ({missing[0]}): "
                           "predict with a TTA its competition keeps them for (e.g. --tta none).")
     probs = [table_probs(o, comps[0].policy_columns(tta)) for o in oofs]
-    return ref.label.to_numpy(), np.stack(probs, axis=1)
+    out = ref.label.to_numpy(), np.stack(probs, axis=1)
+    return (*out, ref.fold.to_numpy()) if with_folds else out
 
 
 def mixed(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -95,13 +99,13 @@ def blend_runs(run_dirs: list[Path], method: str = "fit", tta: str = "none") -> 
     predictions made as ``tta`` predicts the test set."""
     if method not in ENSEMBLE_METHODS:
         raise ConfigError(f"--ensemble must be one of {', '.join(ENSEMBLE_METHODS)}, got {method!r}.")
-    labels, probs = aligned_oof(run_dirs, tta)
+    labels, probs, folds = aligned_oof(run_dirs, tta, with_folds=True)
     weights = fit_weights(labels, probs) if method == "fit" and len(run_dirs) > 1 else \
         np.full(len(run_dirs), 1 / len(run_dirs))
     blend = mixed(probs, weights)
     return Blend(runs=[Path(r).name for r in run_dirs], weights=[float(w) for w in weights], method=method,
                  run_scores={Path(r).name: score(labels, probs[:, i]) for i, r in enumerate(run_dirs)},
-                 blend_score=score(labels, blend), labels=labels, oof=blend)
+                 blend_score=score(labels, blend), labels=labels, oof=blend, probs=probs, folds=folds)
 
 
 def blend_predictions(preds: list[pd.DataFrame], weights: list[float]) -> pd.DataFrame:

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.choices import TTA
 from pipeline.competitions.spec import run_competition
 from pipeline.data.cache import open_cache
 from pipeline.data.catalog import read_test
@@ -72,8 +71,8 @@ def predict_run(run_dir: Path, test_csv: Path, *, tta: str | None = None, device
     Args:
         run_dir: the run folder.
         test_csv: ``id,path[,readable]`` table of the test images (``data/test.csv``).
-        tta: a TTA policy (``none``, ``hflip``, ``flips``, ``rot``): the mean of the photo and its views, in
-            probability space; default: the competition's.
+        tta: a TTA policy (``none``, ``hflip``, ``flips``, ``rot``, ``zoom``, or views joined by ``+``): the mean
+            of the photo and its views, in probability space; default: the competition's.
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: images per batch (default: twice the training batch size).
         workers: loader processes (default: chosen from the machine).
@@ -84,8 +83,7 @@ def predict_run(run_dir: Path, test_csv: Path, *, tta: str | None = None, device
     run, test_csv = RunDir(run_dir), Path(test_csv)
     comp = run_competition(run.config())
     tta = tta or comp.augment.tta
-    if tta not in TTA:
-        raise ConfigError(f"--tta must be one of {', '.join(TTA)}, got {tta!r}.")
+    comp.tta_views(tta)  # a ConfigError for a policy that is not one
     test = read_test(test_csv)
     folds = usable_folds(run, partial)
     ckpts = {k: run.best(k) for k in folds}
@@ -106,11 +104,11 @@ def predict_run(run_dir: Path, test_csv: Path, *, tta: str | None = None, device
         probs = _predict_folds(run, comp, ckpts, readable.path, tta=tta, device=device, batch_size=batch_size,
                                workers=workers, progress=progress)
         for k, (rows, p) in probs.items():
-            for column, values in zip(_fold_columns(k, columns), p.T if p.ndim == 2 else [p], strict=True):
+            for column, values in zip(fold_columns(k, columns), p.T if p.ndim == 2 else [p], strict=True):
                 result.loc[readable.index[rows], column] = values
     neutral = NEUTRAL if comp.binary else 1 / comp.n_classes
     for i, column in enumerate(columns):
-        fold_cols = [_fold_columns(k, columns)[i] for k in folds]
+        fold_cols = [fold_columns(k, columns)[i] for k in folds]
         result.insert(1 + i, column, result.reindex(columns=fold_cols).mean(axis=1).fillna(neutral))
     unreadable = test.id[~test.readable].tolist()
     if unreadable:
@@ -140,7 +138,7 @@ def _saved_predictions(run: RunDir, note: dict, gone: list[str]) -> pd.DataFrame
     return None
 
 
-def _fold_columns(k: int, columns: list[str]) -> list[str]:
+def fold_columns(k: int, columns: list[str]) -> list[str]:
     """A fold's columns in test_probs.csv: ``fold0`` (two classes), or ``fold0/prob_<class>`` for each class."""
     return [f"fold{k}"] if len(columns) == 1 else [f"fold{k}/{c}" for c in columns]
 

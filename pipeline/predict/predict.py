@@ -6,12 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.choices import CALIBRATIONS
 from pipeline.competitions.spec import RECORD, data_competition, run_competition
 from pipeline.errors import ConfigError
 from pipeline.fileio import write_json
-from pipeline.metrics import table_probs
-from pipeline.predict.calibration import fit_temperature
+from pipeline.metrics import score, table_probs
+from pipeline.predict.calibration import EnsembleCalibration, fit_ensemble_temperature, fit_temperature
 from pipeline.predict.ensemble import blend_predictions, blend_runs
 from pipeline.predict.formats import (
     FORMATS,
@@ -22,7 +24,8 @@ from pipeline.predict.formats import (
     note_path,
     read_test_ids,
 )
-from pipeline.predict.inference import predict_run
+from pipeline.predict.inference import fold_columns, predict_run
+from pipeline.predict.tta import choose_tta
 from pipeline.predict.validation import write_submission
 from pipeline.rundir import RunDir, find_run
 
@@ -34,15 +37,22 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str | None = None, ensembl
             runs_dir: Path = Path("runs"), progress: bool = False, submissions_dir: Path = Path("submissions")) -> dict:
     """Predict with each run, blend them, calibrate, and write a validated submission with a note.
 
-    ``calibrate``: ``temperature`` fits one temperature on the blend's out-of-fold predictions and
-    applies it to the test probabilities (before the format's clipping); ``auto`` does so for
-    probability formats (redux), where log-loss is scored, and not for 0/1 labels, which a
-    temperature cannot change. The note ``<submission>.json`` records the runs, weights,
-    calibration and out-of-fold scores.
+    ``tta``: a policy, views joined by ``+``, or ``auto`` (the default): the views that lower the out-of-fold
+    metric of the submitted blend (:func:`pipeline.predict.tta.choose_tta`; the competition's own policy for a
+    run without out-of-fold predictions).
 
-    Returns ``{"path", "note", "rows", "blend", "calibration", "probs", "used"}``; ``blend`` is None when
-    no out-of-fold predictions exist (a partial run); ``used`` says, per run, which folds predicted and
-    whether the run was named or picked as the newest finished one (:func:`runs_used`).
+    ``calibrate``: ``temperature`` fits one temperature per fold model on its out-of-fold predictions and applies
+    it to that model's test predictions before the fold mean and the blend (kept only when it lowers the
+    out-of-fold log-loss of the submitted blend; :func:`pipeline.predict.calibration.fit_fold_temperatures});
+    ``pooled`` fits one temperature on the blend's out-of-fold predictions and applies it to the blended test
+    predictions (the earlier way, for comparison); ``auto`` is ``temperature`` for probability formats, where
+    log-loss is scored, and ``none`` for labels, which a temperature cannot change. The note
+    ``<submission>.json`` records the runs, weights, TTA choice, calibration and out-of-fold scores.
+
+    Returns ``{"path", "note", "rows", "blend", "calibration", "probs", "used", "tta", "tta_choice", "format",
+    "submitted_oof"}``; ``blend`` is None when no out-of-fold predictions exist (a partial run); ``used`` says,
+    per run, which folds predicted and whether the run was named or picked as the newest finished one
+    (:func:`runs_used`); ``submitted_oof`` scores the out-of-fold predictions made exactly as the submission is.
     """
     if calibrate not in CALIBRATIONS:
         raise ConfigError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}, got {calibrate!r}.")
@@ -50,38 +60,74 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str | None = None, ensembl
     if len({r.resolve() for r in run_dirs}) != len(run_dirs):
         raise ConfigError("The same run was given twice with --run.")
     comp = _one_competition(run_dirs, Path(test_csv))
-    spec, tta = submission_format(comp, fmt), tta or comp.augment.tta
+    spec = submission_format(comp, fmt)
     test_ids = read_test_ids(test_csv, numeric=spec.numeric_ids)
-    preds = [predict_run(r, test_csv, tta=tta, device=device, batch_size=batch_size, progress=progress,
-                         partial=partial) for r in run_dirs]
     has_oof = all(RunDir(r).oof_path.exists() for r in run_dirs)
     if len(run_dirs) > 1 and not has_oof:
         raise ConfigError("Blending needs every run's out-of-fold predictions (oof.csv); finish the runs first.")
+    choice = None
+    if (tta or "auto") == "auto":
+        choice = choose_tta(run_dirs, comp, spec.metric, ensemble) if has_oof else None
+        tta = choice.policy if choice else comp.augment.tta
+    preds = [predict_run(r, test_csv, tta=tta, device=device, batch_size=batch_size, progress=progress,
+                         partial=partial) for r in run_dirs]
     blend = blend_runs(run_dirs, ensemble, tta) if has_oof else None
     columns = comp.prob_columns()
-    probs = blend_predictions(preds, blend.weights) if blend else preds[0][["id", *columns]]
     method = ("temperature" if spec.probability else "none") if calibrate == "auto" else calibrate
-    calibration = None
+    if method != "none" and blend is None:
+        raise ConfigError(f"--calibrate {method} is fitted on out-of-fold predictions, which a partial run lacks; "
+                          "finish the run or pass --calibrate none.")
+    probs = blend_predictions(preds, blend.weights) if blend else preds[0][["id", *columns]]
+    calibration, submitted = None, blend.oof if blend else None
     if method == "temperature":
-        if blend is None:
-            raise ConfigError("--calibrate temperature is fitted on out-of-fold predictions, which a partial run "
-                              "lacks; finish the run or pass --calibrate none.")
+        calibration = fit_ensemble_temperature(blend.labels, blend.oof, fold_members(preds, blend.weights, comp))
+        submitted = calibration.oof
+    elif method == "pooled":
         calibration = fit_temperature(blend.labels, blend.oof)
+        submitted = calibration.apply(blend.oof)
+    if calibration is not None:
         calibrated = calibration.apply(table_probs(probs, [columns]))
         probs = probs.assign(**dict(zip(columns, [calibrated] if calibrated.ndim == 1 else calibrated.T,
                                         strict=True)))
+    submitted_oof = score(blend.labels, submitted) if blend else None
     sub = make_submission(probs, spec, threshold=threshold, eps=eps)
     if out is None:
         out = Path(submissions_dir) / default_submission_name([r.name for r in run_dirs])
     path = write_submission(sub, out, test_ids, spec, force=force)
     note = {"submission": path.name, "competition": comp.name, "format": spec.name,
-            "runs": [str(r) for r in run_dirs], "tta": tta,
+            "runs": [str(r) for r in run_dirs], "tta": tta, "tta_choice": vars(choice) if choice else None,
             "ensemble": blend.method if blend else None, "weights": blend.weights if blend else [1.0],
-            "oof": blend.blend_score if blend else None, "calibration": vars(calibration) if calibration else None,
+            "oof": blend.blend_score if blend else None, "submitted_oof": submitted_oof,
+            "calibration": _calibration_note(calibration),
             "threshold": threshold, "eps": eps, "created": datetime.now().isoformat(timespec="seconds")}
     note_file = write_json(note_path(path), note)
     return {"path": path, "note": note_file, "rows": len(sub), "blend": blend, "calibration": calibration,
-            "probs": probs, "used": runs_used(run_dirs, named=bool(runs)), "tta": tta, "format": spec.name}
+            "probs": probs, "used": runs_used(run_dirs, named=bool(runs)), "tta": tta, "tta_choice": choice,
+            "format": spec.name, "submitted_oof": submitted_oof}
+
+
+def _calibration_note(calibration) -> dict | None:
+    if calibration is None:
+        return None
+    if isinstance(calibration, EnsembleCalibration):
+        return calibration.to_dict()
+    return {"method": "pooled temperature", **vars(calibration)}
+
+
+def fold_members(preds, weights: list[float], comp) -> list:
+    """The blend's test predictions fold by fold: for each fold k every run has, its runs' fold-k models blended
+    with the blend's weights (in the rows of the blended predictions: ids sorted). Their mean is the blend."""
+    columns = comp.prob_columns()
+    ids = preds[0].id.sort_values().to_numpy()
+    common = set.intersection(*({c.split("/")[0] for c in p.columns if c.startswith("fold")} for p in preds))
+    members = []
+    for fold in sorted(common, key=lambda name: int(name.removeprefix("fold"))):
+        k = int(fold.removeprefix("fold"))
+        names = fold_columns(k, columns)
+        parts = [p.set_index("id").loc[ids, names].to_numpy(dtype=np.float64) for p in preds]
+        mixed_fold = np.tensordot(np.asarray(weights), np.stack(parts), axes=1)
+        members.append(mixed_fold[:, 0] if len(names) == 1 else mixed_fold)
+    return members
 
 
 def _one_competition(run_dirs: list[Path], test_csv: Path):

@@ -76,8 +76,14 @@ def _cv_table(cv: dict, comp: Competition) -> str:
     f1 = [] if comp.binary else ["macro F1"]
     return table(["fold", "n", "accuracy", "log-loss", "ROC-AUC", *f1, "best epoch"],
                  [[k, v["n"], score_cell(v["accuracy"]), score_cell(v["log_loss"]), score_cell(v.get("roc_auc")),
-                   *([score_cell(v.get("f1_macro"))] if f1 else []), v.get("best_epoch", "")] for k, v in rows],
+                   *([score_cell(v.get("f1_macro"))] if f1 else []), _best(v)] for k, v in rows],
                  css="cv")
+
+
+def _best(scores: dict) -> str:
+    """The best epoch of a fold, and what best.pt holds when it is not that epoch's model (ema, swa, soup)."""
+    best = scores.get("best_epoch", "")
+    return f"{best} ({scores['weights']})" if "weights" in scores else str(best)
 
 
 def _class_tables(labels, predicted, comp: Competition) -> str:

@@ -1,8 +1,10 @@
 """The callbacks every fold uses: early stopping, the metrics log, checkpoints (and the random states a
-resume needs), frozen BatchNorm and the EMA of the weights. What a run shows is :mod:`pipeline.train.display`."""
+resume needs), frozen BatchNorm, the EMA of the weights and weight averaging along the epochs. What a run shows is
+:mod:`pipeline.train.display`."""
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import numpy as np
@@ -10,7 +12,7 @@ import torch
 from torch import nn
 
 from pipeline.fileio import atomic_path
-from pipeline.train.engine import Callback, FitState
+from pipeline.train.engine import MIN_DELTA, Callback, FitState
 from pipeline.train.runtime import Runtime
 
 _logger = logging.getLogger(__name__)
@@ -84,6 +86,15 @@ class Checkpointer(Callback):
                         "epoch": state.epoch, "best_loss": state.best_loss, "bad_epochs": state.bad_epochs,
                         "rng": rng, **self.meta}, tmp)
 
+    def on_fit_end(self, state: FitState) -> None:
+        """best.pt takes the averaged weights when they validated better than every epoch (see WeightAverage)."""
+        if state.averaged is None or not state.runtime.is_main:
+            return
+        with atomic_path(self.run.best(self.fold)) as tmp:
+            torch.save({"model": state.candidate.state_dict(), "epoch": max(state.averaged["epochs"]),
+                        "metrics": {"val_loss": state.val_loss}, "weights": state.averaged["kind"],
+                        "average": state.averaged, **self.meta}, tmp)
+
 
 def _rng_states(runtime: Runtime) -> list[dict]:
     """Every process's random state (dropout draws from it), in rank order."""
@@ -149,3 +160,82 @@ class Ema(Callback):
     def load_state_dict(self, saved: dict) -> None:
         self.ema.module.load_state_dict(saved["module"])
         self.steps = saved["steps"]
+
+
+class WeightAverage(Callback):
+    """Weight averaging along the fold (the recipe's ``average``), offered as best.pt when it validates better.
+
+    ``swa``: the uniform mean of the weights of the last ``n`` epochs (stochastic weight averaging, Izmailov et al.
+    2018; BatchNorm statistics averaged with the weights rather than recomputed, as timm's EMA does). ``soup``: a
+    greedy soup (Wortsman et al. 2022; AutoGluon's checkpoint ensembling): the ``n`` epochs with the lowest
+    validation loss, starting from the best and adding the next while the mean validates better. At the end of the
+    fold the average is validated once more; it replaces best.pt only when its validation loss beats the best
+    epoch's (or the EMA's), so it can only help. The kept epochs' weights are saved in last.pt, so a resume
+    averages the same epochs.
+
+    Args:
+        kind: ``swa`` or ``soup``.
+        n: how many epochs' weights.
+        validate: ``validate(model) -> dict`` as given to :func:`pipeline.train.engine.fit`.
+    """
+
+    def __init__(self, kind: str, n: int, validate):
+        self.kind, self.n, self.validate = kind, n, validate
+        self.kept: list[dict] = []  # {"epoch", "val_loss", "weights"} (weights on the CPU)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        if self.kind == "swa" and state.epoch < state.epochs - self.n:
+            return
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()}
+        self.kept.append({"epoch": state.epoch, "val_loss": float(state.row["val_loss"]), "weights": weights})
+        order = sorted(self.kept, key=lambda e: e["val_loss"]) if self.kind == "soup" else self.kept
+        self.kept = sorted(order[:self.n] if self.kind == "soup" else order[-self.n:], key=lambda e: e["epoch"])
+
+    def on_fit_end(self, state: FitState) -> None:
+        if len(self.kept) < 2:
+            return
+        model = copy.deepcopy(state.model)
+        if self.kind == "swa":
+            members = self.kept
+            loss = self._loss(model, members)
+        else:
+            ranked = sorted(self.kept, key=lambda e: e["val_loss"])
+            members, loss = ranked[:1], ranked[0]["val_loss"]
+            for entry in ranked[1:]:
+                trial = self._loss(model, [*members, entry])
+                if trial < loss:
+                    members, loss = [*members, entry], trial
+            if len(members) < 2:
+                _logger.info("fold %d: no soup of the best epochs validates better than the best epoch alone",
+                             state.fold)
+                return
+            model.load_state_dict(_mean([e["weights"] for e in members]))
+        epochs = sorted(e["epoch"] for e in members)
+        if loss < state.best_loss - MIN_DELTA:
+            state.candidate, state.val_loss, state.best_loss = model, loss, loss
+            state.averaged = {"kind": self.kind, "epochs": epochs, "val_loss": loss}
+            _logger.info("fold %d: the %s of epochs %s validates better (%.4f): best.pt holds it", state.fold,
+                         self.kind, ", ".join(str(e + 1) for e in epochs), loss)
+        else:
+            _logger.info("fold %d: the %s of epochs %s validates at %.4f, not better than the best epoch (%.4f); "
+                         "best.pt keeps that epoch", state.fold, self.kind, ", ".join(str(e + 1) for e in epochs),
+                         loss, state.best_loss)
+
+    def _loss(self, model: nn.Module, members: list[dict]) -> float:
+        model.load_state_dict(_mean([e["weights"] for e in members]))
+        return float(self.validate(model)["val_loss"])
+
+    def state_dict(self) -> dict:
+        return {"kept": self.kept}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.kept = saved["kept"]
+
+
+def _mean(states: list[dict]) -> dict:
+    """The element-wise mean of state dicts (integer buffers, such as BatchNorm's batch count: the last one's)."""
+    out = {}
+    for key, last in states[-1].items():
+        out[key] = torch.stack([s[key] for s in states]).mean(dim=0).to(last.dtype) \
+            if last.is_floating_point() else last.clone()
+    return out

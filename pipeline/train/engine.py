@@ -93,6 +93,7 @@ class FitState:
     best_loss: float = math.inf
     bad_epochs: int = 0
     stop: bool = False
+    averaged: dict | None = None  # set at fit end when averaged weights validate better (state.candidate holds them)
 
 
 class Callback:

@@ -25,12 +25,13 @@ from pipeline.metrics import score
 from pipeline.models import build_model, normalization
 from pipeline.rundir import RunDir
 from pipeline.train.budget import time_batches
-from pipeline.train.callbacks import Checkpointer, EarlyStopping, Ema, FreezeBatchNorm, MetricsLog
+from pipeline.train.callbacks import Checkpointer, EarlyStopping, Ema, FreezeBatchNorm, MetricsLog, WeightAverage
 from pipeline.train.engine import Amp, Callback, FitState, evaluate, fit, train_step
 from pipeline.train.mixing import make_mix
 from pipeline.train.optim import build_optimizer
 from pipeline.train.placement import Placed, place_model
 from pipeline.train.preflight import out_of_memory
+from pipeline.train.pseudo import soft_labels
 from pipeline.train.recipe import Recipe
 from pipeline.train.runtime import Runtime, default_workers, local_processes
 from pipeline.train.settings import RunSettings
@@ -50,14 +51,16 @@ class FoldData:
 
 
 def fold_data(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, folds: pd.DataFrame, cache,
-              comp: Competition) -> FoldData:
-    """The training rows (every other fold) and validation rows (this fold) as loaders."""
+              comp: Competition, pseudo: pd.DataFrame | None = None) -> FoldData:
+    """The training rows (every other fold, and the pseudo-labelled test photos) and validation rows (this fold
+    alone) as loaders."""
     train_rows, val_rows = folds[folds.fold != fold], folds[folds.fold == fold]
+    train_paths = train_rows.path if pseudo is None else pd.concat([train_rows.path, pseudo.path], ignore_index=True)
     base = base_size_for(recipe.img_size)
     flips = (comp.augment.hflip, comp.augment.vflip, comp.augment.rot90)
     transform = SizedTransforms(recipe.augment, flips) if recipe.sizes else \
         build_train_transform(recipe.img_size, recipe.augment, flips)
-    train_ds = ImageDataset(train_rows.path, train_rows.label, base, transform, cache)
+    train_ds = ImageDataset(train_paths, soft_labels(train_rows.label, pseudo, comp), base, transform, cache)
     val_ds = ImageDataset(val_rows.path, val_rows.label, base, build_eval_transform(recipe.img_size), cache)
     workers = settings.workers if settings.workers is not None else default_workers(rt.device, local_processes())
     batch = recipe.batch_size // rt.world
@@ -106,7 +109,7 @@ def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: Ru
     Returns the fold's validation scores (from the best checkpoint).
     """
     comp = run_competition(run.config())
-    data = fold_data(fold, rt, recipe, settings, folds, cache, comp)
+    data = fold_data(fold, rt, recipe, settings, folds, cache, comp, run.read_pseudo())
     m = fold_model(fold, rt, recipe, settings, len(data.train_loader), comp)
     model, normalize, amp = m.placed.model, m.normalize, m.amp
     state = FitState(fold=fold, epochs=recipe.epochs, model=model, net=m.placed.net, optimizer=m.optimizer,
@@ -128,11 +131,11 @@ def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: Ru
 
 
 def time_fold(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, folds: pd.DataFrame, cache,
-              comp: Competition, batches: int = 5) -> tuple[float, float]:
+              comp: Competition, batches: int = 5, pseudo: pd.DataFrame | None = None) -> tuple[float, float]:
     """Seconds one epoch of ``fold`` takes (training and validation) and the seconds per fold beyond its epochs
     (building the model, the out-of-fold predictions), from a few timed batches; nothing is kept."""
     t0 = time.perf_counter()
-    data = fold_data(fold, rt, recipe, settings, folds, cache, comp)
+    data = fold_data(fold, rt, recipe, settings, folds, cache, comp, pseudo)
     m = fold_model(fold, rt, recipe, settings, len(data.train_loader), comp)
     build = time.perf_counter() - t0
     m.placed.net.train()
@@ -150,7 +153,8 @@ def time_fold(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, fol
     train_s = time_batches(train_batch, data.train_loader, batches) * len(data.train_loader)
     val_s = time_batches(val_batch, data.val_loader, 2) * len(data.val_loader)
     views = 1 + len(comp.oof_views())  # the out-of-fold predictions: the image and each TTA view
-    return train_s + val_s * (2 if recipe.ema else 1), build + views * val_s
+    averages = {"none": 0, "swa": 1, "soup": recipe.average_epochs - 1}[recipe.average]  # validations at the end
+    return train_s + val_s * (2 if recipe.ema else 1), build + (views + averages) * val_s
 
 
 def fold_callbacks(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, model: nn.Module, validate,
@@ -162,6 +166,9 @@ def fold_callbacks(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, model: n
     if recipe.ema:
         extra["ema"] = Ema(model, recipe.ema_decay, validate)
         callbacks.append(extra["ema"])
+    if recipe.average != "none":  # before the Checkpointer: last.pt saves the epochs it keeps
+        extra["average"] = WeightAverage(recipe.average, recipe.average_epochs, validate)
+        callbacks.append(extra["average"])
     callbacks += [MetricsLog(run), Checkpointer(run, fold, meta={"recipe": recipe.to_dict()}, extra=extra),
                   EarlyStopping(recipe.patience)]
     if rt.is_main:

@@ -45,8 +45,8 @@ class ClassMix:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mix is not None and len(x) % 2 == 0:
             return self.mix(x, y.long())
-        one_hot = torch.nn.functional.one_hot(y.long(), self.n_classes).float()
-        return x, one_hot * (1 - self.smoothing) + self.smoothing / self.n_classes
+        soft = y.float() if y.ndim == 2 else torch.nn.functional.one_hot(y.long(), self.n_classes).float()
+        return x, soft * (1 - self.smoothing) + self.smoothing / self.n_classes
 
 
 def make_mix(n_classes: int, mixup: float, cutmix: float, prob: float, smoothing: float):

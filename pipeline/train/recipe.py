@@ -17,7 +17,7 @@ from pathlib import Path
 
 import tomllib
 
-from pipeline.choices import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
+from pipeline.choices import AUGMENT_PRESETS, AVERAGES, OPTIMIZERS, SCHEDULES
 from pipeline.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -54,6 +54,8 @@ class Recipe:
     label_smoothing: float = 0.0  # targets eps/2 and 1 - eps/2 instead of 0 and 1
     ema: bool = False  # also keep an exponential moving average of the weights; it is used when it scores better
     ema_decay: float = 0.998
+    average: str = "none"  # one of AVERAGES: swa (the last epochs' weights) | soup (the best epochs', greedily)
+    average_epochs: int = 3  # how many epochs' weights the average may take
     sizes: list[int] | None = None  # progressive resizing: training sizes in equal phases, then img_size
 
     def resolved(self) -> Recipe:
@@ -70,7 +72,8 @@ class Recipe:
         check_arch(r.arch)
         r.img_size = r.img_size if r.img_size is not None else default_img_size(r.arch)  # 0 is a value, refused
         r.lr = r.lr if r.lr is not None else (3e-4 if (r.pretrained or r.weights) else 1e-3)
-        for name, allowed in [("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("augment", AUGMENT_PRESETS)]:
+        for name, allowed in [("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("augment", AUGMENT_PRESETS),
+                              ("average", AVERAGES)]:
             if getattr(r, name) not in allowed:
                 raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(r, name)!r}.")
         checks = [("epochs", r.epochs >= 1, "at least 1"), ("batch-size", r.batch_size >= 1, "at least 1"),
@@ -82,6 +85,7 @@ class Recipe:
                   ("cutmix", r.cutmix >= 0, "zero or more"), ("mix-prob", 0 <= r.mix_prob <= 1, "in [0, 1]"),
                   ("label-smoothing", 0 <= r.label_smoothing < 0.5, "in [0, 0.5)"),
                   ("ema-decay", 0 < r.ema_decay < 1, "in (0, 1)"),
+                  ("average-epochs", r.average_epochs >= 2, "at least 2"),
                   ("seed", 0 <= r.seed <= MAX_SEED, f"between 0 and {MAX_SEED:,}")]
         for name, ok, what in checks:
             if not ok:

@@ -23,6 +23,7 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.fileio import write_csv
 from pipeline.rundir import SCHEMA, RunDir, all_runs, find_run
 from pipeline.train.preflight import check_fits, check_pretrained, recipe_warnings
+from pipeline.train.pseudo import DEFAULT_THRESHOLD, pseudo_labels
 from pipeline.train.recipe import build_recipe, check_fields, load_recipe_file
 from pipeline.train.runtime import Runtime, batch_per_process, parallel_mode, restarting
 from pipeline.train.settings import RunSettings
@@ -50,6 +51,8 @@ class TrainRequest:
     attach: bool = False
     started: float = field(default_factory=time.time)  # when the command started (--time-limit counts from it)
     job: str | None = None  # the launcher's job id (torchrun's is TORCHELASTIC_RUN_ID)
+    pseudo: str | None = None  # a submission's note or a run: its confident test predictions join the training
+    pseudo_threshold: float = DEFAULT_THRESHOLD
 
 def environment(rt: Runtime, processes: int) -> dict:
     import albumentations
@@ -166,15 +169,25 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processe
     if mode == "ddp" and recipe.batch_size % processes:
         raise ConfigError(f"--parallel ddp splits each batch over {processes} processes: --batch-size "
                           f"{recipe.batch_size} must be a multiple of {processes}.")
-    check_fits(recipe, settings, rt.device, rt.dtype, len(folds), batch_per_process(recipe.batch_size, processes,
-                                                                                     mode))
+    pseudo, pseudo_info = None, None
+    if request.pseudo:
+        if recipe.mixup or recipe.cutmix:
+            raise ConfigError("--pseudo trains on soft labels, which mixup and cutmix (timm's Mixup mixes class "
+                              "indices) cannot mix: drop --mixup/--cutmix for this run.")
+        pseudo, pseudo_info = pseudo_labels(request.pseudo, settings.runs_dir, Path(settings.data_dir) / "test.csv",
+                                            comp, request.pseudo_threshold)
+    check_fits(recipe, settings, rt.device, rt.dtype, len(folds) + (0 if pseudo is None else len(pseudo)),
+               batch_per_process(recipe.batch_size, processes, mode))
     run = RunDir(Path(settings.runs_dir) / settings.run_name)
     lock = run.lock()
     if run.exists():
         lock.release()
         raise ConfigError(f"Run {run.path} exists already; add --resume to continue it or pick another --run-name.")
     write_csv(run.folds_path, folds[["path", "label", "fold"]])
+    if pseudo is not None:
+        write_csv(run.pseudo_path, pseudo)
     run.write_config({"schema": SCHEMA, "competition": comp.to_dict(), "recipe": recipe.to_dict(),
+                      **({"pseudo": pseudo_info} if pseudo_info else {}),
                       "settings": dataclasses.asdict(settings),
                       "folds": selected, "n_folds": n_folds,
                       "recipe_source": str(request.recipe) if request.recipe else None,
@@ -201,6 +214,10 @@ def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime, proce
             listing = "; ".join(f"{k.replace('_', '-')} {old!r} -> {new!r}" for k, (old, new) in differ.items())
             raise ConfigError(f"--resume continues run {run.name} with the recipe it started with; these options "
                               f"differ from it: {listing}. Drop them, or start a new run (another --run-name).")
+        kept = (config.get("pseudo") or {}).get("from")
+        if request.pseudo and str(request.pseudo) != kept:
+            _logger.warning("--resume: run %s keeps the pseudo-labels it started with (%s); --pseudo %s is ignored",
+                            run.name, kept or "none", request.pseudo)
         n_folds = config["n_folds"]
         if settings.folds is not None and any(not 0 <= k < n_folds for k in settings.folds):
             raise ConfigError(f"--folds {settings.folds} out of range: run {run.name} has folds 0..{n_folds - 1}.")

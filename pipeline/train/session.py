@@ -87,13 +87,15 @@ def _train(run: RunDir, rt: Runtime, report: Callable[[Path], Path] | None, star
                           f"{recipe.batch_size} must be a multiple of {rt.world}.")
     rt.open_tensor_group(mode)
     cache = None
+    pseudo = run.read_pseudo()
+    paths = folds.path if pseudo is None else pd.concat([folds.path, pseudo.path], ignore_index=True)
     if settings.cache:  # built once per machine (by its first process), then opened by the others
         if rt.local_rank == 0:
-            cache = open_cache(settings.data_dir, folds.path, base_size_for(recipe.img_size),
+            cache = open_cache(settings.data_dir, paths, base_size_for(recipe.img_size),
                                progress=settings.progress and rt.is_main)
         rt.barrier()
         if rt.local_rank != 0:
-            cache = open_cache(settings.data_dir, folds.path, base_size_for(recipe.img_size))
+            cache = open_cache(settings.data_dir, paths, base_size_for(recipe.img_size))
     mine, fold_rt = (selected, rt) if mode == "ddp" else (selected[rt.rank::rt.world], rt.as_single_process())
     if settings.time_limit:
         recipe = _fit_time_limit(run, rt, recipe, settings, folds, cache, mode, started)
@@ -133,7 +135,7 @@ def _fit_time_limit(run: RunDir, rt: Runtime, recipe: Recipe, settings: RunSetti
             return
         probe = dataclasses.replace(recipe, batch_size=batch_per_process(recipe.batch_size, rt.world, mode))
         epoch_s, extra_s = time_fold(selected[0], rt.as_single_process(), probe, settings, folds, cache,
-                                     run_competition(config))
+                                     run_competition(config), pseudo=run.read_pseudo())
         per_process = -(-len(selected) // rt.world) if mode == "folds" else len(selected)
         plan = plan_epochs(settings.time_limit, time.time() - started, epoch_s, extra_s, per_process, recipe.epochs)
         config["recipe"]["epochs"], config["time_limit"] = plan.epochs, plan.to_dict()
@@ -207,7 +209,8 @@ def write_cv(run: RunDir, selected: list[int], seconds: float | None = None) -> 
     for k, part in zip(selected, parts, strict=True):
         # mmap: only the epoch is needed, not the weights
         best = torch.load(run.best(k), map_location="cpu", weights_only=False, mmap=True)
-        per_fold[str(k)] = score(part.label, table_probs(part, columns)) | {"best_epoch": int(best["epoch"])}
+        per_fold[str(k)] = score(part.label, table_probs(part, columns)) | {"best_epoch": int(best["epoch"])} | \
+            ({"weights": best["weights"]} if best.get("weights", "model") != "model" else {})
     cv = {"run": run.name, "metric": comp.metric, "folds": per_fold,
           "overall": score(oof.label, table_probs(oof, columns))}
     if seconds is not None:

@@ -10,17 +10,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-VIEWS = ("hflip", "vflip", "rot90", "rot180", "rot270")  # what a TTA view does to an NCHW batch (square images)
+from pipeline.choices import VIEWS
+
+ZOOM = 0.875  # the zoom view keeps the centre 7/8 of each side (as a 224 crop of a 256 resize), scaled back up
 
 
 def view_of(x: torch.Tensor, view: str | None) -> torch.Tensor:
-    """The batch as ``view`` shows it: mirrored (``hflip``), upside down (``vflip``) or turned (``rot90``...)."""
+    """The batch as ``view`` shows it: mirrored (``hflip``), upside down (``vflip``), turned (``rot90``...), or its
+    centre scaled up to the full size (``zoom``, ``zoom-hflip``: then mirrored)."""
     if view is None:
         return x
     if view == "hflip":
         return torch.flip(x, dims=[3])
     if view == "vflip":
         return torch.flip(x, dims=[2])
+    if view in ("zoom", "zoom-hflip"):
+        h, w = x.shape[-2:]
+        dh, dw = round(h * (1 - ZOOM) / 2), round(w * (1 - ZOOM) / 2)
+        zoomed = nn.functional.interpolate(x[..., dh:h - dh, dw:w - dw], size=(h, w), mode="bilinear",
+                                           align_corners=False)
+        return torch.flip(zoomed, dims=[3]) if view == "zoom-hflip" else zoomed
     turns = {"rot90": 1, "rot180": 2, "rot270": 3}
     if view not in turns:
         raise ValueError(f"unknown view {view!r}; use one of {', '.join(VIEWS)}")
@@ -32,28 +41,38 @@ class Task:
 
     Args:
         n_classes: 2 (one logit) or more (one logit per class).
+        two_logits: two classes with a logit each (softmax) instead of one; only ``benchmarks/binary_head.py``
+            uses it, to measure the one-logit head against it. Its probabilities are P(positive) either way.
     """
 
-    def __init__(self, n_classes: int = 2):
-        self.n_classes, self.binary = n_classes, n_classes == 2
+    def __init__(self, n_classes: int = 2, two_logits: bool = False):
+        self.n_classes, self.binary, self.two_logits = n_classes, n_classes == 2, two_logits and n_classes == 2
 
     @property
     def outputs(self) -> int:
-        return 1 if self.binary else self.n_classes
+        return 2 if self.two_logits else 1 if self.binary else self.n_classes
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Binary cross-entropy on P(positive) targets, or cross-entropy on class indices or soft (n, K) targets."""
+        if self.two_logits:
+            p = target.float().view(-1)
+            return nn.functional.cross_entropy(logits, torch.stack([1 - p, p], dim=1), reduction=reduction)
         if self.binary:
             return nn.functional.binary_cross_entropy_with_logits(logits.view(-1), target, reduction=reduction)
         return nn.functional.cross_entropy(logits, target if target.is_floating_point() and target.ndim == 2
                                            else target.long(), reduction=reduction)
 
     def correct(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """How many of the batch's images the logits put in their class (a tensor on the device: no sync)."""
+        """How many of the batch's images the logits put in their class (a tensor on the device: no sync); a soft
+        label (a pseudo-labelled photo) counts its most likely class."""
+        if self.two_logits:
+            return ((logits[:, 1] > logits[:, 0]) == (y >= 0.5)).sum()
         if self.binary:
-            return ((logits.view(-1) > 0).float() == y).sum()
-        return (logits.argmax(dim=1) == y.long()).sum()
+            return ((logits.view(-1) > 0) == (y >= 0.5)).sum()
+        return (logits.argmax(dim=1) == (y.argmax(dim=1) if y.ndim == 2 else y.long())).sum()
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """P(positive) per image (two classes), or the (n, K) class probabilities."""
+        if self.two_logits:
+            return torch.softmax(logits, dim=1)[:, 1]
         return torch.sigmoid(logits.view(-1)) if self.binary else torch.softmax(logits, dim=1)
