@@ -69,7 +69,9 @@ def _plain(items: Iterable[T], total: int | None, description: str) -> Iterator[
         if done in marks:
             say(f"{description}: {done}/{total} ({100 * done // total}%), {clock(time.perf_counter() - t0)} elapsed")
     seconds = time.perf_counter() - t0
-    say(f"{description}: {done} done in {clock(seconds)} ({done / max(seconds, 1e-9):,.0f}/s)")
+    rate = done / max(seconds, 1e-9)  # a few slow items (folds) read better as seconds each
+    pace = f"{rate:,.0f}/s" if rate >= 1 or not done else f"{seconds / done:,.0f} s each"
+    say(f"{description}: {done} done in {clock(seconds)} ({pace})")
 
 
 class NoProgress:

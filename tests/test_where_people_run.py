@@ -119,11 +119,14 @@ def test_a_time_limit_trains_every_fold_with_a_completed_schedule(data_copy, tmp
     chosen = config["recipe"]["epochs"]
     assert config["time_limit"]["epochs"] == chosen and config["time_limit"]["recipe_epochs"] == 500
     assert 1 <= chosen < 500 and config["time_limit"]["seconds"] == 40.0
+    assert config["recipe"]["warmup_epochs"] == pytest.approx(chosen / 500)  # the warm-up shrank with the epochs
     metrics = pd.read_csv(runs / "budget" / "metrics.csv")
     assert metrics.groupby("fold").epoch.max().tolist() == [chosen - 1] * 3  # every fold, every chosen epoch
     last = metrics.sort_values("epoch").groupby("fold").tail(1)
     assert (last.lr < 1e-3 * 1e-6).all()  # each fold's schedule completed: the cosine ended at zero
     assert cv["overall"]["n"] == 600
+    # the same command resumes it: the epochs and warm-up the budget cut are not a recipe change
+    train(tiny_config(data_copy, runs, run_name="budget", epochs=500, time_limit=40.0), resume=True)
 
 
 def test_a_budget_too_small_for_one_epoch_is_one_line_and_leaves_no_run(data_copy, tmp_path):

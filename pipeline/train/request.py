@@ -209,6 +209,10 @@ def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime, proce
         asked = (load_recipe_file(request.recipe) if request.recipe else {}) | check_fields(request.overrides,
                                                                                             "command line")
         differ = {k: (config["recipe"].get(k), v) for k, v in asked.items() if config["recipe"].get(k) != v}
+        budget = config.get("time_limit") or {}  # what --time-limit cut is asked again as the recipe had it
+        for k, was in (("epochs", budget.get("recipe_epochs")), ("warmup_epochs", budget.get("recipe_warmup_epochs"))):
+            if k in differ and differ[k][1] == was:
+                del differ[k]
         saved_settings = config["settings"]
         if differ:
             listing = "; ".join(f"{k.replace('_', '-')} {old!r} -> {new!r}" for k, (old, new) in differ.items())

@@ -139,6 +139,12 @@ def _fit_time_limit(run: RunDir, rt: Runtime, recipe: Recipe, settings: RunSetti
         per_process = -(-len(selected) // rt.world) if mode == "folds" else len(selected)
         plan = plan_epochs(settings.time_limit, time.time() - started, epoch_s, extra_s, per_process, recipe.epochs)
         config["recipe"]["epochs"], config["time_limit"] = plan.epochs, plan.to_dict()
+        if plan.epochs < plan.recipe_epochs and recipe.warmup_epochs > 0:
+            # the warm-up shrinks with the epochs, so that a cut schedule keeps its shape and still ends at zero
+            # (a recipe's 1-epoch warm-up in a 1-epoch budget would never decay)
+            warmup = recipe.warmup_epochs * plan.epochs / plan.recipe_epochs
+            config["time_limit"]["recipe_warmup_epochs"] = recipe.warmup_epochs
+            config["recipe"]["warmup_epochs"] = config["time_limit"]["warmup_epochs"] = warmup
         run.write_config(config)
         if settings.progress:
             cut = f"(of the recipe's {plan.recipe_epochs})" if plan.epochs < plan.recipe_epochs else "(the recipe's)"
