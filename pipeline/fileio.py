@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -84,3 +85,8 @@ def human_size(n: float) -> str:
         if n >= 1 << shift:
             return f"{n / (1 << shift):.1f} {unit}"
     return f"{int(n)} bytes"
+
+
+def file_digest(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (which test catalogue a run's saved predictions were made for)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -16,7 +15,7 @@ from pipeline.data.cache import open_cache
 from pipeline.data.catalog import read_test
 from pipeline.data.images import BatchNormalizer, ImageDataset, base_size_for, build_eval_transform, make_loader
 from pipeline.errors import ConfigError
-from pipeline.fileio import write_csv, write_json
+from pipeline.fileio import file_digest, write_csv, write_json
 from pipeline.models import build_model, normalization
 from pipeline.progress import track
 from pipeline.rundir import RunDir
@@ -29,10 +28,6 @@ from pipeline.train.task import Task
 
 _logger = logging.getLogger(__name__)
 NEUTRAL = 0.5  # P(positive) for a test photo that cannot be read (K classes: 1/K each): every id is scored
-
-
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def usable_folds(run: RunDir, partial: bool = False) -> list[int]:
@@ -88,7 +83,7 @@ def predict_run(run_dir: Path, test_csv: Path, *, tta: str | None = None, device
     folds = usable_folds(run, partial)
     ckpts = {k: run.best(k) for k in folds}
     gone = [str(c) for c in ckpts.values() if not c.exists()]
-    note = {"tta": tta, "test_csv": str(test_csv), "test_sha256": _file_digest(test_csv), "folds": folds,
+    note = {"tta": tta, "test_csv": str(test_csv), "test_sha256": file_digest(test_csv), "folds": folds,
             "checkpoint_mtimes": None if gone else [c.stat().st_mtime_ns for c in ckpts.values()]}
     saved = _saved_predictions(run, note, gone) if reuse else None
     if saved is not None:

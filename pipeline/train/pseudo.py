@@ -9,7 +9,6 @@ config.json records where it came from, the threshold and the counts, and a resu
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -20,14 +19,13 @@ from pipeline.choices import PSEUDO_THRESHOLD
 from pipeline.competitions.spec import Competition, run_competition
 from pipeline.data.catalog import read_test
 from pipeline.errors import ConfigError
+from pipeline.fileio import file_digest
 from pipeline.metrics import table_probs
 from pipeline.rundir import RunDir, find_run
 
-DEFAULT_THRESHOLD = PSEUDO_THRESHOLD
-
 
 def pseudo_labels(source: str | Path, runs_dir: str | Path, test_csv: str | Path, comp: Competition,
-                  threshold: float = DEFAULT_THRESHOLD) -> tuple[pd.DataFrame, dict]:
+                  threshold: float = PSEUDO_THRESHOLD) -> tuple[pd.DataFrame, dict]:
     """The confidently predicted test photos of a submission's blend (or of one run), with soft labels.
 
     Args:
@@ -47,7 +45,7 @@ def pseudo_labels(source: str | Path, runs_dir: str | Path, test_csv: str | Path
         raise ConfigError(f"--pseudo-threshold must be above 0.5 and below 1, got {threshold}.")
     runs, weights = _runs_of(source, runs_dir)
     test_csv = Path(test_csv)
-    digest = hashlib.sha256(test_csv.read_bytes()).hexdigest()
+    digest = file_digest(test_csv)
     test = read_test(test_csv)
     columns = comp.prob_columns()
     blended = np.zeros((len(test), len(columns)))

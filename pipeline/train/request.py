@@ -17,13 +17,14 @@ import pandas as pd
 import torch
 
 from pipeline import __version__
+from pipeline.choices import PSEUDO_THRESHOLD
 from pipeline.competitions.spec import data_competition
 from pipeline.data.folds import read_folds
 from pipeline.errors import ConfigError, DataError
 from pipeline.fileio import write_csv
 from pipeline.rundir import SCHEMA, RunDir, all_runs, find_run
 from pipeline.train.preflight import check_fits, check_pretrained, recipe_warnings
-from pipeline.train.pseudo import DEFAULT_THRESHOLD, pseudo_labels
+from pipeline.train.pseudo import pseudo_labels
 from pipeline.train.recipe import build_recipe, check_fields, load_recipe_file
 from pipeline.train.runtime import Runtime, batch_per_process, parallel_mode, restarting
 from pipeline.train.settings import RunSettings
@@ -52,7 +53,7 @@ class TrainRequest:
     started: float = field(default_factory=time.time)  # when the command started (--time-limit counts from it)
     job: str | None = None  # the launcher's job id (torchrun's is TORCHELASTIC_RUN_ID)
     pseudo: str | None = None  # a submission's note or a run: its confident test predictions join the training
-    pseudo_threshold: float = DEFAULT_THRESHOLD
+    pseudo_threshold: float = PSEUDO_THRESHOLD
 
 def environment(rt: Runtime, processes: int) -> dict:
     import albumentations
