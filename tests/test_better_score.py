@@ -332,3 +332,21 @@ def test_k_class_pseudo_labels_train_as_soft_rows_beside_one_hot_real_ones():
     np.testing.assert_allclose(smoothed.sum(dim=1), 1, rtol=1e-6)
     assert smoothed[2, 3].item() == pytest.approx(0.9 * 0.9 + 0.01)
     assert task.loss(logits, smoothed).item() > 0
+
+
+@pytest.mark.parametrize("threshold", [0.5, 1.0, 1.5, -0.2, float("nan")])
+def test_a_pseudo_threshold_outside_half_to_one_is_one_line(threshold, tmp_path):
+    from pipeline.errors import ConfigError
+    from pipeline.train.pseudo import pseudo_labels
+
+    with pytest.raises(ConfigError, match="--pseudo-threshold must be above 0.5 and below 1"):
+        pseudo_labels(tmp_path / "none.json", tmp_path, tmp_path / "test.csv", load_competition("course"), threshold)
+
+
+@pytest.mark.parametrize(("field", "value"), [("average", "ema"), ("average_epochs", 1), ("average_epochs", -3)])
+def test_an_average_the_recipe_cannot_take_is_one_line(field, value):
+    from pipeline.errors import ConfigError
+    from pipeline.train.recipe import Recipe
+
+    with pytest.raises(ConfigError, match=field.replace("_", "-")):
+        Recipe(**{field: value}).resolved()
