@@ -19,28 +19,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from pipeline.competitions.globs import Glob
 from pipeline.competitions.spec import Competition
 from pipeline.errors import DataError
 from pipeline.fileio import write_json
 from pipeline.progress import track
-
-
-def glob_regex(pattern: str) -> re.Pattern:
-    """A regular expression for a glob over relative posix paths: ``**/`` is any folders (or none), ``*`` any
-    characters but ``/``, ``?`` one of them."""
-    out, i = "", 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out, i = out + "(?:.*/)?", i + 3
-        elif pattern.startswith("**", i):
-            out, i = out + ".*", i + 2
-        elif pattern[i] == "*":
-            out, i = out + "[^/]*", i + 1
-        elif pattern[i] == "?":
-            out, i = out + "[^/]", i + 1
-        else:
-            out, i = out + re.escape(pattern[i]), i + 1
-    return re.compile(out + r"\Z")
 
 
 class Labeller:
@@ -54,15 +37,15 @@ class Labeller:
 
     def __init__(self, comp: Competition, roots: Iterable[Path], files: Iterable[Path] = ()):
         self.comp, self.roots = comp, [Path(r).resolve() for r in roots]
-        self.train_glob, self.test_glob = glob_regex(comp.train.images), glob_regex(comp.test.images)
+        self.train_glob, self.test_glob = Glob.of(comp.train.images), Glob.of(comp.test.images)
         self.table: dict[str, str] = {}
         if comp.train.labels in ("csv", "pixels"):
             self.table = self._labels_table()
         classes = comp.classes
         if classes is None and comp.classes_from == "labels":
-            classes = tuple(sorted(set(self.table.values())))
+            classes = comp.class_order(self.table.values())
         if classes is None and comp.classes_from == "folders":
-            classes = tuple(sorted({Path(f).parent.name for f in files if self._is_train(Path(f))}))
+            classes = comp.class_order(Path(f).parent.name for f in files if self._is_train(Path(f)))
         if not classes or len(classes) < 2:
             raise DataError(f"Competition {comp.name} found fewer than two classes in the data ({list(classes or [])}):"
                             " check that the download holds its training images and labels.")
@@ -81,7 +64,7 @@ class Labeller:
         return path.name
 
     def _is_train(self, path: Path) -> bool:
-        return bool(self.train_glob.match(self._relative(path)))
+        return self.train_glob.match(self._relative(path))
 
     # ---- labels ------------------------------------------------------------------------------------------------------
     def _labels_table(self) -> dict[str, str]:

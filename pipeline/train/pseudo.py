@@ -58,7 +58,9 @@ def pseudo_labels(source: str | Path, runs_dir: str | Path, test_csv: str | Path
         if not run.test_probs_path.exists() or note.get("test_sha256") != digest:
             raise ConfigError(f"--pseudo: run {run.name} has no test predictions for {test_csv}; predict them first "
                               f"(`pipeline predict --run {run.name} --test {test_csv}`).")
-        probs = pd.read_csv(run.test_probs_path).set_index("id").reindex(test.id)
+        from pipeline.predict.inference import read_test_probs  # ids as text, as read_test reads them
+
+        probs = read_test_probs(run).set_index("id").reindex(test.id)
         if probs[columns].isna().any().any():
             raise ConfigError(f"--pseudo: the test predictions of run {run.name} miss some ids of {test_csv}; "
                               "predict them again.")
