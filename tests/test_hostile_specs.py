@@ -32,7 +32,9 @@ from pipeline.fileio import write_csv
 from pipeline.predict.formats import csv_text, format_for, make_submission, read_test_ids
 from pipeline.predict.validation import write_submission
 from pipeline.train.budget import parse_duration
+from pipeline.train.session import train
 from tests import competition_data as layouts
+from tests.conftest import tiny_config
 from tests.test_cli import invoke
 from tests.test_hostile import one_line
 
@@ -390,7 +392,9 @@ def test_a_glob_with_many_double_stars_returns_at_once(tmp_path):
 def test_the_linear_glob_matches_as_the_patterns_read(pattern, path, matches):
     from pipeline.competitions.globs import Glob
 
-    assert Glob.of(pattern).match(path) is matches
+    glob = Glob.of(pattern)
+    assert glob.match(path) is matches
+    assert glob.match_states(path) is matches  # the linear way, which globs with more than two stars take
 
 
 # ---- R1: ids as text -----------------------------------------------------------------------------------------------
@@ -404,15 +408,20 @@ def test_a_test_file_named_nan_and_a_stem_with_a_leading_space_are_ids_like_any_
     download(competition=_spec(tmp_path, DIGITS_SPEC), from_paths=[folders], data_dir=tmp_path / "data",
              progress=False, workers=1, n_folds=2)
     ids = read_test_ids(tmp_path / "data" / "test.csv", numeric=False)
+    ids_in_catalogue = pd.read_csv(tmp_path / "data" / "test.csv", dtype=str, keep_default_na=False).id.tolist()
     assert ids == sorted(["NaN", " 7", "007", "null"])
     fmt = format_for(data_competition(tmp_path / "data"))
     sub = make_submission(pd.DataFrame({"id": ids, "prob_one": [0.1, 0.9, 0.2, 0.8]}), fmt)
     path = write_submission(sub, tmp_path / "sub.csv", ids, fmt)
     assert pd.read_csv(path, dtype=str, keep_default_na=False).id.tolist() == sorted(ids)
-    # a run's saved test predictions keep them too (predict reuses them, --pseudo reads them)
-    run = RunDir(tmp_path / "runs" / "r")
-    write_csv(run.test_probs_path, pd.DataFrame({"id": ids, "prob_one": [0.1, 0.9, 0.2, 0.8]}))
-    assert read_test_probs(run).id.tolist() == ids
+    # a real run predicts them, saves them and reuses its saved predictions (as --pseudo reads them)
+    train(tiny_config(tmp_path / "data", tmp_path / "runs", run_name="r", epochs=1, folds=[0]))
+    for _ in range(2):
+        r = invoke("predict", "--test", tmp_path / "data" / "test.csv", "--runs-dir", tmp_path / "runs", "--out",
+                   tmp_path / "predicted.csv", "--force", "--tta", "none", "--no-progress")
+        assert r.exit_code == 0, r.output
+        assert sorted(pd.read_csv(tmp_path / "predicted.csv", dtype=str, keep_default_na=False).id) == ids
+    assert read_test_probs(RunDir(tmp_path / "runs" / "r")).id.tolist() == sorted(ids, key=ids_in_catalogue.index)
 
 
 # ---- R4: submit with no Kaggle slug --------------------------------------------------------------------------------
