@@ -335,6 +335,7 @@ def test_score_works_for_every_built_in_competition_with_either_solution(name, t
      "ImageId,Label"),
     ("dog-breed-identification", lambda s: s.assign(affenpinscher=1),
      "row(s) are not one 1 and 0 elsewhere"),
+    ("dog-breed-identification", lambda s: s.assign(basenji="x"), "row(s) are not one 1 and 0 elsewhere"),
     ("cifar-10", lambda s: pd.concat([s, s.head(1)]), "lists id(s) more than once: 1"),
 ])
 def test_a_malformed_solution_is_one_line(name, edit, said, tmp_path):

@@ -275,9 +275,8 @@ def read_solution(solution: str | Path | pd.DataFrame, fmt: str | SubmissionForm
         index = {"0": 0, "1": 1, **index}  # 0/1, 1 = the positive class (the second)
     columns = list(cells.columns)
     if spec.label == "probabilities" and columns[1:] and sorted(columns[1:]) == sorted(classes):
-        onehot = cells[classes]
-        bad = cells[~(onehot.isin(["0", "1", "0.0", "1.0"]).all(axis=1) & (onehot.apply(pd.to_numeric).sum(axis=1)
-                                                                            == 1))]
+        onehot = cells[classes].apply(pd.to_numeric, errors="coerce")
+        bad = cells[~(onehot.isin([0, 1]).all(axis=1) & (onehot.sum(axis=1) == 1))]
         if len(bad):
             raise SubmissionError(f"{where}: {len(bad)} row(s) are not one 1 and 0 elsewhere (ids "
                                   f"{listing(bad.iloc[:, 0].tolist(), repr)}): each row marks its true class.")
