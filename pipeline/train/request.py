@@ -19,6 +19,7 @@ import torch
 from pipeline import __version__
 from pipeline.choices import PSEUDO_THRESHOLD
 from pipeline.competitions.spec import data_competition
+from pipeline.data.catalog import read_train
 from pipeline.data.folds import read_folds
 from pipeline.errors import ConfigError, DataError
 from pipeline.fileio import write_csv
@@ -159,6 +160,7 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processe
     if folds.label.max() >= comp.n_classes or folds.label.min() < 0:
         raise DataError(f"{Path(settings.data_dir) / 'folds.csv'} has labels beyond the {comp.n_classes} classes of "
                         f"competition {comp.name}: download the data again (`pipeline download --competition ...`).")
+    _check_folds_match_catalogue(folds, settings.data_dir)
     n_folds = int(folds.fold.max()) + 1
     selected = settings.folds if settings.folds is not None else list(range(n_folds))
     bad = [k for k in selected if not 0 <= k < n_folds]
@@ -198,6 +200,19 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processe
                       "created": datetime.now().isoformat(timespec="seconds"), "resumes": [],
                       "sessions": [new_session(request, processes)]})
     return run, lock
+
+
+def _check_folds_match_catalogue(folds: pd.DataFrame, data_dir: str | Path) -> None:
+    """DataError when folds.csv does not hold the photos and labels of train.csv (a catalogue rebuilt or edited
+    since the split): training on it would learn shifted or stale labels."""
+    train = read_train(data_dir)
+    ours = folds.set_index("path").label
+    theirs = train.set_index("path").label.reindex(ours.index)
+    differ = int((theirs != ours).sum()) + len(set(train.path) - set(folds.path))
+    if differ:
+        raise DataError(f"{Path(data_dir) / 'folds.csv'} does not match {Path(data_dir) / 'train.csv'}: {differ} "
+                        "photo(s) missing from one or labelled differently; rebuild the folds with `pipeline split "
+                        f"--data-dir {data_dir}` (or download the data again).")
 
 
 def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processes: int):
