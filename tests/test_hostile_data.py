@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from PIL import Image
 from pipeline.competitions.spec import builtin_competitions
 from pipeline.data.archives import extract_archive
 from pipeline.data.download import download
+from pipeline.data.folds import assign_folds
 from pipeline.errors import DataError, ExtractError
 from tests import competition_data as layouts
 from tests.test_cli import invoke
@@ -193,3 +195,72 @@ def test_t8_a_non_numeric_cell_and_an_empty_pixel_file_are_one_line(tmp_path, ch
     with pytest.raises(DataError, match=expected):
         _download_digits(data, tmp_path / "data")
     assert not (tmp_path / "data" / "train.csv").exists()
+
+
+# ---- S8: an id listed twice in a labels CSV ------------------------------------------------------------------------
+def test_s8_an_id_listed_twice_with_different_labels_is_left_out_and_listed(tmp_path, caplog):
+    """Before: the last label won, unsaid."""
+    data = layouts.cifar10(tmp_path / "files", limit=250)
+    labels = pd.read_csv(data.files[1])
+    first, second = labels.iloc[0], labels.iloc[1]
+    other = next(c for c in layouts.CIFAR10_CLASSES if c != first.label)
+    twice = pd.DataFrame({"id": [first.id, second.id], "label": [other, second.label]})
+    pd.concat([labels, twice]).to_csv(data.files[1], index=False)
+    summary = download(competition="cifar-10", from_paths=data.files, data_dir=tmp_path / "data", progress=False,
+                       workers=1)
+    assert summary["train"] == len(labels) - 1  # the id with two labels left out; the one listed twice kept once
+    train_csv = pd.read_csv(tmp_path / "data" / "train.csv")
+    names = train_csv.path.map(lambda p: Path(p).name)
+    assert f"{first.id}.png" not in set(names) and (names == f"{second.id}.png").sum() == 1
+    problems = pd.read_csv(tmp_path / "data" / "catalog_problems.csv")
+    (reason,) = problems.reason[problems.path.str.endswith(f"/train/{first.id}.png")]
+    assert f"lists it more than once with different labels ({', '.join(sorted([first.label, other]))})" in reason
+    assert "lists 1 id(s) more than once with the same label; each is kept once" in caplog.text
+    assert "gives 1 id(s) different labels; they are left out of training" in caplog.text
+
+
+# ---- S13: a class whose photos all land in one fold ----------------------------------------------------------------
+def test_s13_a_class_all_in_one_fold_is_warned_by_name(caplog):
+    rng = np.random.default_rng(0)
+    hashes = [f"{int(h):016x}" for h in rng.integers(0, 2 ** 63, size=45)]
+    same = f"{int(rng.integers(0, 2 ** 63)):016x}"
+    train_df = pd.DataFrame({"path": [f"{i}.png" for i in range(50)], "label": [0] * 20 + [1] * 25 + [2] * 5,
+                             "phash": hashes + [same] * 5})  # five identical photos of class "c": one group
+    folds = assign_folds(train_df, 5, classes=("a", "b", "c"))
+    assert folds[folds.label == 2].fold.nunique() == 1
+    assert "every photo of class 'c' is in fold" in caplog.text
+    assert "class 'a'" not in caplog.text and "class 'b'" not in caplog.text
+
+
+# ---- T9: one class name in NFC and NFD -----------------------------------------------------------------------------
+def test_t9_a_class_folder_in_nfc_and_nfd_is_one_class(tmp_path):
+    """Before: two classes that print the same ('Café' composed, and decomposed as macOS zips store it)."""
+    train_x, _, test_x, _ = layouts.split(250)
+    root = tmp_path / "files"
+    folders = {0: unicodedata.normalize("NFC", "Café"), 1: unicodedata.normalize("NFD", "Café")}
+    for i, x in enumerate(train_x[:90]):
+        name = folders.get(i % 3, "Tea")
+        (root / "train" / name).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.kron(x, np.ones((4, 4), np.uint8))).convert("RGB").save(root / "train" / name / f"{i}.png")
+    (root / "test").mkdir()
+    for i, x in enumerate(test_x[:10]):
+        Image.fromarray(np.kron(x, np.ones((4, 4), np.uint8))).convert("RGB").save(root / "test" / f"t{i}.png")
+    summary = download(competition="plant-seedlings-classification", from_paths=[root], data_dir=tmp_path / "data",
+                       progress=False, workers=1)
+    assert summary["classes"] == ["Café", "Tea"] and summary["per_class"] == {"Café": 60, "Tea": 30}
+    assert unicodedata.is_normalized("NFC", summary["classes"][0])
+
+
+def test_t9_the_report_never_makes_identifiers_of_class_names():
+    """Before: SyntaxError: duplicate argument 'prob_ﬁsh' (a namedtuple over prob_ columns; Python reads 'ﬁ' as
+    'fi')."""
+    from pipeline.competitions.spec import load_competition
+    from pipeline.metrics import most_confident_wrong
+    from pipeline.report.run_page import _wrong_table
+
+    comp = load_competition("cifar-10").with_classes(["fish", "ﬁsh", "tea"])
+    columns = comp.prob_columns()
+    oof = pd.DataFrame({"path": ["a.png", "b.png"], "fold": [0, 1], "label": [0, 2],
+                        columns[0]: [0.1, 0.2], columns[1]: [0.8, 0.1], columns[2]: [0.1, 0.7]})
+    html = _wrong_table(most_confident_wrong(oof, 4, columns), comp)
+    assert "ﬁsh" in html and "0.800" in html
