@@ -264,3 +264,119 @@ def test_t9_the_report_never_makes_identifiers_of_class_names():
                         columns[0]: [0.1, 0.2], columns[1]: [0.8, 0.1], columns[2]: [0.1, 0.7]})
     html = _wrong_table(most_confident_wrong(oof, 4, columns), comp)
     assert "ﬁsh" in html and "0.800" in html
+
+
+# ---- S5: --weights of another variant ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def variant_weights(tmp_path_factory) -> Path:
+    """mobilenetv3_large_075's weights (created offline, pretrained=False), saved as torch.save writes them."""
+    import timm
+    import torch
+
+    path = tmp_path_factory.mktemp("weights") / "mobilenetv3_large_075.pth"
+    torch.save(timm.create_model("mobilenetv3_large_075", pretrained=False).state_dict(), path)
+    return path
+
+
+def test_s5_weights_of_another_variant_are_refused_naming_tensors(variant_weights):
+    """Before: 106 of 312 tensors loaded, the rest re-initialised with an INFO line."""
+    from pipeline.errors import ConfigError
+    from pipeline.models import build_model
+
+    with pytest.raises(ConfigError, match=r"204 tensors beyond the classifier are missing, unexpected or shaped "
+                                          r"otherwise \(e\.g\. blocks\.2\.0\.conv_pwl\.weight, .*add "
+                                          r"--weights-partial to load only the 106 of 312 that fit"):
+        build_model("mobilenetv3_large_100", 64, weights=variant_weights)
+
+
+def test_s5_weights_partial_loads_what_fits_and_says_how_many(variant_weights, caplog):
+    import torch
+
+    from pipeline.models import build_model
+
+    source = torch.load(variant_weights, weights_only=True)
+    model = build_model("mobilenetv3_large_100", 64, weights=variant_weights, weights_partial=True)
+    own = model.state_dict()
+    kept = [k for k, v in source.items() if k in own and own[k].shape == v.shape]
+    assert len(kept) == 106 and all(torch.equal(own[k], source[k]) for k in kept)
+    assert f"loaded {len(kept)} of the model's {len(own)} tensors" in caplog.text
+
+
+def test_s5_train_refuses_another_variants_weights_before_making_a_run(variant_weights, sample_data, tmp_path):
+    args = ["train", "--arch", "mobilenetv3_large_100", "--img-size", "64", "--epochs", "1", "--workers", "0",
+            "--no-progress", "--tracker", "none", "--data-dir", sample_data, "--runs-dir", tmp_path / "runs",
+            "--weights", variant_weights]
+    out = one_line(invoke(*args))
+    assert "does not fit this architecture" in out and "--weights-partial" in out
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    out = one_line(invoke(*args[:-2], "--weights-partial"))
+    assert "--weights-partial says how to load --weights FILE" in out
+
+
+# ---- S14, R3: --pseudo ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def other_project(tiny_run, data_copy, tmp_path, monkeypatch) -> dict:
+    """Another project folder (``other/``) whose submission blends the tiny run, made there (its note names the run
+    as ``runs/tiny``, relative); the test then works from ``mine/``."""
+    import json
+    import shutil
+
+    from pipeline.predict.predict import predict
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_run, other / "runs" / "tiny")
+    monkeypatch.chdir(other)
+    predict(runs=[Path("runs/tiny")], test_csv=data_copy / "test.csv", fmt="redux", runs_dir=Path("runs"),
+            out=Path("submissions/x.csv"))
+    note = json.loads((other / "submissions" / "x.json").read_text())
+    assert note["runs"] == ["runs/tiny"]
+    (tmp_path / "mine").mkdir()
+    monkeypatch.chdir(tmp_path / "mine")
+    p = pd.read_csv(other / "runs" / "tiny" / "test_probs.csv").prob_dog  # the tiny run is unsure: its surer half
+    return {"note": Path("../other/submissions/x.json"), "run": other / "runs" / "tiny", "data": data_copy,
+            "tta": note["tta"], "threshold": float(np.median(np.maximum(p, 1 - p)))}
+
+
+def _pseudo(project: dict):
+    from pipeline.competitions.spec import load_competition
+    from pipeline.data.folds import read_folds
+    from pipeline.train.pseudo import pseudo_labels
+
+    return pseudo_labels(project["note"], Path("runs"), project["data"] / "test.csv", load_competition("course"),
+                         project["threshold"], read_folds(project["data"]))
+
+
+def test_r3_s14_a_note_elsewhere_finds_its_runs_and_each_fold_is_labelled_by_its_own_models(other_project):
+    """Before: 'its run runs/tiny is gone' (looked up from the current folder); and every fold trained on the
+    blend of all folds, whose models had seen that fold's validation photos."""
+    from pipeline.train.pseudo import of_fold
+
+    frame, info = _pseudo(other_project)
+    assert info["runs"] == ["tiny"] and "leak" not in info and info["labelled_by"].startswith("each fold's own")
+    saved = pd.read_csv(other_project["run"] / "test_probs.csv").set_index("id")
+    assert set(frame.fold) == {0, 1, 2} and info["per_fold"] == frame.fold.value_counts().sort_index().tolist()
+    for k in range(3):
+        mine = of_fold(frame, k)
+        np.testing.assert_allclose(mine.prob_dog, saved.loc[mine.id, f"fold{k}"])  # fold k's model alone
+        assert (np.maximum(mine.prob_dog, 1 - mine.prob_dog) >= other_project["threshold"]).all()
+
+
+def test_s14_a_source_trained_on_other_folds_is_recorded_as_a_leak(other_project, caplog):
+    from pipeline.data.folds import write_folds
+
+    write_folds(other_project["data"], n_folds=3, seed=1)  # the data re-split since the source run trained
+    frame, info = _pseudo(other_project)
+    assert (frame.fold == -1).all()
+    assert "run tiny was trained on other folds than this data's" in info["leak"]
+    assert "the out-of-fold scores are optimistic" in info["leak"] and info["leak"] in caplog.text
+
+
+def test_s14_saved_predictions_of_another_tta_than_the_submissions_are_refused(other_project):
+    from pipeline.errors import ConfigError
+    from pipeline.predict.inference import predict_run
+
+    other = "none" if other_project["tta"] != "none" else "hflip"
+    predict_run(other_project["run"], other_project["data"] / "test.csv", tta=other)  # overwrites test_probs.csv
+    with pytest.raises(ConfigError, match=rf"saved test predictions were made with --tta {other}, not the "
+                                          rf"submission's {other_project['tta']}"):
+        _pseudo(other_project)
