@@ -140,8 +140,23 @@ def test_s4_a_smaller_redownload_keeps_none_of_the_first_downloads_images(tmp_pa
     train_csv = pd.read_csv(data_dir / "train.csv")
     assert len(train_csv) == 200 and train_csv.path.map(lambda p: Path(p).name).is_unique
     images = data_dir / "extracted" / "digit-recognizer-images"
-    assert len(list((images / "train").rglob("*.png"))) == 200
-    assert not list(images.parent.glob(".*partial"))
+    assert len(list(images.rglob("train/*/*.png"))) == 200  # the first download's images are gone
+    assert not list(images.glob(".*partial"))
+
+
+def test_s3_a_refused_pixel_redownload_leaves_the_catalogue_and_its_images_as_they_were(tmp_path):
+    data = _digits(tmp_path)
+    data_dir = tmp_path / "data"
+    _download_digits(data, data_dir)
+    before = {name: (data_dir / name).read_bytes() for name in DATA_FILES}
+    images = {p: Path(p).read_bytes() for p in pd.read_csv(data_dir / "train.csv").path}
+    train = pd.read_csv(data.files[0])
+    threes = train.index[train.label == 3]
+    train.drop(threes[2:]).to_csv(data.files[0], index=False)  # two photos of "3": 5 folds cannot hold them
+    with pytest.raises(DataError, match=r"'3' \(2\)"):
+        _download_digits(data, data_dir)
+    assert {name: (data_dir / name).read_bytes() for name in DATA_FILES} == before
+    assert {p: Path(p).read_bytes() for p in images} == images  # train.csv's photos still there, unchanged
 
 
 def test_s9_empty_cells_are_left_out_and_listed_and_a_0_1_scale_is_converted(tmp_path, caplog):

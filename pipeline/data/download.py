@@ -16,7 +16,7 @@ from pipeline.data.archives import archive_stem, extract_archive, is_archive
 from pipeline.data.catalog import scan, write_problems
 from pipeline.data.fetch import fetch, url_filename
 from pipeline.data.folds import assign_folds, duplicate_report
-from pipeline.data.pixels import pixel_images, resolve_pixels
+from pipeline.data.pixels import drop_other_images, pixel_images, resolve_pixels
 from pipeline.data.sources import Source, get_source
 from pipeline.errors import ConfigError, DataError, DownloadError, ExtractError
 from pipeline.fileio import atomic_path
@@ -120,6 +120,8 @@ def download(*, competition: str | Path | None = None, source: str | None = None
     _write_together({paths["train"]: catalog.train, paths["test"]: catalog.test, paths["problems"]: catalog.problems,
                      paths["folds"]: folds, paths["duplicates"]: duplicate_report(folds),
                      data_dir / RECORD: json.dumps(comp.to_dict(), indent=2, default=str) + "\n"})
+    if pixels is not None:
+        drop_other_images(pixels)
     counts = catalog.train.label.value_counts()
     summary = {"competition": comp.name, "classes": list(comp.classes), "train": len(catalog.train),
                "per_class": {c: int(counts.get(i, 0)) for i, c in enumerate(comp.classes)},

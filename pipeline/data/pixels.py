@@ -4,8 +4,9 @@ Pixel CSVs are written out because every later stage works on files: the verific
 the decoded-image cache and the report's gallery. 70,000 28x28 PNGs take about 25 MB and are written once (a
 marker beside them says from which CSVs); the CSV stays where it was.
 
-The PNGs of one download are written into a hidden sibling folder that replaces the earlier ones only when
-complete, so a second download from a smaller or changed CSV keeps none of the first one's images. A training row
+The PNGs of one pair of CSVs are written into a folder of their own, which a later download from a smaller or
+changed CSV never mixes with its own; the earlier folders are removed once the new catalogue is written (a refused
+download leaves the earlier catalogue and its images as they were). A training row
 with empty cells (or an empty label) is left out and listed in catalog_problems.csv; a test row with empty cells
 is written as an unreadable image, so its id is still submitted (with a neutral prediction). A file whose pixels
 all lie in 0-1 is taken as scaled to 0-1 and multiplied by 255 (and said). A label is a folder name: one that is
@@ -15,6 +16,7 @@ not a plain name (``../x``, ``a/b``, ``..``) is refused.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -47,12 +49,13 @@ class PixelImages:
     notes: list[str] = field(default_factory=list)
 
 
-def pixel_images(comp: Competition, roots: list[Path], out_dir: Path, progress: bool = False) -> PixelImages:
+def pixel_images(comp: Competition, roots: list[Path], out_root: Path, progress: bool = False) -> PixelImages:
     """Write the images of a pixel CSV competition (Digit Recognizer) as PNG files, once.
 
-    Training images go to ``out_dir/train/<class>/<row>.png`` (labelled by their class folder) and test images
-    to ``out_dir/test/<row>.png`` (their id: the CSV row, from 1). A marker records the CSVs' sizes and times, so
-    a second download from the same files writes nothing.
+    The PNGs go to a folder of ``out_root`` named by the CSVs' sizes and times (so a catalogue written from earlier
+    CSVs keeps pointing at its own images until :func:`drop_other_images` removes them): training images to
+    ``train/<class>/<row>.png`` (labelled by their class folder), test images to ``test/<row>.png`` (their id: the
+    CSV row, from 1). A second download from the same files writes nothing.
     """
     t = comp.train
     csvs = {}
@@ -64,11 +67,11 @@ def pixel_images(comp: Competition, roots: list[Path], out_dir: Path, progress: 
                             f"({', '.join(str(r) for r in roots)}): pass it (--from FILE).")
         csvs[name] = found[0]
     sources = {n: [p.stat().st_size, p.stat().st_mtime_ns] for n, p in csvs.items()}
+    out_dir = out_root / hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:12]
     done = out_dir / MARKER
     if done.exists():
         saved = json.loads(done.read_text())
-        if saved.get("csvs") == sources:
-            return PixelImages([out_dir], saved.get("problems", []), saved.get("notes", []))
+        return PixelImages([out_dir], saved.get("problems", []), saved.get("notes", []))
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     if staging.exists():
         shutil.rmtree(staging)  # left by an interrupted run
@@ -84,6 +87,14 @@ def pixel_images(comp: Competition, roots: list[Path], out_dir: Path, progress: 
         if staging.exists():
             shutil.rmtree(staging)
     return written
+
+
+def drop_other_images(images: PixelImages) -> None:
+    """Remove the PNGs written from other (earlier) CSVs, once the catalogue points at ``images`` alone."""
+    for folder in images.roots:
+        for other in folder.parent.iterdir():
+            if other != folder and other.is_dir():
+                shutil.rmtree(other)
 
 
 def _write_part(comp: Competition, csv: Path, part: str, folder: Path, written: PixelImages, progress: bool) -> None:
