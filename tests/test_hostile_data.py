@@ -197,6 +197,20 @@ def test_s10_a_label_that_climbs_out_of_the_data_folder_writes_nothing_outside(t
     assert not list((data_dir / "extracted").rglob("*.png"))
 
 
+def test_s10_a_spec_name_that_climbs_out_writes_nothing_outside(tmp_path):
+    data = _digits(tmp_path)
+    spec = tmp_path / "work" / "escape.toml"
+    spec.parent.mkdir()
+    spec.write_text(builtin_competitions()["digit-recognizer"].read_text().replace(
+        'name = "digit-recognizer"', 'name = "../../../escaped"'))
+    outside_before = files_under(tmp_path)
+    data_dir = tmp_path / "work" / "data"
+    one_line(invoke("download", "--competition", spec, *[a for f in data.files for a in ("--from", f)],
+                    "--data-dir", data_dir, "--no-progress"))
+    assert {p for p in files_under(tmp_path) - outside_before if not p.startswith("work/data")} == set()
+    assert not (data_dir / "train.csv").exists()
+
+
 @pytest.mark.parametrize(("change", "expected"), [
     (lambda p: pd.read_csv(p).astype({"pixel0": object}).assign(pixel0=lambda f: f.pixel0.where(f.index != 5, "abc"))
      .to_csv(p, index=False), r"row 6, column 'pixel0' holds 'abc', which is not a pixel value"),

@@ -102,7 +102,11 @@ def download(*, competition: str | Path | None = None, source: str | None = None
                     raw_dir=data_dir / "raw", extract_dir=data_dir / "extracted", progress=progress)
     layout, pixels = comp, None
     if comp.train.labels == "pixels":
-        pixels = pixel_images(comp, roots, data_dir / "extracted" / f"{comp.name}-images", progress=progress)
+        images = data_dir / "extracted" / f"{comp.name}-images"
+        if images.parent != data_dir / "extracted" or images.name.startswith("."):
+            raise ConfigError(f"Competition name {comp.name!r} cannot name a folder in {data_dir / 'extracted'}: "
+                              "give the spec a plain name (letters, digits, '-').")
+        pixels = pixel_images(comp, roots, images, progress=progress)
         roots, layout = pixels.roots, resolve_pixels(comp)
         for note in pixels.notes:
             _logger.warning(note)
