@@ -103,6 +103,9 @@ def train(
                                                        "network).")] = None,
     weights: Annotated[Path | None, typer.Option(help="Start from a local weights file (offline route).",
                                                     exists=True, dir_okay=False)] = None,
+    weights_partial: Annotated[bool | None, typer.Option("--weights-partial", help="Load only the tensors of "
+                                                         "--weights that fit (another variant's); the rest start "
+                                                         "fresh.")] = None,
     seed: Annotated[int | None, typer.Option(help=f"Seed for weights, order and augmentation "
                                                 f"{_r('seed')}")] = None,
     layer_decay: Annotated[float | None, typer.Option(help=f"Below 1: each earlier block of a timm model learns "
@@ -196,7 +199,8 @@ def train(
         overrides=given(arch=arch, epochs=epochs, img_size=img_size, batch_size=batch_size, lr=lr,
                         weight_decay=weight_decay, optimizer=optimizer, schedule=schedule,
                         warmup_epochs=warmup_epochs, patience=patience, augment=augment, drop_rate=drop_rate,
-                        pretrained=pretrained, weights=weights, seed=seed, layer_decay=layer_decay,
+                        pretrained=pretrained, weights=weights, weights_partial=weights_partial, seed=seed,
+                        layer_decay=layer_decay,
                         freeze_bn=freeze_bn, mixup=mixup, cutmix=cutmix, mix_prob=mix_prob,
                         label_smoothing=label_smoothing, ema=ema, ema_decay=ema_decay, average=average,
                         average_epochs=average_epochs,
