@@ -3,6 +3,7 @@ and ``torch.compile``. Training and prediction both call :func:`place_model`."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -61,3 +62,18 @@ def sync_batchnorm(model: nn.Module, process_group=None) -> nn.Module:
     from timm.layers import convert_sync_batchnorm
 
     return convert_sync_batchnorm(model, process_group)
+
+
+def evaluation_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` for weights that are only evaluated and averaged (the EMA, a soup, SWA).
+
+    Under ``--parallel ddp`` on GPUs every SyncBatchNorm holds the nccl ``ProcessGroup``, which cannot be copied
+    (``TypeError: cannot pickle 'ProcessGroup'`` from ``copy.deepcopy`` and timm's ``ModelEmaV3``). The copy's
+    layers hold no group instead (the memo maps each group to None): these weights never train, and in eval
+    mode a SyncBatchNorm normalises with its running statistics like a BatchNorm, without any collective.
+    A copy without a group can itself be copied again (``ModelEmaV3`` deep-copies what it is given) and
+    cannot enter a collective by mistake; its state_dict has the same keys as the model's.
+    """
+    groups = {id(m.process_group): None for m in model.modules()
+              if isinstance(m, nn.SyncBatchNorm) and m.process_group is not None}
+    return copy.deepcopy(model, groups)
