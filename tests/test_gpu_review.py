@@ -13,8 +13,19 @@ import torch.distributed as dist
 from torch import nn
 
 import pipeline.train.fold as fold_module
+from pipeline.errors import ConfigError
 from pipeline.rundir import RunDir
 from pipeline.train.placement import evaluation_copy, place_model, sync_batchnorm
+from pipeline.train.request import prepare_run
+from pipeline.train.runtime import (
+    Runtime,
+    check_compile,
+    choose_channels_last,
+    gpu_names,
+    processes_line,
+    resolve_nproc,
+    visible_gpus,
+)
 from pipeline.train.session import train
 from tests.conftest import tiny_config
 
@@ -64,3 +75,100 @@ def test_an_evaluation_copy_holds_no_process_group_and_computes_the_same(gloo_gr
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(copied(x), model(x))
+
+
+# ---- stubbed GPUs --------------------------------------------------------------------------------------------
+@pytest.fixture
+def stub_gpus(monkeypatch):
+    """``stub_gpus(name, capability, count)``: torch.cuda answers as that many such GPUs would; cuDNN's flags and
+    the deterministic mode are put back afterwards."""
+    def stub(name: str = "Tesla P100-PCIE-16GB", capability: tuple[int, int] = (6, 0), count: int = 1) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: name)
+
+    flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.allow_tf32,
+             torch.backends.cuda.matmul.allow_tf32, torch.are_deterministic_algorithms_enabled())
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    yield stub
+    (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.allow_tf32,
+     torch.backends.cuda.matmul.allow_tf32) = flags[:4]
+    torch.use_deterministic_algorithms(flags[4])
+
+
+# ---- 4. --compile below compute capability 7.0 --------------------------------------------------------------
+def test_compile_is_refused_below_capability_7_naming_the_gpu():
+    with pytest.raises(ConfigError, match=r"^--compile needs a GPU of compute capability 7.0 or newer .*; Tesla "
+                                          r"P100-PCIE-16GB has 6.0: drop --compile\.$"):
+        check_compile("cuda", (6, 0), "Tesla P100-PCIE-16GB")
+    for capability in ((7, 0), (7, 5), (9, 0)):
+        check_compile("cuda", capability, "a newer GPU")
+    check_compile("cpu")
+
+
+def test_compile_on_a_p100_is_one_line_before_any_work(stub_gpus, data_copy, tmp_path):
+    """Before, the run started, built its cache and died inside Triton at the first step with a traceback."""
+    stub_gpus()
+    rt = Runtime(torch.device("cuda", 0), torch.float16)
+    request = tiny_config(data_copy, tmp_path / "runs", run_name="p100", compile=True)
+    with pytest.raises(ConfigError, match="Tesla P100-PCIE-16GB has 6.0: drop --compile"):
+        prepare_run(request, rt)
+    assert not (tmp_path / "runs").exists() and not (data_copy / "cache").exists()
+
+
+# ---- 5. --nproc auto --------------------------------------------------------------------------------------
+def test_nproc_auto_is_every_visible_gpu_and_one_process_on_the_cpu(stub_gpus, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    stub_gpus("Tesla T4", (7, 5), count=2)
+    assert visible_gpus() == 2 and gpu_names() == ["Tesla T4", "Tesla T4"]
+    assert resolve_nproc("auto", "auto", visible_gpus()) == 2  # Kaggle's T4 x2: both train
+    assert resolve_nproc("auto", "cuda", 2) == 2 and resolve_nproc("auto", "cpu", 2) == 1
+    assert resolve_nproc("auto", "auto", 0) == 1 and resolve_nproc("3", "auto", 0) == 3
+    with pytest.raises(ConfigError, match="--nproc takes a number of processes or auto, got 'two'"):
+        resolve_nproc("two", "auto", 2)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun the processes are started already
+    assert resolve_nproc("auto", "auto", 2) == 1
+
+
+def test_the_first_line_says_how_many_processes_and_which_gpus():
+    assert processes_line(2, ["Tesla T4", "Tesla T4"]) == \
+        "training in 2 processes, one per GPU: GPU 0 (Tesla T4), 1 (Tesla T4)"
+    assert processes_line(1, ["Tesla T4", "Tesla T4"]) == ("training in 1 process, one per GPU: GPU 0 (Tesla T4); "
+                                                           "1 more visible GPU(s) idle (--nproc 2 uses every one)")
+    assert processes_line(4, ["A100", "A100"], local=2) == \
+        "training in 4 processes, one per GPU: GPU 0 (A100), 1 (A100) on this machine"
+    assert processes_line(1, []) == "training in 1 process on the CPU"
+
+
+def test_a_run_on_the_cpu_starts_with_its_processes_line(data_copy, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    r = CliRunner().invoke(app, ["train", "--arch", "lenet", "--img-size", "32", "--epochs", "1", "--folds", "0",
+                                 "--workers", "0", "--tracker", "none", "--data-dir", str(data_copy),
+                                 "--runs-dir", str(tmp_path / "runs"), "--run-name", "one"])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[0] == "training in 1 process on the CPU"
+
+
+# ---- 7. channels_last by compute capability -----------------------------------------------------------------
+@pytest.mark.parametrize("capability,expected", [((6, 0), False), ((6, 1), False), ((7, 0), True), ((7, 5), True),
+                                                 ((8, 0), True), ((9, 0), True)])
+def test_channels_last_only_on_gpus_with_tensor_cores(capability, expected):
+    assert choose_channels_last(True, "cuda", capability) is expected
+    assert choose_channels_last(False, "cuda", capability) is False
+    assert choose_channels_last(True, "cpu") is True and choose_channels_last(False, "cpu") is False
+
+
+def test_a_p100_runtime_keeps_the_plain_layout_and_a_t4_takes_channels_last(stub_gpus, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    stub_gpus("Tesla P100-PCIE-16GB", (6, 0))
+    p100 = Runtime.from_env("cuda", "auto")
+    assert p100.dtype == torch.float16 and p100.channels_last is False
+    assert p100.as_single_process().channels_last is False
+    stub_gpus("Tesla T4", (7, 5))
+    assert Runtime.from_env("cuda", "auto").channels_last is True
+    assert Runtime.from_env("cuda", "auto", channels_last=False).channels_last is False

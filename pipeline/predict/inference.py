@@ -22,7 +22,7 @@ from pipeline.rundir import RunDir
 from pipeline.train.engine import Amp, evaluate
 from pipeline.train.placement import place_model
 from pipeline.train.recipe import Recipe
-from pipeline.train.runtime import Runtime, default_workers, resolve_device, resolve_precision
+from pipeline.train.runtime import Runtime, default_workers, resolve_device, setup_device
 from pipeline.train.settings import RunSettings
 from pipeline.train.task import Task
 
@@ -143,8 +143,10 @@ def _predict_folds(run: RunDir, comp, ckpts: dict[int, Path], paths: pd.Series, 
     """``{fold: (row indices into paths, probabilities)}`` from each fold's best.pt, averaged over the TTA views."""
     recipe, settings = Recipe.of_run(run), RunSettings.of_run(run)
     dev = resolve_device(device)
-    dtype = resolve_precision("auto" if settings.precision == "auto" or dev.type != "cuda" else settings.precision, dev)
-    rt = Runtime(dev, dtype)
+    # the device setup training used (cuDNN, TF32, precision, channels_last by the GPU's capability)
+    dtype, channels_last = setup_device(dev, settings.precision if dev.type == "cuda" else "auto",
+                                        channels_last=settings.channels_last, deterministic=settings.deterministic)
+    rt = Runtime(dev, dtype, channels_last=channels_last)
     base = base_size_for(recipe.img_size)
     cache = open_cache(settings.data_dir, paths, base, enabled=settings.cache, progress=progress)
     dataset = ImageDataset(paths, None, base, build_eval_transform(recipe.img_size), cache)
@@ -155,7 +157,7 @@ def _predict_folds(run: RunDir, comp, ckpts: dict[int, Path], paths: pd.Series, 
     for k, ckpt in track(ckpts.items(), total=len(ckpts), description=f"predict {run.name}", enabled=progress):
         model = build_model(recipe.arch, recipe.img_size, num_classes=comp.outputs)
         model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
-        placed = place_model(model, rt, channels_last=settings.channels_last)
+        placed = place_model(model, rt)
         normalize = BatchNormalizer(*normalization(model), dev, placed.channels_last)
         preds = [evaluate(placed.model, loader, normalize, amp, task=task, view=v) for v in views]
         out[k] = (preds[0].rows, np.mean([p.probs for p in preds], axis=0))
