@@ -4,6 +4,7 @@ gloo group), and the device decisions with the device queries stubbed."""
 from __future__ import annotations
 
 import copy
+import os
 
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ from torch import nn
 
 import pipeline.train.fold as fold_module
 from pipeline.errors import ConfigError
+from pipeline.fileio import human_size
 from pipeline.rundir import RunDir
 from pipeline.train.placement import evaluation_copy, place_model, sync_batchnorm
 from pipeline.train.request import prepare_run
@@ -24,6 +26,7 @@ from pipeline.train.runtime import (
     gpu_names,
     processes_line,
     resolve_nproc,
+    setup_device,
     visible_gpus,
 )
 from pipeline.train.session import train
@@ -172,3 +175,56 @@ def test_a_p100_runtime_keeps_the_plain_layout_and_a_t4_takes_channels_last(stub
     stub_gpus("Tesla T4", (7, 5))
     assert Runtime.from_env("cuda", "auto").channels_last is True
     assert Runtime.from_env("cuda", "auto", channels_last=False).channels_last is False
+
+
+# ---- 9. predict: the test cache only when it fits, the device set up as training does -------------------------
+def test_predict_decodes_on_the_fly_when_the_test_cache_does_not_fit(data_copy, tmp_path, monkeypatch, caplog):
+    """Before, predict built the test cache with no look at the disk (CIFAR-10's 300,000 test photos at 224 px need
+    about 59 GB). It also set the device up with a copy of training's steps, without cuDNN's and TF32's."""
+    import shutil
+
+    import pipeline.predict.inference as inference
+    from pipeline.data.cache import DecodedCache
+    from pipeline.data.catalog import read_test
+    from pipeline.data.images import base_size_for
+
+    train(tiny_config(data_copy, tmp_path / "runs", run_name="det", epochs=1, folds=[0], deterministic=True))
+    run = RunDir(tmp_path / "runs" / "det")
+    assert run.config()["settings"]["deterministic"] is True  # recorded in config.json
+    setups = []
+
+    def recorded(*args, **kwargs):
+        setups.append((args, kwargs))
+        return setup_device(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "setup_device", recorded)
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=10_000))  # less than 4 photos
+    test = read_test(data_copy / "test.csv")
+    cache = DecodedCache(data_copy / "cache", base_size_for(32))
+    with caplog.at_level("WARNING"):
+        probs = inference.predict_run(run.path, data_copy / "test.csv", device="cpu", partial=True)
+    assert len(probs) == len(test) and probs.prob_dog.between(0, 1).all()
+    assert cache.uncached(test.path) == len(test)  # nothing written to the cache
+    assert [r.getMessage() for r in caplog.records if "on the fly" in r.getMessage()] == [
+        f"the image cache needs {human_size(DecodedCache.bytes_for(base_size_for(32), len(test)))} more for "
+        f"{len(test)} test photos at {base_size_for(32)} px but {data_copy / 'cache'} has {human_size(10_000)} free: "
+        "decoding them on the fly instead (slower; free some space to cache them)"]
+    assert setups == [((torch.device("cpu"), "auto"), {"channels_last": True, "deterministic": True})]
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    again = inference.predict_run(run.path, data_copy / "test.csv", device="cpu", partial=True, reuse=False)
+    assert DecodedCache(data_copy / "cache", base_size_for(32)).uncached(test.path) == 0 and again.prob_dog.tolist() == probs.prob_dog.tolist()
+
+
+# ---- 10. --deterministic ---------------------------------------------------------------------------------------
+def test_deterministic_turns_off_autotuning_and_turns_on_deterministic_algorithms(stub_gpus):
+    stub_gpus("Tesla T4", (7, 5))
+    gpu = torch.device("cuda", 0)
+    assert setup_device(gpu, "auto") == (torch.float16, True)
+    assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+    assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    setup_device(gpu, "auto", deterministic=True)
+    assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert torch.backends.cuda.matmul.allow_tf32  # TF32 is deterministic too: it stays on

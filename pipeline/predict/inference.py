@@ -21,6 +21,7 @@ from pipeline.progress import track
 from pipeline.rundir import RunDir
 from pipeline.train.engine import Amp, evaluate
 from pipeline.train.placement import place_model
+from pipeline.train.preflight import cache_shortfall
 from pipeline.train.recipe import Recipe
 from pipeline.train.runtime import Runtime, default_workers, resolve_device, setup_device
 from pipeline.train.settings import RunSettings
@@ -148,7 +149,10 @@ def _predict_folds(run: RunDir, comp, ckpts: dict[int, Path], paths: pd.Series, 
                                         channels_last=settings.channels_last, deterministic=settings.deterministic)
     rt = Runtime(dev, dtype, channels_last=channels_last)
     base = base_size_for(recipe.img_size)
-    cache = open_cache(settings.data_dir, paths, base, enabled=settings.cache, progress=progress)
+    full = settings.cache and cache_shortfall(settings.data_dir, paths, base)
+    if full:
+        _logger.warning(full)
+    cache = open_cache(settings.data_dir, paths, base, enabled=settings.cache and not full, progress=progress)
     dataset = ImageDataset(paths, None, base, build_eval_transform(recipe.img_size), cache)
     loader = make_loader(dataset, batch_size or recipe.batch_size * 2, shuffle=False, seed=0,
                          workers=workers if workers is not None else default_workers(dev), runtime=rt)
