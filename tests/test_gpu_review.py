@@ -14,6 +14,8 @@ import torch.distributed as dist
 from torch import nn
 
 import pipeline.train.fold as fold_module
+import pipeline.train.runtime as runtime
+from pipeline.data.images import make_loader
 from pipeline.errors import ConfigError
 from pipeline.fileio import human_size
 from pipeline.rundir import RunDir
@@ -157,6 +159,45 @@ def test_a_run_on_the_cpu_starts_with_its_processes_line(data_copy, tmp_path):
     assert r.output.splitlines()[0] == "training in 1 process on the CPU"
 
 
+# ---- 6. loader workers: cores - 1 on a GPU, OpenCV single-threaded, evaluation workers not kept ----------------
+class _OpenCvThreads(torch.utils.data.Dataset):
+    """Each item: the OpenCV threads of the process that loads it."""
+
+    labels = None
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, item):
+        import cv2
+
+        return cv2.getNumThreads()
+
+
+def test_loader_workers_run_opencv_single_threaded_and_only_training_workers_persist():
+    """Before, every worker kept OpenCV's own thread pool (one thread a core) and the validation loader's workers
+    stayed alive beside the training ones for the whole run."""
+    import cv2
+
+    rt = Runtime(torch.device("cpu"), torch.float32)
+    train_loader = make_loader(_OpenCvThreads(), 2, shuffle=True, seed=0, workers=1, runtime=rt)
+    val_loader = make_loader(_OpenCvThreads(), 2, shuffle=False, seed=0, workers=1, runtime=rt)
+    before = cv2.getNumThreads()  # OpenCV's default: a thread a core (2 here); setNumThreads(0) leaves 1
+    assert torch.cat(list(train_loader)).tolist() == [1] * 4 and torch.cat(list(val_loader)).tolist() == [1] * 4
+    assert cv2.getNumThreads() == before  # the training process's own is left alone
+    assert train_loader.persistent_workers and not val_loader.persistent_workers
+
+
+@pytest.mark.parametrize("cores,processes,gpu,cpu", [(2, 1, 1, 1), (4, 1, 3, 2), (4, 2, 1, 1), (16, 1, 8, 2),
+                                                     (1, 1, 1, 0), (32, 4, 7, 2)])
+def test_default_workers_leave_a_core_to_each_training_process(cores, processes, gpu, cpu, monkeypatch):
+    """Colab (2 vCPUs, one T4): 1 worker; Kaggle (4 vCPUs, T4 x2 with --nproc auto): 1 per process. Before, a GPU
+    took min(8, cores) workers, leaving no core for the training process itself."""
+    monkeypatch.setattr(runtime, "available_cores", lambda: cores)
+    assert runtime.default_workers(torch.device("cuda", 0), processes) == gpu
+    assert runtime.default_workers(torch.device("cpu"), processes) == cpu
+
+
 # ---- 7. channels_last by compute capability -----------------------------------------------------------------
 @pytest.mark.parametrize("capability,expected", [((6, 0), False), ((6, 1), False), ((7, 0), True), ((7, 5), True),
                                                  ((8, 0), True), ((9, 0), True)])
@@ -213,7 +254,8 @@ def test_predict_decodes_on_the_fly_when_the_test_cache_does_not_fit(data_copy, 
     assert setups == [((torch.device("cpu"), "auto"), {"channels_last": True, "deterministic": True})]
     monkeypatch.setattr(shutil, "disk_usage", real)
     again = inference.predict_run(run.path, data_copy / "test.csv", device="cpu", partial=True, reuse=False)
-    assert DecodedCache(data_copy / "cache", base_size_for(32)).uncached(test.path) == 0 and again.prob_dog.tolist() == probs.prob_dog.tolist()
+    assert DecodedCache(data_copy / "cache", base_size_for(32)).uncached(test.path) == 0
+    assert again.prob_dog.tolist() == probs.prob_dog.tolist()
 
 
 # ---- 10. --deterministic ---------------------------------------------------------------------------------------
