@@ -210,8 +210,9 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processe
 
 
 def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processes: int):
-    """Reopen a run: its recipe must stay as it was; settings never change what is learned, so any may
-    change (and are recorded)."""
+    """Reopen a run: its recipe must stay as it was; settings change how it runs, not the recipe (on a GPU the
+    precision, TF32, channels_last and cuDNN's autotuning move the last digits), so any may change (and are
+    recorded)."""
     run = _existing_run(request.settings)
     lock = run.lock(wait=60 if restarting() else 0)  # a restarted job waits for its old process to let go
     try:
