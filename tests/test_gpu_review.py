@@ -119,9 +119,10 @@ def test_compile_on_a_p100_is_one_line_before_any_work(stub_gpus, data_copy, tmp
     stub_gpus()
     rt = Runtime(torch.device("cuda", 0), torch.float16)
     request = tiny_config(data_copy, tmp_path / "runs", run_name="p100", compile=True)
+    files = sorted(data_copy.rglob("*"))
     with pytest.raises(ConfigError, match="Tesla P100-PCIE-16GB has 6.0: drop --compile"):
         prepare_run(request, rt)
-    assert not (tmp_path / "runs").exists() and not (data_copy / "cache").exists()
+    assert not (tmp_path / "runs").exists() and sorted(data_copy.rglob("*")) == files
 
 
 # ---- 5. --nproc auto --------------------------------------------------------------------------------------

@@ -138,11 +138,13 @@ def setup_device(device: torch.device, precision: str = "auto", *, channels_last
     """The one device setup of training and prediction: the GPU made current (before anything asks it a
     question, so that no process opens a context on another's GPU), cuDNN and TF32 (:func:`configure_cuda`),
     then the autocast dtype and the channels_last decision from its compute capability. Returns both."""
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        configure_cuda(device, deterministic)
-    return (resolve_precision(precision, device),
-            choose_channels_last(channels_last, device.type, gpu_capability(device)))
+    if device.type != "cuda":
+        return choose_precision(precision, device.type), choose_channels_last(channels_last, device.type)
+    torch.cuda.set_device(device)
+    configure_cuda(device, deterministic)
+    capability = gpu_capability(device)  # asked once, of this process's own GPU
+    return (choose_precision(precision, "cuda", capability, torch.cuda.get_device_name(device)),
+            choose_channels_last(channels_last, "cuda", capability))
 
 
 def available_cores() -> int:
