@@ -91,7 +91,7 @@ def fold_model(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, st
     np.random.seed(recipe.seed * 1000 + fold + 7919 * rt.rank)  # mixup's draws (timm uses numpy's generator)
     placed = place_model(build_model(recipe.arch, recipe.img_size, pretrained=recipe.pretrained,
                                      weights=recipe.weights, drop_rate=recipe.drop_rate, num_classes=comp.outputs),
-                         rt, ddp=rt.distributed, compile=settings.compile)
+                         rt, channels_last=settings.channels_last, ddp=rt.distributed, compile=settings.compile)
     if rt.distributed and rt.rank:  # each process its own dropout draws; the first keeps the one-process stream
         torch.manual_seed(int(np.random.SeedSequence([recipe.seed, fold, rt.rank]).generate_state(1)[0]))
     optimizer, scheduler = build_optimizer(recipe, placed.model, steps_per_epoch, rt.device)

@@ -27,17 +27,21 @@ class Placed:
     channels_last: bool
 
 
-def place_model(model: nn.Module, rt: Runtime, *, ddp: bool = False, compile: bool = False) -> Placed:
-    """Move ``model`` to ``rt``'s device (channels_last for conv nets where ``rt.channels_last``) and wrap it.
+def place_model(model: nn.Module, rt: Runtime, *, channels_last: bool = True, ddp: bool = False,
+                compile: bool = False) -> Placed:
+    """Move ``model`` to ``rt``'s device (channels_last for conv nets when asked and ``rt.channels_last``) and
+    wrap it.
 
     Args:
         model: a freshly built (or loaded) plain module.
-        rt: the process's runtime (its ``channels_last`` comes from the setting and the GPU's capability).
+        rt: the process's runtime (its ``channels_last`` comes from the setting and the GPU's capability:
+            :func:`pipeline.train.runtime.choose_channels_last`).
+        channels_last: use channels_last memory for models with convolutions (where ``rt`` allows it).
         ddp: wrap in DistributedDataParallel (every process trains this model together); under nccl
             BatchNorm layers become SyncBatchNorm first (:func:`sync_batchnorm`).
         compile: ``torch.compile`` the forward pass.
     """
-    conv = rt.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    conv = channels_last and rt.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
     model = model.to(rt.device, memory_format=torch.channels_last if conv else torch.contiguous_format)
     net = model
     if ddp and rt.distributed:
