@@ -188,6 +188,8 @@ def test_loader_workers_run_opencv_single_threaded_and_only_training_workers_per
     assert torch.cat(list(train_loader)).tolist() == [1] * 4 and torch.cat(list(val_loader)).tolist() == [1] * 4
     assert cv2.getNumThreads() == before  # the training process's own is left alone
     assert train_loader.persistent_workers and not val_loader.persistent_workers
+    predict_loader = make_loader(_OpenCvThreads(), 2, shuffle=False, seed=0, workers=1, runtime=rt, keep_workers=True)
+    assert predict_loader.persistent_workers  # predict: pass after pass (folds x TTA views), nothing beside
 
 
 @pytest.mark.parametrize("cores,processes,gpu,cpu", [(2, 1, 1, 1), (4, 1, 3, 2), (4, 2, 1, 1), (16, 1, 8, 2),

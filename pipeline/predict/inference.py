@@ -155,7 +155,8 @@ def _predict_folds(run: RunDir, comp, ckpts: dict[int, Path], paths: pd.Series, 
     cache = open_cache(settings.data_dir, paths, base, enabled=settings.cache and not full, progress=progress)
     dataset = ImageDataset(paths, None, base, build_eval_transform(recipe.img_size), cache)
     loader = make_loader(dataset, batch_size or recipe.batch_size * 2, shuffle=False, seed=0,
-                         workers=workers if workers is not None else default_workers(dev), runtime=rt)
+                         workers=workers if workers is not None else default_workers(dev), runtime=rt,
+                         keep_workers=True)  # every fold and TTA view in turn: one start-up
     amp, task, out = Amp(dev, dtype), Task(comp.n_classes), {}
     views = (None, *comp.tta_views(tta))
     for k, ckpt in track(ckpts.items(), total=len(ckpts), description=f"predict {run.name}", enabled=progress):
