@@ -36,6 +36,7 @@ def test_make_sample_runs_from_another_folder_and_reproduces_the_sample(tmp_path
 
 
 GPU_CHECK = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+LITE0_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "tf_efficientnet_lite0_in1k.pth"
 
 
 def test_gpu_check_says_in_one_line_that_there_is_no_gpu():
@@ -50,13 +51,26 @@ def test_gpu_check_says_in_one_line_that_there_is_no_gpu():
 
 
 @pytest.mark.slow
+@pytest.mark.shared
+@pytest.mark.skipif(not LITE0_WEIGHTS.is_file(), reason=f"{LITE0_WEIGHTS} is absent")
 def test_gpu_check_runs_every_row_on_the_cpu(tmp_path):
-    """The script's own code, on the CPU with tiny sizes, so that it does not rot between lent GPUs."""
+    """The script's own code, on the CPU with tiny sizes, so that it does not rot between lent GPUs; the weights
+    come from --weights, as on a lent GPU that receives only the checkout."""
     out = tmp_path / "rows.json"
     proc = subprocess.run([sys.executable, str(GPU_CHECK), "--device", "cpu", "--quick", "--no-tests", "--data",
-                           str(GPU_CHECK.parents[1] / "pipeline" / "sample"), "--json", str(out)],
-                          capture_output=True, text=True, timeout=600)
+                           str(GPU_CHECK.parents[1] / "pipeline" / "sample"), "--weights", str(LITE0_WEIGHTS),
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = {r["check"]: r for r in json.loads(out.read_text())}
     assert [r["status"] for r in rows.values()][:7] == ["ok"] * 7
-    assert rows["finetune fold"]["photos"] == 120 and rows["resnet50 img/s"]["ratio"] > 0
+    assert rows["finetune fold"]["photos"] == 120 and rows["finetune fold"]["weights"] == LITE0_WEIGHTS.name
+    speed = rows["resnet50 img/s"]
+    assert speed["loader_img_s"] > 0 and speed["model_img_s"] > 0 and speed["together_img_s"] > 0
+    assert speed["drained_batches"] == 1 + 4 * speed["loader_workers"]
+
+
+def test_gpu_check_refuses_weights_that_are_not_there(tmp_path):
+    proc = subprocess.run([sys.executable, str(GPU_CHECK), "--weights", str(tmp_path / "absent.pth")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "only the checkout is there: copy the file inside it" in proc.stderr
+    assert '"shared"' not in GPU_CHECK.read_text()  # no path into ../shared is left in the script

@@ -141,7 +141,7 @@ def train(
     precision: Annotated[Precision | None, typer.Option(help=f"auto: bf16 (or fp16 + loss scaling) on CUDA, "
                                                            f"fp32 on CPU {_s('precision')}")] = None,
     workers: Annotated[int | None, typer.Option(help="Loader processes per training process \\[default: 2 on "
-                                                   "CPU, up to 8 on CUDA]")] = None,
+                                                   "CPU; on CUDA the cores per process - 1, at most 8]")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads per training process \\[default: torch's; "
                                                    "with --nproc N, the cores / N]")] = None,
     cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help=f"Read photos from the decoded-image "
@@ -154,12 +154,17 @@ def train(
                                                        f"auto: TensorBoard when installed {_s('tracker')}")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help=f"torch.compile the model "
                                                     f"(slow start, faster steps on a GPU) {_s('compile')}")] = None,
+    deterministic: Annotated[bool | None, typer.Option("--deterministic/--no-deterministic", help=f"On a GPU: "
+                                                          f"deterministic kernels, no cuDNN autotuning, so a run "
+                                                          f"repeats bit for bit on the same GPU (slower) "
+                                                          f"{_s('deterministic')}")] = None,
     time_limit: Annotated[str | None, typer.Option(help="A budget for the whole run, every fold: 90s, 30m, 2h, "
                                                    "1h30m. Epochs are chosen up front from timed batches so that "
                                                    "each fold's schedule completes; it only lowers --epochs "
                                                    "\\[default: none]")] = None,
-    nproc: Annotated[int, typer.Option(help="Training processes on this machine (one per GPU); started through "
-                                       "torch's elastic launcher, as torchrun would.")] = 1,
+    nproc: Annotated[str, typer.Option(help="Training processes on this machine: auto (one per visible GPU, one "
+                                       "on the CPU) or a number; started through torch's elastic launcher, as "
+                                       "torchrun would.")] = "auto",
     parallel: Annotated[Parallel | None, typer.Option(help="With several processes: folds (each process "
                                                          "trains its own folds) or ddp (all train each fold "
                                                          "together) \\[default: folds when there are at least as "
@@ -191,7 +196,8 @@ def train(
     from pipeline.rundir import RunDir
     from pipeline.train.budget import parse_duration
     from pipeline.train.launch import launch
-    from pipeline.train.request import TrainRequest
+    from pipeline.train.request import TrainRequest, requested_settings
+    from pipeline.train.runtime import resolve_nproc, visible_gpus
     from pipeline.train.session import train as run_training
 
     request = TrainRequest(
@@ -206,11 +212,13 @@ def train(
                         average_epochs=average_epochs,
                         sizes=_parse_ints(sizes, "--sizes") if sizes is not None else None),
         settings=given(device=device, precision=precision, workers=workers, threads=threads, cache=cache,
-                       channels_last=channels_last, compile=compile, tracker=tracker, parallel=parallel,
+                       channels_last=channels_last, compile=compile, deterministic=deterministic, tracker=tracker,
+                       parallel=parallel,
                        folds=_parse_folds(folds) if folds is not None else None, data_dir=data_dir,
                        runs_dir=runs_dir, run_name=run_name, progress=progress,
                        time_limit=parse_duration(time_limit) if time_limit is not None else None))
-    cv = launch(request, nproc, max_restarts, report=build_report) if nproc > 1 or max_restarts else \
+    processes = resolve_nproc(nproc, requested_settings(request).device, visible_gpus())
+    cv = launch(request, processes, max_restarts, report=build_report) if processes > 1 or max_restarts else \
         run_training(request, report=build_report)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun the main process reports

@@ -1,6 +1,8 @@
 """What is learned: the recipe of a run, as a dataclass, and named recipes as TOML files.
 
-A recipe reproduces a score on any machine; where and how it runs is ``runtime.RunSettings``.
+A recipe reproduces a score on any machine: exactly on the CPU (given the thread count), and on a GPU up to the
+last digits that its precision, TF32 and cuDNN's autotuning move (``--deterministic`` repeats a GPU run bit for bit
+on the same GPU). Where and how it runs is ``settings.RunSettings``.
 Named recipes ship in ``pipeline/train/recipes/<name>.toml``; a recipe file holds recipe fields only,
 and options given on the command line override it. The resolved recipe is saved in the run.
 """

@@ -31,7 +31,15 @@ from pipeline.train.display import Display, Estimate, RunClock
 from pipeline.train.fold import time_fold, train_fold
 from pipeline.train.recipe import Recipe
 from pipeline.train.request import TrainRequest, end_session, prepare_run, requested_settings, run_seconds
-from pipeline.train.runtime import Runtime, batch_per_process, parallel_mode, restarting
+from pipeline.train.runtime import (
+    Runtime,
+    batch_per_process,
+    gpu_names,
+    local_processes,
+    parallel_mode,
+    processes_line,
+    restarting,
+)
 from pipeline.train.settings import RunSettings
 from pipeline.train.tracking import Tracker, make_tracker
 
@@ -53,7 +61,8 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
     settings = requested_settings(request)
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    rt = Runtime.from_env(settings.device, settings.precision)
+    rt = Runtime.from_env(settings.device, settings.precision, channels_last=settings.channels_last,
+                          deterministic=settings.deterministic)
     held, run_dir = [], None
     created = not (request.resume or request.attach or restarting())
 
@@ -64,6 +73,9 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
 
     try:
         run_dir = RunDir(rt.decided_by_main(prepare))
+        if rt.is_main and not request.attach:  # the launcher's workers: the launcher said it
+            announce(processes_line(rt.world, gpu_names() if rt.device.type == "cuda" else [], local_processes()),
+                     settings.progress)
         return _train(run_dir, rt, report, request.started)
     except PipelineError:
         if created and rt.is_main and run_dir is not None and run_dir.discard_if_untrained():
@@ -76,6 +88,14 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
             if lock is not None:
                 lock.release()
         rt.close()
+
+
+def announce(line: str, progress: bool) -> None:
+    """A run's first line: on the screen with progress, in the log without."""
+    if progress:
+        say(line)
+    else:
+        _logger.info(line)
 
 
 def _train(run: RunDir, rt: Runtime, report: Callable[[Path], Path] | None, started: float) -> dict:
