@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:  # runnable from a checkout without `pip install -
 
 import torch  # noqa: E402
 
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("PIPELINE_SHARED") or REPO.parent / "shared")  # as the tests find it
 MINI = SHARED / "data" / "dogs-vs-cats-mini"
 WEIGHTS = SHARED / "weights" / "tf_efficientnet_lite0_in1k.pth"
 SAMPLE = REPO / "pipeline" / "sample"

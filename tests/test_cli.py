@@ -231,15 +231,14 @@ def test_demo_through_the_installed_entry_point(tmp_path):
 
 
 @pytest.mark.shared
-def test_download_of_the_shared_mini_set_over_loopback_http(tmp_path, monkeypatch):
+def test_download_of_the_shared_mini_set_over_loopback_http(tmp_path, monkeypatch, shared_path):
     """The issue's acceptance run: the shared zips served on 127.0.0.1, catalogued and folded."""
-    from tests.conftest import SHARED
+    from tests.conftest import MINI
     from tests.httpserver import serve_dir
 
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent")
+    mini = shared_path(MINI)
     monkeypatch.chdir(tmp_path)
-    with serve_dir(SHARED) as server:
+    with serve_dir(mini) as server:
         r = invoke("download", "--url", server.url("train.zip"), "--url", server.url("test.zip"), "--no-progress")
         assert r.exit_code == 0, r.output
         gets = [q for q in server.requests if q.method == "GET"]
