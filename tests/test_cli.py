@@ -267,3 +267,20 @@ def test_impossible_options_are_one_line_before_any_work(workdir, args, expected
     assert r.exit_code == 1 and expected in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
     assert not (workdir / "runs" / "never").exists()
+
+
+def test_the_logs_starred_epoch_cv_json_and_the_table_agree(data_copy, tmp_path, monkeypatch):
+    """One numbering, from 1, wherever a person reads the best epoch (issue 28: cv.json said one less)."""
+    import re
+
+    shutil.move(str(data_copy), tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    r = invoke("train", "--arch", "lenet", "--img-size", "32", "--epochs", "4", "--batch-size", "32", "--workers", "0",
+               "--patience", "0", "--folds", "0", "--run-name", "star", "--tracker", "none")
+    assert r.exit_code == 0, r.output
+    starred = [int(e) for e in re.findall(r"fold 0 \(1/1\) epoch (\d+)/4: .*\*", r.output)]
+    assert starred and starred[0] == 1  # the first epoch always improves on nothing
+    cv = json.loads((tmp_path / "runs" / "star" / "cv.json").read_text())
+    assert cv["folds"]["0"]["best_epoch"] == starred[-1]
+    (row,) = [line for line in r.output.splitlines() if re.match(r"\W*0\s*│", line)]
+    assert row.split("│")[-2].strip() == str(starred[-1])

@@ -166,8 +166,8 @@ def _train_folds(run: RunDir, rt: Runtime, fold_rt: Runtime, mine: list[int], re
     with Display(settings.progress and rt.is_main, run.name) as display:
         for position, k in enumerate(todo, start=1):
             if restarting() and trained[k]:
-                _logger.warning("fold %d: restarted after a failure; continuing after epoch %d (epochs 0-%d are kept, "
-                                "not trained again)", k, trained[k] - 1, trained[k] - 1)
+                _logger.warning("fold %d: restarted after a failure; continuing after epoch %d (epochs 1-%d are kept, "
+                                "not trained again)", k, trained[k], trained[k])
             shown = display.callbacks(k, position, len(todo), clock)
             if position == 1 and shown:
                 val_share = float((folds.fold == k).mean() / max(1e-9, (folds.fold != k).mean()))
@@ -215,9 +215,10 @@ def write_cv(run: RunDir, selected: list[int], seconds: float | None = None) -> 
     for k, part in zip(selected, parts, strict=True):
         # mmap: only the epoch is needed, not the weights
         best = torch.load(run.best(k), map_location="cpu", weights_only=False, mmap=True)
-        per_fold[str(k)] = score(part.label, table_probs(part, columns)) | {"best_epoch": int(best["epoch"])} | \
+        per_fold[str(k)] = score(part.label, table_probs(part, columns)) | {"best_epoch": int(best["epoch"]) + 1} | \
             ({"weights": best["weights"]} if best.get("weights", "model") != "model" else {})
-    cv = {"run": run.name, "metric": comp.metric, "folds": per_fold,
+    # epochs_from: best_epoch counts from 1, as the epoch log and the report do (runs without it counted from 0)
+    cv = {"run": run.name, "metric": comp.metric, "epochs_from": 1, "folds": per_fold,
           "overall": score(oof.label, table_probs(oof, columns))}
     if seconds is not None:
         cv["seconds"] = seconds  # the run's training time over all its sessions, start-up and restarts included
