@@ -250,7 +250,8 @@ def test_list_runs_sorts_and_shows_recipe_folds_time_and_test_predictions(tiny_r
                      "auc": ["c", "a", "b", "some", "half"], "time": ["c", "some", "a", "b", "half"],
                      "created": ["some", "half", "a", "c", "b"], "name": ["a", "b", "c", "half", "some"]}
     df = list_runs(runs, "name").set_index("run")
-    assert df.recipe.fillna("-").to_dict() == {"a": "scratch", "b": "my-recipe", "c": "-", "half": "-", "some": "-"}
+    # no --recipe: the defaults, which are the lenet recipe (issue 28: shown as "-")
+    assert df.recipe.to_dict() == {"a": "scratch", "b": "my-recipe", "c": "lenet", "half": "lenet", "some": "lenet"}
     assert df.folds.to_dict() == {"a": "3/3", "b": "3/3", "c": "3/3", "half": "2/3", "some": "2/2 of 3"}
     assert df.test_probs.to_dict() == {"a": False, "b": True, "c": False, "half": False, "some": False}
     assert df.seconds["b"] == 900.0 and math.isnan(df.seconds["half"]) and math.isnan(df.roc_auc["half"])
