@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,7 +56,7 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
     if settings.threads:
         torch.set_num_threads(settings.threads)
     rt = Runtime.from_env(settings.device, settings.precision)
-    held, run_dir = [], None
+    held, run_dir, ok = [], None, False
     created = not (request.resume or request.attach or restarting())
 
     def prepare() -> str:
@@ -64,7 +66,9 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
 
     try:
         run_dir = RunDir(rt.decided_by_main(prepare))
-        return _train(run_dir, rt, report, request.started)
+        cv = _train(run_dir, rt, report, request.started)
+        ok = True
+        return cv
     except PipelineError:
         if created and rt.is_main and run_dir is not None and run_dir.discard_if_untrained():
             run_dir = None  # a refused run leaves no folder: its name stays free
@@ -75,7 +79,10 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
         for lock in held:
             if lock is not None:
                 lock.release()
-        rt.close()
+        error = sys.exc_info()[1]
+        if error is not None:  # the failed frames hold the fold's model (a DDP wrapper holds the process group)
+            traceback.clear_frames(error.__traceback__)
+        rt.close(ok)
 
 
 def _train(run: RunDir, rt: Runtime, report: Callable[[Path], Path] | None, started: float) -> dict:
