@@ -162,7 +162,7 @@ def test_runs_shows_a_dash_for_what_an_unfinished_run_lacks(tiny_run, tmp_path):
     assert done["time"] == _duration(seconds) and done["log-loss"].startswith("0.")
     assert (half["folds"], done["folds"]) == ("0/3", "3/3")
     assert (half["test preds"], done["test preds"]) == ("no", "yes")
-    assert half["recipe"] == "-" and half["size"] == "32" and half["status"] == "unfinished"
+    assert half["recipe"] == "lenet" and half["size"] == "32" and half["status"] == "unfinished"
     r = invoke("runs", "--runs-dir", runs, "--sort", "name")
     assert [row[0] for row in _table_rows(r.output)[1]] == ["a-half", "done"]
     r = invoke("runs", "--runs-dir", runs, "--sort", "created")
