@@ -61,6 +61,7 @@ def check_run(run_dir: Path, n_images: int) -> pd.DataFrame:
     return oof
 
 
+@pytest.mark.slow  # one of the longest end-to-end runs (issue 28: the default suite under 10 min)
 def test_two_processes_share_the_folds_and_match_one_process(project):
     pipeline("train", *TINY, "--epochs", "2", "--nproc", "2", "--parallel", "folds", "--run-name", "two", cwd=project)
     pipeline("train", *TINY, "--epochs", "2", "--threads", "1", "--run-name", "one", cwd=project)

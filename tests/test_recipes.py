@@ -50,6 +50,7 @@ def test_every_family_starts_with_a_small_head_on_imagenet_weights(arch, size, t
     assert torch.equal(model.state_dict()[body], imagenet.state_dict()[body])  # the rest is the file's
 
 
+@pytest.mark.slow  # one of the longest end-to-end runs (issue 28: the default suite under 10 min)
 @pytest.mark.shared
 def test_the_finetune_recipe_on_the_real_imagenet_weights(sample_data, tmp_path, shared_path):
     weights = shared_path(WEIGHTS)
@@ -127,6 +128,7 @@ def test_mixup_for_one_logit_gives_soft_targets_and_counts_accuracy_on_the_label
     assert torch.equal(odd_x, x[:7]) and torch.allclose(odd_t, y[:7] * 0.9 + 0.05)  # odd batch: smoothing only
 
 
+@pytest.mark.slow  # one of the longest end-to-end runs (issue 28: the default suite under 10 min)
 def test_a_run_with_every_feature_on_trains_and_stays_consistent(data_copy, tmp_path):
     runs = tmp_path / "runs"
     cv = train(tiny_config(data_copy, runs, run_name="all", arch="resnet10t", img_size=48, sizes=[32], epochs=4,
