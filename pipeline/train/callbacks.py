@@ -69,7 +69,7 @@ class Checkpointer(Callback):
         _set_rng_state(saved["rng"], state.runtime)
         state.start_epoch = saved["epoch"] + 1
         state.best_loss, state.bad_epochs = saved["best_loss"], saved["bad_epochs"]
-        _logger.info("fold %d: resuming after epoch %d", self.fold, saved["epoch"])
+        _logger.info("fold %d: resuming after epoch %d", self.fold, saved["epoch"] + 1)
 
     def on_epoch_end(self, state: FitState) -> None:
         rng = _rng_states(state.runtime)  # a collective: every process calls it

@@ -25,6 +25,7 @@ from pipeline.errors import ConfigError
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 MAX_SEED = 4_000_000  # seed * 1000 + fold seeds numpy, whose seeds end at 2**32 - 1
 MAX_IMG_SIZE = 1024  # the competitions' photos are at most ~1,050 px; more only upsamples
+DEFAULT_RECIPE = "lenet"  # what a run without --recipe starts from: the defaults below, spelled out in lenet.toml
 
 
 @dataclass

@@ -7,6 +7,7 @@ the CPU); a single process is world size 1 and opens nothing.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Callable
@@ -379,9 +380,27 @@ class Runtime:
         first[1:] = rows[1:] != rows[:-1]
         return (rows[first], *(c[order][first] for c in columns))
 
-    def close(self) -> None:
-        """Close the process group this runtime opened."""
-        if self._owns_group and dist.is_initialized():
+    def close(self, ok: bool = True) -> None:
+        """Close the process groups this runtime opened (every process, on every way out: call it in a ``finally``).
+
+        A group must be gone before the interpreter shuts down: gloo's worker threads (and nccl's) still alive at
+        exit, or freed while the interpreter is being torn down, abort the process (``terminate called without
+        an active exception``, SIGABRT) at random. So the wrappers that hold the group in reference cycles
+        (DistributedDataParallel) are collected first, the groups destroyed, and what they left collected again,
+        all while the interpreter is whole. After a job that ended well (``ok``) the processes first wait for each
+        other, so that none tears its connections down while another still uses them; after an error they do not
+        (the others may be gone, or stopped elsewhere).
+        """
+        if not (self._owns_group and dist.is_initialized()):
+            return
+        try:
+            if ok and self.distributed:
+                dist.barrier()
+        except RuntimeError as exc:  # another process failed and left: there is nobody to wait for
+            _logger.debug("closing the process group without the others: %s", exc)
+        finally:
+            gc.collect()
             dist.destroy_process_group()
-            self._owns_group = False
+            self._owns_group, self.tensor_group = False, None
+            gc.collect()
 
