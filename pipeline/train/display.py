@@ -97,7 +97,10 @@ class Estimate(Callback):
                            validation=state.epoch_start + state.row["seconds"] - self.ends[-1],
                            epoch=time.perf_counter() - state.epoch_start)
         est = estimate_run(first, self.elapsed(), self.clock.left, self.folds, self.passes)
-        _logger.info("estimate from the first epoch: %s -> %s", first.__dict__ | {"batch_seconds": None}, est)
+        steps, late = first.batch_seconds, first.batch_seconds[len(first.batch_seconds) // 2:]
+        _logger.info("estimate from the first epoch: %s, %d later batches (%.3f s each, %.3f s in the second half) "
+                     "-> %s", {k: round(v, 3) for k, v in first.__dict__.items() if k != "batch_seconds"}, len(steps),
+                     sum(steps) / max(1, len(steps)), sum(late) / max(1, len(late)), est)
         self.clock.estimate, self.clock.fold_extra = est.epoch, est.fold_extra
         spread = f" (±{round(100 * min(est.spread, 1) / 5) * 5} %)" if est.spread >= self.SHOW_SPREAD else ""
         self.say(f"estimate: about {clock(est.seconds)}{spread} for the run ({self.folds} fold(s), "
