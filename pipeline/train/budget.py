@@ -120,10 +120,10 @@ def oof_passes(views: int, average: str, average_epochs: int) -> int:
 def estimate_run(m: FirstEpoch, elapsed: float, epochs_left: int, folds_left: int, passes: int) -> RunEstimate:
     """The run's expected seconds, after its first epoch.
 
-    The first batch of a loader starts its workers; the epoch's other batches give the steady rate. A later
-    epoch costs the first one without that start-up, in training and in validation (the validation loader's
-    workers start at its first pass, as persistent as the training loader's). Every fold still to start pays its
-    setup and the start-up again, and every fold its ``passes`` over the validation photos at its end.
+    The first batch starts the loader's workers; the epoch's other batches give the steady rate, and a later
+    epoch costs the first one without that start-up. Every fold still to start pays its setup and the start-up
+    again, and every fold its ``passes`` over the validation photos at its end (each timed as the first epoch's
+    validation).
 
     Args:
         m: the first epoch's timings.
@@ -134,10 +134,9 @@ def estimate_run(m: FirstEpoch, elapsed: float, epochs_left: int, folds_left: in
     """
     per_batch = statistics.fmean(m.batch_seconds) if m.batch_seconds else m.first_batch
     start_up = max(0.0, m.first_batch - per_batch)
-    one_pass = max(m.validation - start_up, m.validation / 2)  # a validation pass once its workers run
-    epoch = max(0.0, m.epoch - start_up - (m.validation - one_pass))
-    at_end = passes * one_pass
-    fold_extra = m.setup + start_up + (m.validation - one_pass) + at_end  # a new fold starts both loaders again
+    epoch = max(0.0, m.epoch - start_up)
+    at_end = passes * m.validation
+    fold_extra = m.setup + start_up + at_end
     left = epochs_left * epoch + at_end + max(0, folds_left - 1) * fold_extra
     spread = statistics.pstdev(m.batch_seconds) / per_batch if len(m.batch_seconds) > 1 and per_batch > 0 else 0.0
     return RunEstimate(elapsed + left, epoch, fold_extra, spread)
