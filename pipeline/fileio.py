@@ -90,3 +90,16 @@ def human_size(n: float) -> str:
 def file_digest(path: str | Path) -> str:
     """The SHA-256 of a file's bytes (which test catalogue a run's saved predictions were made for)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+NA_TEXT = ("", "NA", "N/A", "NaN", "nan", "NULL", "null", "None", "#N/A")  # what pandas reads as missing by default
+
+
+def read_id_csv(path: str | os.PathLike, id_column: str = "id"):
+    """A CSV whose ``id_column`` is read as text exactly as written (``NaN``, ``007``, `` 12`` stay themselves: a
+    file ``NaN.png`` has the id ``NaN``); its other columns as pandas reads them (empty cells are missing)."""
+    import pandas as pd
+
+    columns = pd.read_csv(path, nrows=0).columns
+    return pd.read_csv(path, dtype={id_column: str}, keep_default_na=False,
+                       na_values={c: list(NA_TEXT) for c in columns if c != id_column})

@@ -129,7 +129,7 @@ def _in_hub_cache(hub_id: str) -> bool:
 
 
 def build_model(arch: str, img_size: int, *, pretrained: bool = False, weights: str | Path | None = None,
-                drop_rate: float = 0.0, num_classes: int = 1) -> nn.Module:
+                drop_rate: float = 0.0, num_classes: int = 1, weights_partial: bool = False) -> nn.Module:
     """Create ``arch`` with a head of ``num_classes`` outputs (one logit for two classes).
 
     Args:
@@ -140,6 +140,7 @@ def build_model(arch: str, img_size: int, *, pretrained: bool = False, weights: 
         weights: a local file to start from: one of our checkpoints, a state dict, or a timm
             ``.safetensors``/``.pth`` ImageNet file (its classifier is dropped and re-initialised).
         drop_rate: dropout before the classifier of timm models.
+        weights_partial: load only the tensors of ``weights`` that fit (another variant's), not refuse the rest.
     """
     check_arch(arch)  # pretrained and weights together: refused by the recipe (train.recipe.Recipe.resolved)
     if arch in OWN_MODELS:
@@ -153,7 +154,7 @@ def build_model(arch: str, img_size: int, *, pretrained: bool = False, weights: 
             timm.create_model(arch, pretrained=False, num_classes=num_classes, drop_rate=drop_rate)
         zero_head(model)
     if weights:
-        load_weights(model, weights)
+        load_weights(model, weights, weights_partial)
     return model
 
 
@@ -196,12 +197,27 @@ def _create_pretrained(arch: str, drop_rate: float, num_classes: int = 1) -> nn.
         hub_constants.HF_HUB_OFFLINE = previous  # for this call only: later hub use in the process is unchanged
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
+def load_weights(model: nn.Module, path: str | Path, partial: bool = False) -> None:
     """Load a checkpoint, a state dict or a timm weights file into ``model``.
 
-    Tensors whose shape does not fit (an ImageNet classifier against our one-logit head) are
-    skipped and stay freshly initialised; any other missing or unexpected key is an error.
+    Classifier tensors whose shape does not fit (an ImageNet classifier against our one-logit head) are
+    skipped and stay freshly initialised; any other tensor that is missing, unexpected or shaped otherwise
+    (weights of another variant) is an error, unless ``partial``: then only the tensors that fit are loaded
+    and a warning says how many.
     """
+    fitting = fit_weights(model, read_weights(path), path, partial)
+    model.load_state_dict(fitting, strict=False)
+
+
+def check_weights(arch: str, img_size: int, num_classes: int, path: str | Path, partial: bool = False) -> None:
+    """Refuse at once (on a model without memory) what :func:`load_weights` would refuse when the fold starts."""
+    with torch.device("meta"):
+        model = build_model(arch, img_size, num_classes=num_classes)
+    fit_weights(model, read_weights(path), path, partial, say=False)
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file by name (a checkpoint's model weights, a state dict, a .safetensors file)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--weights file {path} does not exist.")
@@ -221,17 +237,42 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"--weights file {path} holds no state dict (tensors by name); give the weights of a "
                           "model, as torch.save(model.state_dict()) or a timm/hub .safetensors file writes them.")
+    return {strip_wrappers(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def fit_weights(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, partial: bool,
+                say: bool = True) -> dict[str, torch.Tensor]:
+    """The tensors of ``state`` to load into ``model`` (see :func:`load_weights`); ConfigError when they do not fit."""
     own = model.state_dict()
-    state = _own_names({strip_wrappers(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}, own)
-    head = {k for k, v in state.items() if k in own and own[k].shape != v.shape}
-    fitting = {k: v for k, v in state.items() if k not in head}
-    missing, unexpected = model.load_state_dict(fitting, strict=False)
-    unexplained = [k for k in missing if k not in head] + list(unexpected)
-    if unexplained:
-        raise ConfigError(f"--weights file {path} does not fit this architecture: "
-                          f"{len(unexplained)} tensors differ (e.g. {', '.join(unexplained[:3])}).")
-    if head:
-        _logger.info("weights %s: re-initialised %s (shape differs)", path, ", ".join(sorted(head)))
+    state = _own_names(state, own)
+    head = _classifier_names(model)
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    unfit = [k for k in own if k not in fitting and k not in head] + [k for k in state if k not in own]
+    if not fitting:
+        raise ConfigError(f"--weights file {path} does not fit this architecture: not one of its {len(state)} "
+                          f"tensors fits the model (e.g. {', '.join(list(state)[:3])}).")
+    if unfit and not partial:
+        raise ConfigError(f"--weights file {path} does not fit this architecture: {len(unfit)} tensors beyond the "
+                          f"classifier are missing, unexpected or shaped otherwise (e.g. {', '.join(unfit[:3])}); "
+                          "give the weights of the same architecture, or add --weights-partial to load only the "
+                          f"{len(fitting)} of {len(own)} that fit.")
+    if say and unfit:
+        _logger.warning("--weights-partial: loaded %d of the model's %d tensors from %s; the other %d start fresh",
+                        len(fitting), len(own), path, len(own) - len(fitting))
+    elif say and len(fitting) < len(own):
+        _logger.info("weights %s: re-initialised %s (shape differs)", path,
+                     ", ".join(sorted(k for k in head if k not in fitting)))
+    return fitting
+
+
+def _classifier_names(model: nn.Module) -> set[str]:
+    """The state-dict names of the model's classifier (timm's ``get_classifier()``; LeNet's last Linear)."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else \
+        next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
+    name = next((n for n, m in model.named_modules() if m is head), None)
+    if head is None or name is None:
+        return set()
+    return {f"{name}.{k}" if name else k for k in head.state_dict()}
 
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel's and torch.compile's

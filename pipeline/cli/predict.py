@@ -175,7 +175,8 @@ def validate(
 @friendly
 def score_cmd(
     submission: Annotated[Path, typer.Argument(help="The submission CSV.", exists=True, dir_okay=False)],
-    solution: Annotated[Path, typer.Argument(help="id,label with the true labels.", exists=True, dir_okay=False)],
+    solution: Annotated[Path, typer.Argument(help="The true labels: id,label, or the competition's own columns "
+                                             "(a Kaggle solution file).", exists=True, dir_okay=False)],
     test: Annotated[Path, typer.Option(help="The test catalogue, beside which `pipeline download` recorded the "
                                        "competition.")] = Path("data/test.csv"),
 ):
@@ -190,7 +191,7 @@ def score_cmd(
     from pipeline.predict.validation import score_submission
 
     comp = data_competition(test.parent)
-    s = score_submission(submission, solution, None if comp.classes == ("cat", "dog") else format_for(comp))
+    s = score_submission(submission, solution, None if comp.submission.format else format_for(comp))
     more = "".join(f", {name} {s[key]:.4f}" for key, name in (("log_loss", "log-loss"), ("roc_auc", "ROC-AUC"),
                                                                  ("f1_macro", "macro F1")) if s.get(key) is not None)
     console.print(f"{submission}: accuracy {s['accuracy']:.4f} on {s['n']} images{more}")
@@ -220,8 +221,7 @@ def submit(
     facts = f"{done.rows} rows, {done.format} format, sha256 {done.sha256}"
     if done.status == "validated":
         console.print(f"valid: {escape(str(done.file.resolve()))} ({facts})", highlight=False)
-        where = done.page or "the course competition's submission page (on the course site)"
-        console.print(f"upload it by hand on {escape(where)}", highlight=False)
+        console.print(escape(done.upload_hint), highlight=False)
     else:
         console.print(f"sent: {escape(str(done.file))} ({facts}) to {escape(done.source)} with the message "
                       f"{escape(repr(done.message))}", highlight=False)

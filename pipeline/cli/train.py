@@ -120,6 +120,9 @@ def train(
                                               "weights (needs the network).", rich_help_panel=RECIPE)] = None,
     weights: Annotated[Path | None, Option(help="Start from a local weights file (offline).", exists=True,
                                            dir_okay=False, rich_help_panel=RECIPE)] = None,
+    weights_partial: Annotated[bool | None, Option("--weights-partial", help="Load only the tensors of --weights "
+                                                   "that fit (another variant's); the rest start fresh.",
+                                                   rich_help_panel=RECIPE)] = None,
     layer_decay: Annotated[float | None, Option(help=f"Below 1: each earlier block learns at this fraction of "
                                                 f"the next one's rate {_r('layer_decay')}",
                                                 rich_help_panel=RECIPE)] = None,
@@ -213,7 +216,8 @@ def train(
         overrides=given(arch=arch, epochs=epochs, img_size=img_size, batch_size=batch_size, lr=lr,
                         weight_decay=weight_decay, optimizer=optimizer, schedule=schedule,
                         warmup_epochs=warmup_epochs, patience=patience, augment=augment, drop_rate=drop_rate,
-                        pretrained=pretrained, weights=weights, seed=seed, layer_decay=layer_decay,
+                        pretrained=pretrained, weights=weights, weights_partial=weights_partial, seed=seed,
+                        layer_decay=layer_decay,
                         freeze_bn=freeze_bn, mixup=mixup, cutmix=cutmix, mix_prob=mix_prob,
                         label_smoothing=label_smoothing, ema=ema, ema_decay=ema_decay, average=average,
                         average_epochs=average_epochs,

@@ -27,6 +27,7 @@ LABELS_FROM = ("name", "folder", "csv", "pixels")  # how a training image gets i
 TEST_IDS = ("number", "stem", "name", "row")  # how a test image gets its id
 LABEL_KINDS = ("01", "probability", "class", "probabilities")  # how a submission writes its label(s)
 SORTS = ("number", "text", "none")
+VIEW_MARK = "@"  # prob_<class>@<view>: a test-time view's prediction column
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,8 @@ class Competition:
 
     def prob_columns(self, view: str | None = None) -> list[str]:
         """The probability columns of a prediction table: ``prob_<positive>`` for two classes, else
-        ``prob_<class>`` per class; ``@<view>`` for a TTA view (``prob_dog@hflip``)."""
-        at = f"@{view}" if view else ""
+        ``prob_<class>`` per class; ``@<view>`` for a TTA view (``prob_dog@hflip``: no class name holds ``@``)."""
+        at = f"{VIEW_MARK}{view}" if view else ""
         names = [self.positive] if self.binary else list(self.classes)
         return [f"prob_{c}{at}" for c in names]
 
@@ -160,8 +161,23 @@ class Competition:
                 values[key] = tuple(values[key])
         return cls(**values)
 
-    def with_classes(self, classes: list[str]) -> Competition:
-        return dataclasses.replace(self, classes=tuple(classes))
+    def with_classes(self, classes, check: bool = True) -> Competition:
+        """The competition with its classes (read off the data for ``classes_from``), checked as a spec's are."""
+        comp = dataclasses.replace(self, classes=tuple(classes))
+        if check:
+            from pipeline.competitions.checks import check_classes
+
+            check_classes(comp, lambda where, why: ConfigError(f"Competition {self.name}: {where} {why} (the "
+                                                               f"classes found in the data: {_few(classes)})."))
+        return comp
+
+    def class_order(self, names, keep: bool = False) -> tuple[str, ...]:
+        """The order of the classes (``names`` sorted, or as listed with ``keep``): the class a label index stands
+        for. Of two, the positive one goes second: a binary model's one output is P(label 1)."""
+        found = list(dict.fromkeys(names)) if keep else sorted(set(names))
+        if len(found) == 2 and self.submission.positive == found[0]:
+            found.reverse()
+        return tuple(found)
 
 
 def tta_views(policy: str) -> tuple[str, ...]:
@@ -176,6 +192,11 @@ def tta_views(policy: str) -> tuple[str, ...]:
         raise ConfigError(f"--tta must be one of {', '.join(TTA_POLICIES)}, auto, or views joined by '+' "
                           f"({', '.join(VIEWS)}): {why}.")
     return views
+
+
+def _few(names, n: int = 5) -> str:
+    names = list(names)
+    return ", ".join(map(repr, names[:n])) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def tta_name(views) -> str:
@@ -220,84 +241,9 @@ def load_competition(name_or_path: str | Path) -> Competition:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Competition spec {path} is not valid TOML ({exc}).") from None
+    from pipeline.competitions.checks import check_spec
+
     return check_spec(raw, str(path))
-
-
-_PARTS = {"data": None, "train": TrainLayout, "test": TestLayout, "submission": SubmissionLayout, "augment": Augment}
-_TOP = {"name", "title", "classes", "classes_from", "metric", "homepage"}
-_DATA = {"kaggle", "urls", "sha256"}
-
-
-def check_spec(raw: dict, source: str) -> Competition:
-    """A Competition from a parsed spec, every field checked (a ConfigError names the field and the file)."""
-    def bad(where: str, why: str) -> ConfigError:
-        return ConfigError(f"Competition spec {source}: {where} {why}.")
-
-    for key in raw:
-        if key not in _TOP and key not in _PARTS:
-            raise bad(f"field {key!r}", _unknown(key, _TOP | set(_PARTS)))
-    for part, cls in _PARTS.items():
-        table = raw.get(part, {})
-        if not isinstance(table, dict):
-            raise bad(f"[{part}]", "must be a table")
-        allowed = _DATA if cls is None else {f.name for f in dataclasses.fields(cls)}
-        for key in table:
-            if key not in allowed:
-                raise bad(f"field {part}.{key}", _unknown(key, allowed))
-    if not isinstance(raw.get("name"), str) or not raw["name"]:
-        raise bad("field 'name'", "is missing (a short name, e.g. 'cifar-10')")
-    data = raw.get("data", {})
-    try:
-        comp = Competition(
-            name=raw["name"], title=raw.get("title", raw["name"]),
-            classes=tuple(raw["classes"]) if "classes" in raw else None, classes_from=raw.get("classes_from"),
-            metric=raw.get("metric", "accuracy"), homepage=raw.get("homepage", ""), kaggle=data.get("kaggle"),
-            urls=tuple(data.get("urls", ())), sha256=dict(data.get("sha256", {})),
-            train=TrainLayout(**raw.get("train", {})), test=TestLayout(**raw.get("test", {})),
-            submission=SubmissionLayout(**{k: tuple(v) if k == "columns" else v
-                                           for k, v in raw.get("submission", {}).items()}),
-            augment=Augment(**raw.get("augment", {})))
-    except TypeError as exc:
-        raise bad("a field", f"has a value of the wrong kind ({exc})") from None
-    _check_values(comp, bad)
-    return comp
-
-
-def _check_values(comp: Competition, bad) -> None:
-    choices = [("metric", comp.metric, METRICS), ("train.labels", comp.train.labels, LABELS_FROM),
-               ("test.id", comp.test.id, TEST_IDS), ("submission.label", comp.submission.label, LABEL_KINDS),
-               ("submission.sort", comp.submission.sort, SORTS), ("augment.tta", comp.augment.tta, TTA_POLICIES)]
-    for where, value, allowed in choices:
-        if value not in allowed:
-            raise bad(f"field {where}", f"must be one of {', '.join(allowed)}, got {value!r}")
-    if comp.classes is None and comp.classes_from not in ("labels", "folders"):
-        raise bad("field 'classes'", "is missing: list the classes, or set classes_from = 'labels' or 'folders'")
-    if comp.classes is not None and (len(comp.classes) < 2 or len(set(comp.classes)) != len(comp.classes)
-                                     or not all(isinstance(c, str) and c for c in comp.classes)):
-        raise bad("field 'classes'", f"must list two or more different class names, got {list(comp.classes)}")
-    if comp.train.labels in ("csv", "pixels"):
-        if not comp.train.csv:
-            raise bad("field train.csv", f"is missing: labels = {comp.train.labels!r} needs the labels file's name")
-        if not comp.train.label_column:
-            raise bad("field train.label_column", "is missing: the labels file's column of class names")
-    if comp.train.labels == "pixels" and (comp.test.id != "row" or not comp.test.csv):
-        raise bad("field test.csv", "is missing: pixel images need the test pixels file (and test.id = 'row')")
-    if comp.test.id == "row" and comp.train.labels != "pixels":
-        raise bad("field test.id", "'row' is for pixel files (train.labels = 'pixels')")
-    if comp.submission.format is not None and comp.submission.format not in ("course", "kaggle", "redux"):
-        raise bad("field submission.format", f"must be course, kaggle or redux, got {comp.submission.format!r}")
-    if comp.submission.label in ("01", "probability") and comp.classes is not None and len(comp.classes) != 2:
-        raise bad("field submission.label", f"{comp.submission.label!r} is for two classes")
-    if comp.submission.positive is not None and comp.classes and comp.submission.positive not in comp.classes:
-        raise bad("field submission.positive", f"{comp.submission.positive!r} is not one of the classes")
-    if not comp.submission.columns or (comp.submission.label != "probabilities" and len(comp.submission.columns) != 2):
-        raise bad("field submission.columns", "must name the id column and the label column")
-
-
-def _unknown(key: str, allowed) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"is unknown{hint}; the fields are {', '.join(sorted(allowed))}"
 
 
 # ---- the competition of a data folder ---------------------------------------------------------------------------

@@ -125,7 +125,11 @@ def _unpack_inner(archive: Path, staging: Path, inner: Path) -> None:
                            f"{dest.relative_to(staging).as_posix()}, which is not an empty folder, so unpacking the "
                            f"inner archive there would mix the two: unpack {archive.name} by hand and pass the folder "
                            "with --from.")
-    _unpack(inner, dest)
+    try:
+        _unpack(inner, dest)
+    except ExtractError as exc:  # name the archive the user passed, not the hidden staging folder
+        shown = f"{inner.relative_to(staging).as_posix()} (inside {archive})"
+        raise ExtractError(str(exc).replace(str(inner), shown)) from None
     inner.unlink()
 
 
@@ -140,6 +144,7 @@ def _unpack(archive: Path, dest: Path) -> None:
     try:
         with _members(archive) as members:
             safe = [(_safe_relpath(archive, name, kind), kind, size, opener) for name, kind, size, opener in members]
+            _check_tree(archive, [(rel, kind) for rel, kind, _, _ in safe if rel is not None])
             _check_size(archive, dest, sum(size for rel, kind, size, _ in safe if rel is not None and kind == "file"))
             dest.mkdir(parents=True, exist_ok=True)
             for rel, kind, size, opener in safe:
@@ -238,7 +243,27 @@ def _safe_relpath(archive: Path, name: str, kind: str) -> PurePosixPath | None:
         raise ExtractError(f"{archive} member {name!r} {unsafe}; refusing to unpack it: check where the archive "
                            f"came from.")
     rel = PurePosixPath(norm)
+    long = next((part for part in rel.parts if len(part.encode()) > NAME_MAX), None)
+    if long is not None:
+        raise ExtractError(f"{archive} member {name[:60]!r}... has a name of {len(long.encode())} bytes, over the "
+                           f"{NAME_MAX} a file name may have here; refusing to unpack it: unpack it by hand, renaming "
+                           "the file, and pass the folder with --from.")
     return None if norm == "." or rel.parts[0] == "__MACOSX" else rel
+
+
+NAME_MAX = 255  # bytes in one file or folder name (ext4, XFS, APFS, NTFS)
+
+
+def _check_tree(archive: Path, members: list[tuple[PurePosixPath, str]]) -> None:
+    """ExtractError when a file member is also a folder of another member (``train/x`` and ``train/x/cat.1.jpg``)."""
+    files = {rel for rel, kind in members if kind == "file"}
+    for rel, kind in members:
+        clash = next((parent for parent in rel.parents if parent in files), rel if kind == "dir" and rel in files
+                     else None)
+        if clash is not None:
+            raise ExtractError(f"{archive} holds a file {str(clash)!r} and also {str(rel)!r} inside a folder of that "
+                               "name, which no disk can hold; refusing to unpack it: check where the archive came "
+                               "from.")
 
 
 # ---- .7z -------------------------------------------------------------------------------------------------
@@ -272,6 +297,7 @@ def _unpack_7z(archive: Path, dest: Path) -> None:
                                        "check where the archive came from.")
                 files[rel] = member.uncompressed or 0
                 targets.append(name)
+            _check_tree(archive, [(rel, "file") for rel in files] + [(rel, "dir") for rel in folders])
             _check_size(archive, dest, sum(files.values()))
             dest.mkdir(parents=True, exist_ok=True)
             for rel in folders:

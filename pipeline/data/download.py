@@ -3,17 +3,25 @@ and record the competition in the data folder (``data/competition.json``)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 from pathlib import Path
 
+import pandas as pd
+
 from pipeline import kaggle
-from pipeline.competitions.spec import DEFAULT, load_competition, record_competition
+from pipeline.competitions.spec import DEFAULT, RECORD, load_competition
 from pipeline.data.archives import archive_stem, extract_archive, is_archive
-from pipeline.data.catalog import scan, write_catalog, write_problems
+from pipeline.data.catalog import scan, write_problems
 from pipeline.data.fetch import fetch, url_filename
-from pipeline.data.folds import write_folds
-from pipeline.data.labelling import pixel_images, resolve_pixels
+from pipeline.data.folds import assign_folds, duplicate_report
+from pipeline.data.pixels import drop_other_images, pixel_images, resolve_pixels
 from pipeline.data.sources import Source, get_source
 from pipeline.errors import ConfigError, DataError, DownloadError, ExtractError
+from pipeline.fileio import atomic_path
+
+_logger = logging.getLogger(__name__)
 
 
 def acquire(*, source: str | Source | None = None, urls: list[str] = (), from_paths: list[Path] = (),
@@ -76,9 +84,11 @@ def download(*, competition: str | Path | None = None, source: str | None = None
         source: a named source (cats versus dogs: course, petimages, kaggle, kaggle-redux).
         urls, from_paths: archives to fetch, or local archives, folders and files, instead of the default ones.
 
-    Returns counts and output paths for the CLI to print. When not one labelled training photo is
-    found, only catalog_problems.csv is written (an earlier train.csv, test.csv and folds.csv stay
-    as they were) and a DataError says why.
+    Returns counts and output paths for the CLI to print. The catalogue (train.csv, test.csv,
+    catalog_problems.csv), the folds (folds.csv, duplicates.csv) and the competition record are written
+    together, after every check has passed: a refused download (too few photos of a class for the folds)
+    leaves the earlier ones as they were. When not one labelled training photo is found, only
+    catalog_problems.csv is written and a DataError says why.
     """
     data_dir = Path(data_dir)
     src = get_source(source) if source else None
@@ -90,17 +100,32 @@ def download(*, competition: str | Path | None = None, source: str | None = None
                               "or --url.")
     roots = acquire(source=src, urls=list(urls), from_paths=[Path(p) for p in from_paths],
                     raw_dir=data_dir / "raw", extract_dir=data_dir / "extracted", progress=progress)
-    layout = comp
+    layout, pixels = comp, None
     if comp.train.labels == "pixels":
-        roots = pixel_images(comp, roots, data_dir / "extracted" / f"{comp.name}-images", progress=progress)
-        layout = resolve_pixels(comp)
+        images = data_dir / "extracted" / f"{comp.name}-images"
+        if images.parent != data_dir / "extracted" or images.name.startswith("."):
+            raise ConfigError(f"Competition name {comp.name!r} cannot name a folder in {data_dir / 'extracted'}: "
+                              "give the spec a plain name (letters, digits, '-').")
+        pixels = pixel_images(comp, roots, images, progress=progress)
+        roots, layout = pixels.roots, resolve_pixels(comp)
+        for note in pixels.notes:
+            _logger.warning(note)
     catalog = scan(roots, competition=layout, cache_csv=data_dir / ".verified.csv", workers=workers,
                    progress=progress)
+    if pixels is not None and pixels.problems:
+        catalog.problems = pd.concat([catalog.problems, pd.DataFrame(pixels.problems, columns=["path", "reason"])],
+                                     ignore_index=True)
     if catalog.train.empty:
         raise _no_training_photo(catalog, write_problems(catalog, data_dir), comp)
     comp = comp.with_classes(list(catalog.classes))
-    paths = write_catalog(catalog, data_dir)
-    record_competition(data_dir, comp)
+    folds = assign_folds(catalog.train, n_folds, seed, dup_threshold, comp.classes)
+    paths = {name: data_dir / f"{name}.csv" for name in ("train", "test", "folds", "duplicates")}
+    paths["problems"] = data_dir / "catalog_problems.csv"
+    _write_together({paths["train"]: catalog.train, paths["test"]: catalog.test, paths["problems"]: catalog.problems,
+                     paths["folds"]: folds, paths["duplicates"]: duplicate_report(folds),
+                     data_dir / RECORD: json.dumps(comp.to_dict(), indent=2, default=str) + "\n"})
+    if pixels is not None:
+        drop_other_images(pixels)
     counts = catalog.train.label.value_counts()
     summary = {"competition": comp.name, "classes": list(comp.classes), "train": len(catalog.train),
                "per_class": {c: int(counts.get(i, 0)) for i, c in enumerate(comp.classes)},
@@ -109,10 +134,21 @@ def download(*, competition: str | Path | None = None, source: str | None = None
                "problems": len(catalog.problems), "skipped": catalog.skipped,
                "train_csv": paths["train"], "test_csv": paths["test"], "problems_csv": paths["problems"],
                "folds": n_folds}
-    folds = write_folds(data_dir, n_folds, seed, dup_threshold)
-    summary.update(dup_groups=int((folds.group.value_counts() > 1).sum()), folds_csv=data_dir / "folds.csv",
+    summary.update(dup_groups=int((folds.group.value_counts() > 1).sum()), folds_csv=paths["folds"],
                    grouping=folds.attrs.get("grouping", ""))
     return summary
+
+
+def _write_together(contents: dict[Path, pd.DataFrame | str]) -> None:
+    """Write every file into a temporary one beside it, then rename them all: an error while writing leaves every
+    earlier file as it was (and no temporary one behind)."""
+    with contextlib.ExitStack() as stack:
+        for path, content in contents.items():
+            tmp = stack.enter_context(atomic_path(path))
+            if isinstance(content, str):
+                tmp.write_text(content, encoding="utf-8")
+            else:
+                content.to_csv(tmp, index=False)
 
 
 def _no_training_photo(catalog, problems_csv: Path, comp) -> DataError:

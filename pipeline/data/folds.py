@@ -85,6 +85,12 @@ def assign_folds(train: pd.DataFrame, n_folds: int = 5, seed: int = 0, dup_thres
     out["fold"] = folds
     out["group"] = groups
     out.attrs["grouping"] = note
+    one_fold = out.groupby("label").fold.nunique()
+    for label in one_fold.index[one_fold == 1]:
+        name = classes[label] if 0 <= label < len(classes) else str(label)
+        _logger.warning("every photo of class %r is in fold %d (near-duplicates are kept together): that fold's model "
+                        "never sees the class, and the other folds never score it; give more distinct photos of it, "
+                        "or a lower --dup-threshold", name, out.fold[out.label == label].iloc[0])
     return out
 
 

@@ -1,46 +1,31 @@
 """A competition's layout read off the unpacked files: which are training images and their class, which are test
-images and their id (see :mod:`pipeline.competitions.spec`), and images that live inside a pixel CSV (Digit
-Recognizer) written out as PNG files once.
+images and their id (see :mod:`pipeline.competitions.spec`). Images inside a pixel CSV (Digit Recognizer) are
+written out as PNG files first (:mod:`pipeline.data.pixels`).
 
-Pixel CSVs are written out because every later stage works on files: the verification, the perceptual hashes,
-the decoded-image cache and the report's gallery. 70,000 28x28 PNGs take about 25 MB and are written once (a
-marker beside them says from which CSV); the CSV stays where it was.
+Class names are compared in Unicode NFC, whichever form the files spell them in (a zip made on macOS stores
+``Café`` decomposed, NFD), so one class is one class.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import logging
 import re
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from PIL import Image
 
+from pipeline.competitions.globs import Glob
 from pipeline.competitions.spec import Competition
 from pipeline.errors import DataError
-from pipeline.fileio import write_json
-from pipeline.progress import track
+
+_logger = logging.getLogger(__name__)
 
 
-def glob_regex(pattern: str) -> re.Pattern:
-    """A regular expression for a glob over relative posix paths: ``**/`` is any folders (or none), ``*`` any
-    characters but ``/``, ``?`` one of them."""
-    out, i = "", 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out, i = out + "(?:.*/)?", i + 3
-        elif pattern.startswith("**", i):
-            out, i = out + ".*", i + 2
-        elif pattern[i] == "*":
-            out, i = out + "[^/]*", i + 1
-        elif pattern[i] == "?":
-            out, i = out + "[^/]", i + 1
-        else:
-            out, i = out + re.escape(pattern[i]), i + 1
-    return re.compile(out + r"\Z")
+def nfc(name: str) -> str:
+    """A class name in Unicode NFC (``Café`` composed), the one form every label is compared in."""
+    return unicodedata.normalize("NFC", name)
 
 
 class Labeller:
@@ -54,15 +39,16 @@ class Labeller:
 
     def __init__(self, comp: Competition, roots: Iterable[Path], files: Iterable[Path] = ()):
         self.comp, self.roots = comp, [Path(r).resolve() for r in roots]
-        self.train_glob, self.test_glob = glob_regex(comp.train.images), glob_regex(comp.test.images)
+        self.train_glob, self.test_glob = Glob.of(comp.train.images), Glob.of(comp.test.images)
         self.table: dict[str, str] = {}
+        self.conflicts: dict[str, str] = {}  # file name -> the different labels the labels CSV gives it
         if comp.train.labels in ("csv", "pixels"):
             self.table = self._labels_table()
-        classes = comp.classes
+        classes = tuple(map(nfc, comp.classes)) if comp.classes else comp.classes
         if classes is None and comp.classes_from == "labels":
-            classes = tuple(sorted(set(self.table.values())))
+            classes = comp.class_order(self.table.values())
         if classes is None and comp.classes_from == "folders":
-            classes = tuple(sorted({Path(f).parent.name for f in files if self._is_train(Path(f))}))
+            classes = comp.class_order(nfc(Path(f).parent.name) for f in files if self._is_train(Path(f)))
         if not classes or len(classes) < 2:
             raise DataError(f"Competition {comp.name} found fewer than two classes in the data ({list(classes or [])}):"
                             " check that the download holds its training images and labels.")
@@ -81,7 +67,7 @@ class Labeller:
         return path.name
 
     def _is_train(self, path: Path) -> bool:
-        return bool(self.train_glob.match(self._relative(path)))
+        return self.train_glob.match(self._relative(path))
 
     # ---- labels ------------------------------------------------------------------------------------------------------
     def _labels_table(self) -> dict[str, str]:
@@ -103,26 +89,37 @@ class Labeller:
             raise DataError(f"{found[0]} has no column {missing[0]!r} (it has {', '.join(labels.columns)}): the "
                             f"competition's spec names it as train.{'id' if missing[0] == t.id_column else 'label'}"
                             "_column.")
-        return {t.file.format(id=i): label for i, label in zip(labels[t.id_column], labels[t.label_column],
-                                                                strict=True)}
+        pairs = pd.DataFrame({"file": [t.file.format(id=i) for i in labels[t.id_column]],
+                              "label": labels[t.label_column].map(nfc)}).drop_duplicates()
+        clash = pairs.file.duplicated(keep=False)
+        self.conflicts = pairs[clash].groupby("file").label.agg(lambda s: ", ".join(sorted(s))).to_dict()
+        if len(pairs) < len(labels):
+            _logger.warning("%s lists %d id(s) more than once with the same label; each is kept once", found[0],
+                            len(labels) - len(pairs))
+        if self.conflicts:
+            _logger.warning("%s gives %d id(s) different labels; they are left out of training (listed in "
+                            "catalog_problems.csv)", found[0], len(self.conflicts))
+        return dict(zip(pairs.file[~clash], pairs.label[~clash], strict=True))
 
     def train_label(self, path: Path) -> int | str | None:
         """The class index of a training image; None when it is no training image; a str: why it has no label."""
         mode = self.comp.train.labels
         if mode == "name":
-            m = self._prefix.match(path.name)
+            m = self._prefix.match(nfc(path.name))
             if m:
                 return self.index[next(c for c in self.classes if c.lower() == m.group(1).lower())]
-            for parent in reversed(path.parent.parts):
+            for parent in map(nfc, reversed(path.parent.parts)):
                 if parent.lower() in self._folders:
                     return self._folders[parent.lower()]
             return None
         if not self._is_train(path):
             return None
         if mode == "folder":
-            name = path.parent.name
+            name = nfc(path.parent.name)
             return self.index.get(name, f"its folder {name!r} is not one of the classes")
         label = self.table.get(path.name)
+        if path.name in self.conflicts:
+            return f"{self.comp.train.csv} lists it more than once with different labels ({self.conflicts[path.name]})"
         if label is None:
             return f"it is not listed in {self.comp.train.csv}"
         return self.index.get(label, f"its label {label!r} is not one of the classes")
@@ -143,49 +140,3 @@ class Labeller:
             return (f"label unknown: the name does not start with a class ({', '.join(self.classes)}), no class "
                     "folder holds it, and it is not a numeric test id")
         return f"neither a training image ({t.images}) nor a test image ({self.comp.test.images})"
-
-
-# ---- images inside a pixel CSV -------------------------------------------------------------------------------------
-def pixel_images(comp: Competition, roots: list[Path], out_dir: Path, progress: bool = False) -> list[Path]:
-    """Write the images of a pixel CSV competition (Digit Recognizer) as PNG files, once; return their folders.
-
-    Training images go to ``out_dir/train/<class>/<row>.png`` (labelled by their class folder) and test images
-    to ``out_dir/test/<row>.png`` (their id: the CSV row, from 1). A marker records the CSVs' sizes and times, so
-    a second download writes nothing.
-    """
-    t = comp.train
-    csvs = {}
-    for name in (t.csv, comp.test.csv):
-        found = [p for r in roots for p in ([r] if r.name == name and r.is_file() else Path(r).rglob(name))
-                 if p.is_file()]
-        if not found:
-            raise DataError(f"Competition {comp.name} keeps its images in {name}, which is not in the download "
-                            f"({', '.join(str(r) for r in roots)}): pass it (--from FILE).")
-        csvs[name] = found[0]
-    marker = {n: [p.stat().st_size, p.stat().st_mtime_ns] for n, p in csvs.items()}
-    done = out_dir / ".written.json"
-    if done.exists() and json.loads(done.read_text()) == marker:
-        return [out_dir]
-    for name, part in ((t.csv, "train"), (comp.test.csv, "test")):
-        frame = pd.read_csv(csvs[name])
-        labels = frame.pop(t.label_column).astype(str) if part == "train" and t.label_column in frame else None
-        if part == "train" and labels is None:
-            raise DataError(f"{csvs[name]} has no column {t.label_column!r}: the competition's labels.")
-        pixels = frame.to_numpy()
-        if pixels.shape[1] != t.side * t.side:
-            raise DataError(f"{csvs[name]} has {pixels.shape[1]} pixel columns, not {t.side}x{t.side}: the spec's "
-                            "train.side does not fit the file.")
-        rows = track(range(len(frame)), total=len(frame), description=f"write {name} as PNG", enabled=progress)
-        for i in rows:
-            folder = out_dir / part / (labels.iloc[i] if labels is not None else "")
-            folder.mkdir(parents=True, exist_ok=True)
-            img = np.clip(pixels[i], 0, 255).astype(np.uint8).reshape(t.side, t.side)
-            Image.fromarray(img, mode="L").save(folder / f"{i + 1}.png")
-    write_json(done, marker)
-    return [out_dir]
-
-
-def resolve_pixels(comp: Competition) -> Competition:
-    """A pixel competition as its written PNGs are labelled: by class folder, test ids from their names."""
-    return dataclasses.replace(comp, train=dataclasses.replace(comp.train, labels="folder", images="train/*/*.png"),
-                               test=dataclasses.replace(comp.test, images="test/*.png"))

@@ -23,6 +23,7 @@ import pandas as pd
 
 from pipeline.data.catalog import TEST_ID, id_from_name
 from pipeline.errors import SubmissionError
+from pipeline.fileio import read_id_csv
 
 HEADER = ["id", "label"]
 FLOAT_FORMAT = "%.6f"
@@ -84,6 +85,10 @@ def format_for(comp) -> SubmissionFormat:
     sub = comp.submission
     if sub.format is not None:
         return FORMATS[sub.format]
+    if sub.label in ("01", "probability") and comp.n_classes != 2:  # a record written before the classes were checked
+        raise SubmissionError(f"Competition {comp.name} writes one {sub.label!r} label per image, which is for two "
+                              f"classes, but it has {comp.n_classes}: set submission.label to 'class' or "
+                              "'probabilities' in its spec and download it again.")
     header = ",".join([sub.columns[0], "<one column per class>"] if sub.label == "probabilities" else sub.columns)
     return SubmissionFormat(name=comp.name, description=f"{comp.title}: {header}", label=sub.label, strips_bom=True,
                             columns=tuple(sub.columns), classes=tuple(comp.classes), positive=comp.positive,
@@ -129,7 +134,7 @@ def read_test_ids(test_csv: str | Path, numeric: bool = True) -> list:
     test_csv = Path(test_csv)
     if not test_csv.exists():
         raise SubmissionError(f"{test_csv} does not exist; run `pipeline download` to catalogue the test images.")
-    df = pd.read_csv(test_csv, dtype={"id": str})
+    df = read_id_csv(test_csv)
     if "id" not in df.columns:
         raise SubmissionError(f"{test_csv} has no 'id' column; rebuild it with `pipeline download`.")
     if not numeric:
@@ -210,6 +215,8 @@ def _labels(values: pd.DataFrame, spec: SubmissionFormat, threshold: float, eps:
             other = next(c for c in spec.classes if c != spec.positive)
             return {label_column: np.where(p[:, 0] >= threshold, spec.positive, other)}
         return {label_column: np.asarray(spec.classes, dtype=object)[p.argmax(axis=1)]}
+    if p.shape[1] == 1:  # two classes, one column each: P(negative), P(positive)
+        p = np.column_stack([1 - p[:, 0], p[:, 0]])
     floor = eps / max(1, len(spec.classes) - 1)  # at most eps of probability spread over the wrong classes
     clipped = np.clip(p, floor, 1)
     clipped = clipped / clipped.sum(axis=1, keepdims=True)

@@ -12,10 +12,10 @@ import torch
 
 from pipeline.competitions.spec import run_competition
 from pipeline.data.cache import open_cache
-from pipeline.data.catalog import read_test
+from pipeline.data.catalog import parse_ids, read_test
 from pipeline.data.images import BatchNormalizer, ImageDataset, base_size_for, build_eval_transform, make_loader
 from pipeline.errors import ConfigError
-from pipeline.fileio import file_digest, write_csv, write_json
+from pipeline.fileio import file_digest, read_id_csv, write_csv, write_json
 from pipeline.models import build_model, normalization
 from pipeline.progress import track
 from pipeline.rundir import RunDir
@@ -123,14 +123,20 @@ def _saved_predictions(run: RunDir, note: dict, gone: list[str]) -> pd.DataFrame
     saved = json.loads(run.test_note_path.read_text())
     if saved == note:
         _logger.info("%s: reusing %s", run.name, run.test_probs_path)
-        return pd.read_csv(run.test_probs_path)
+        return read_test_probs(run)
     same_inputs = {k: saved.get(k) for k in ("tta", "test_sha256", "folds")} == \
         {k: note[k] for k in ("tta", "test_sha256", "folds")}
     if gone and same_inputs:
         _logger.warning("run %s: its checkpoints are gone (%s); using the test predictions saved in %s",
                         run.name, gone[0], run.test_probs_path)
-        return pd.read_csv(run.test_probs_path)
+        return read_test_probs(run)
     return None
+
+
+def read_test_probs(run: RunDir) -> pd.DataFrame:
+    """A run's saved test predictions, their ids as the test catalogue's are read (text stays text: ``NaN``)."""
+    probs = read_id_csv(run.test_probs_path)
+    return probs.assign(id=parse_ids(probs.id))
 
 
 def fold_columns(k: int, columns: list[str]) -> list[str]:
@@ -148,8 +154,8 @@ def _predict_folds(run: RunDir, comp, ckpts: dict[int, Path], paths: pd.Series, 
     base = base_size_for(recipe.img_size)
     cache = open_cache(settings.data_dir, paths, base, enabled=settings.cache, progress=progress)
     dataset = ImageDataset(paths, None, base, build_eval_transform(recipe.img_size), cache)
-    loader = make_loader(dataset, batch_size or recipe.batch_size * 2, shuffle=False, seed=0,
-                         workers=workers if workers is not None else default_workers(dev), runtime=rt)
+    loader = make_loader(dataset, recipe.batch_size * 2 if batch_size is None else batch_size, shuffle=False,
+                         seed=0, workers=workers if workers is not None else default_workers(dev), runtime=rt)
     amp, task, out = Amp(dev, dtype), Task(comp.n_classes), {}
     views = (None, *comp.tta_views(tta))
     for k, ckpt in track(ckpts.items(), total=len(ckpts), description=f"predict {run.name}", enabled=progress):

@@ -56,6 +56,9 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str | None = None, ensembl
     """
     if calibrate not in CALIBRATIONS:
         raise ConfigError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}, got {calibrate!r}.")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size must be 1 or more images, got {batch_size} (leave it out for twice the "
+                          "training batch).")
     run_dirs = [find_run(runs_dir, str(r)).path for r in runs] if runs else [find_run(runs_dir, None).path]
     if len({r.resolve() for r in run_dirs}) != len(run_dirs):
         raise ConfigError("The same run was given twice with --run.")

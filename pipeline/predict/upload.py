@@ -59,6 +59,20 @@ class Submitted:
     listing: str = ""
     page: str | None = None
     warnings: list[str] = field(default_factory=list)
+    upload_hint: str = ""  # validated: where to upload it by hand
+
+
+COURSE_PAGE = "the course competition's submission page (on the course site)"
+
+
+def upload_hint(source: str, page: str | None) -> str:
+    """Where a file that ``submit`` cannot send goes: the course site for the course, else the competition's own
+    site (its spec names no Kaggle slug)."""
+    if source == "course":
+        return f"upload it by hand on {page or COURSE_PAGE}"
+    where = page or "the competition's site (its spec names no homepage)"
+    return (f"not sent: competition {source}'s spec names no Kaggle slug ([data] kaggle), so upload it by hand on "
+            f"{where}")
 
 
 def submit(file: str | Path, source: str | None = None, *, test_csv: str | Path = Path("data/test.csv"),
@@ -100,8 +114,9 @@ def submit(file: str | Path, source: str | None = None, *, test_csv: str | Path 
     done = Submitted(file=file, source=source, format=fmt, rows=_data_rows(file), sha256=sha256_file(file),
                      message=message if message is not None else default_message(file, note), status="validated",
                      log=log_path, warnings=list(result.warnings) + warnings)
-    if src.kaggle_competition is None:  # the course site: uploaded by hand
+    if src.kaggle_competition is None:  # the course site, or a spec without a Kaggle slug: uploaded by hand
         done.page = src.homepage or None
+        done.upload_hint = upload_hint(source, done.page)
         append_log(log_path, _log_row(done, note))
         return done
 

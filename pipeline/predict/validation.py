@@ -28,7 +28,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score, log_loss, roc_auc_score
 
@@ -115,12 +114,12 @@ def _cell_problems(text: str, test_ids: Iterable, spec: SubmissionFormat) -> lis
     empty = (cells == "").any(axis=1)
     if empty.any():
         problems.append(f"{int(empty.sum())} row(s) have an empty id or label.")
-    present = _id_problems(ids, spec, problems)
+    present = _id_problems(ids, spec, problems, expected := set(test_ids))
     problems += _label_problems(cells, spec)
     duplicated = sorted(set(present[present.duplicated()]))
     if duplicated:
         problems.append(f"{len(duplicated)} id(s) appear more than once: {listing(duplicated)}.")
-    expected, present = set(test_ids), set(present)
+    present = set(present)
     missing, extra = sorted(expected - present), sorted(present - expected)
     if missing:
         problems.append(f"{len(missing)} test id(s) are missing: {listing(missing)}.")
@@ -149,10 +148,11 @@ def _header_problems(cells: pd.DataFrame, header: list[str], spec: SubmissionFor
     return [f"The header is {','.join(first)!r}; it must be exactly '{quoted}'."], cells.iloc[1:]
 
 
-def _id_problems(ids: pd.Series, spec: SubmissionFormat, problems: list[str]) -> pd.Series:
-    """Add the ids' problems to ``problems``; return the ids that can be compared with the test set's."""
+def _id_problems(ids: pd.Series, spec: SubmissionFormat, problems: list[str], expected: set) -> pd.Series:
+    """Add the ids' problems to ``problems``; return the ids that can be compared with the test set's (an id
+    with spaces around it is one when a test image's name has them)."""
     if not spec.numeric_ids:
-        spaced = ids[(ids != ids.str.strip()) & (ids != "")]
+        spaced = ids[(ids != ids.str.strip()) & (ids != "") & ~ids.isin(expected)]
         if len(spaced):
             problems.append(f"{len(spaced)} id(s) have spaces around them: {listing(spaced.tolist(), repr)}.")
         return ids[ids != ""]
@@ -222,37 +222,86 @@ def score_submission(sub: str | Path | pd.DataFrame, solution: str | Path | pd.D
 
     Args:
         sub: the submission (CSV file or frame); its ids must be exactly the solution's.
-        solution: ``id,label`` with the true labels: 0/1 for cats versus dogs (1 = dog), else class names.
+        solution: the true labels (:func:`read_solution`): ``id,label`` (class names, or 0/1 of two classes with
+            1 the positive class), or the competition's own submission header.
         fmt: the submission's format; by default (cats versus dogs) 0/1 and probability labels are both
             accepted, and log-loss is reported when any label lies strictly between 0 and 1.
     """
     spec = get_format(fmt or "redux")
-    truth = solution if isinstance(solution, pd.DataFrame) else pd.read_csv(solution, dtype=str,
-                                                                            keep_default_na=False)
-    if list(truth.columns) != HEADER:
-        raise SubmissionError("The solution must have the columns id,label.")
-    truth = truth.assign(id=truth.id.astype(int) if spec.numeric_ids else truth.id.astype(str))
+    truth = read_solution(solution, spec)
     problems = validate_submission(sub, truth.id.tolist(), spec)
     if problems:
         raise SubmissionError(f"The submission does not match the solution: {' '.join(problems)}")
-    pred = sub if isinstance(sub, pd.DataFrame) else pd.read_csv(
-        sub, dtype=None if spec.numeric_ids else {spec.header[0]: str}, keep_default_na=False)
-    pred = pred.rename(columns={spec.header[0]: "id"})
-    merged = truth.merge(pred, on="id", suffixes=("_true", "_pred"))
-    classes = list(spec.classes)
-    y = np.array([int(v) if str(v) in ("0", "1") and len(classes) == 2 else classes.index(str(v))
-                  for v in merged.label_true])
+    cells = _text_cells(sub if isinstance(sub, pd.DataFrame) else Path(sub).read_text(encoding="utf-8-sig"))
+    ids = cells[spec.header[0]].astype(int) if spec.numeric_ids else cells[spec.header[0]]
+    pred = cells.set_index(ids).loc[truth.id]
+    y, classes = truth.y.to_numpy(), list(spec.classes)
     if spec.label in ("01", "probability") or (fmt is None and len(classes) == 2):
-        p = merged.label_pred.to_numpy(float)
+        p = pred[spec.header[1]].to_numpy(float)
         is_prob = (fmt is not None and spec.probability) or bool(((p > 0) & (p < 1)).any())
-        out = {"n": len(merged), "accuracy": float(((p >= 0.5) == (y == 1)).mean()),
+        out = {"n": len(pred), "accuracy": float(((p >= 0.5) == (y == 1)).mean()),
                "log_loss": float(log_loss(y, p, labels=[0, 1])) if is_prob else None}
         if spec.metric == "roc_auc" and len(set(y)) == 2:
             out["roc_auc"] = float(roc_auc_score(y, p))
         return out
     if spec.label == "class":
-        predicted = np.array([classes.index(v) for v in merged.label_pred.astype(str)])
-        return {"n": len(merged), "accuracy": float((predicted == y).mean()), "log_loss": None,
+        predicted = pred[spec.header[1]].map({c: i for i, c in enumerate(classes)}).to_numpy(int)
+        return {"n": len(pred), "accuracy": float((predicted == y).mean()), "log_loss": None,
                 "f1_macro": float(f1_score(y, predicted, average="macro", labels=list(range(len(classes))),
                                            zero_division=0))}
-    return {k: v for k, v in score(y, merged[classes].to_numpy(float)).items() if v is not None}
+    return {k: v for k, v in score(y, pred[classes].to_numpy(float)).items() if v is not None}
+
+
+def read_solution(solution: str | Path | pd.DataFrame, fmt: str | SubmissionFormat) -> pd.DataFrame:
+    """The true labels as ``id`` (an int where the format's ids are numbers) and ``y`` (the class index; of two
+    classes 1 is the positive one), from ``id,label`` (a class name, or 0/1 of two classes) or from the
+    competition's own header (``ImageId,Label``; one 0/1 column per class for probabilities, as Kaggle's solution
+    files hold them). A ``Usage`` column (Kaggle's Public/Private split) is left out.
+
+    Raises:
+        SubmissionError: one line saying what is wrong with the solution (its header, an id, a label).
+    """
+    spec = get_format(fmt)
+    where = "The solution" if isinstance(solution, pd.DataFrame) else f"The solution {solution}"
+    try:
+        cells = _text_cells(solution if isinstance(solution, pd.DataFrame) else
+                            Path(solution).read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise SubmissionError(f"{where} cannot be read as a CSV ({' '.join(str(exc).split())}).") from None
+    cells = cells.drop(columns=[c for c in cells.columns if c == "Usage"])
+    classes, header = list(spec.classes), spec.header
+    index = {c: i for i, c in enumerate(classes)}
+    if len(classes) == 2:
+        index = {"0": 0, "1": 1, **index}  # 0/1, 1 = the positive class (the second)
+    columns = list(cells.columns)
+    if spec.label == "probabilities" and columns[1:] and sorted(columns[1:]) == sorted(classes):
+        onehot = cells[classes].apply(pd.to_numeric, errors="coerce")
+        bad = cells[~(onehot.isin([0, 1]).all(axis=1) & (onehot.sum(axis=1) == 1))]
+        if len(bad):
+            raise SubmissionError(f"{where}: {len(bad)} row(s) are not one 1 and 0 elsewhere (ids "
+                                  f"{listing(bad.iloc[:, 0].tolist(), repr)}): each row marks its true class.")
+        truth = pd.DataFrame({"id": cells.iloc[:, 0], "label": onehot.idxmax(axis=1)})
+    elif columns == HEADER or (spec.label != "probabilities" and columns == header):
+        truth = pd.DataFrame({"id": cells.iloc[:, 0], "label": cells.iloc[:, 1]})
+    else:
+        own = f"{header[0]},<one column per class>" if spec.label == "probabilities" else ",".join(header)
+        raise SubmissionError(f"{where} has the header {','.join(columns)!r}; it must be id,label (the true class "
+                              f"of each id) or the competition's own {own}.")
+    wrong = truth.label[~truth.label.isin(list(index))]
+    if len(wrong):
+        raise SubmissionError(f"{where}: {len(wrong)} label(s) are not classes of {spec.name} "
+                              f"({listing(classes)}): {listing(wrong.tolist(), repr)}.")
+    if spec.numeric_ids and not truth.id.str.fullmatch(_INTEGER).all():
+        bad = truth.id[~truth.id.str.fullmatch(_INTEGER)]
+        raise SubmissionError(f"{where}: {len(bad)} id(s) are not whole numbers: {listing(bad.tolist(), repr)}.")
+    truth = truth.assign(id=truth.id.astype(int) if spec.numeric_ids else truth.id, y=truth.label.map(index))
+    duplicated = truth.id[truth.id.duplicated()]
+    if len(duplicated):
+        raise SubmissionError(f"{where} lists id(s) more than once: {listing(sorted(set(duplicated)), repr)}.")
+    return truth[["id", "y"]].reset_index(drop=True)
+
+
+def _text_cells(table: str | pd.DataFrame) -> pd.DataFrame:
+    """A CSV's text (or a frame, as it would be written) as text cells under its header."""
+    text = csv_text(table) if isinstance(table, pd.DataFrame) else table
+    return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)

@@ -117,6 +117,7 @@ def _said(row, comp: Competition) -> str:
 
 
 def _wrong_table(wrong: pd.DataFrame, comp: Competition) -> str:
+    # rows as Series, never namedtuples: a class name is no identifier (prob_ﬁsh and prob_fish are one to Python)
     if wrong.empty:
         return "<p>Every training photo is on the right side of 0.5.</p>" if comp.binary else \
             "<p>Every training photo's top class is its own.</p>"
@@ -127,7 +128,7 @@ def _wrong_table(wrong: pd.DataFrame, comp: Competition) -> str:
                       for _, r in wrong.iterrows()], frozenset({0}), "wrong")
     return table(["photo", "fold", "label", "called", "its probability"],
                  [[Path(r.path).name, r.fold, comp.classes[int(r.label)], comp.classes[int(r.predicted)],
-                   f"{r.confidence:.3f}"] for r in wrong.itertuples()], frozenset({0, 2, 3}), "wrong")
+                   f"{r.confidence:.3f}"] for _, r in wrong.iterrows()], frozenset({0, 2, 3}), "wrong")
 
 
 def _gallery(wrong: pd.DataFrame, comp: Competition) -> str:

@@ -19,17 +19,22 @@ import torch
 from pipeline.errors import ConfigError
 from pipeline.progress import clock
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s?)?")
+_NUMBER = r"\d+(?:\.\d+)?"
+_DURATION = re.compile(rf"(?:(?P<h>{_NUMBER})h)?(?:(?P<m>{_NUMBER})m(?!s))?(?:(?P<s>{_NUMBER})(?P<unit>s?))?")
 SAFETY = 0.9  # of the time left for training: the timed batches are a sample, epochs vary a little
 RESERVE_MIN_S = 5.0  # the cross-validation score, the report and the tracker after the last fold
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``90s``, ``30m``, ``2h``, ``1h30m`` or a plain number of seconds; ConfigError otherwise."""
+    """Seconds in ``90s``, ``30m``, ``2h``, ``1h30m`` or a plain number of seconds; a bare number after hours is
+    minutes (``1h30`` is 1 h 30 min, as a clock reads it) and after minutes seconds (``2m30``); ConfigError
+    otherwise."""
     m = _DURATION.fullmatch(text.strip().lower()) if text and text.strip() else None
-    if m is None or not any(m.groups()):
+    if m is None or not any(m.group("h", "m", "s")):
         raise ConfigError(f"--time-limit takes a duration such as 90s, 30m, 2h or 1h30m, got {text!r}.")
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in m.groups())
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in m.group("h", "m", "s"))
+    if m["s"] and not m["unit"] and m["h"] and not m["m"]:
+        minutes, seconds = seconds, 0.0  # 1h30: the number after the hours is minutes
     total = 3600 * hours + 60 * minutes + seconds
     if not 0 < total < 30 * 24 * 3600:
         raise ConfigError(f"--time-limit must be more than 0 and less than 30 days, got {text!r}.")

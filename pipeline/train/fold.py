@@ -31,7 +31,7 @@ from pipeline.train.mixing import make_mix
 from pipeline.train.optim import build_optimizer
 from pipeline.train.placement import Placed, place_model
 from pipeline.train.preflight import out_of_memory
-from pipeline.train.pseudo import soft_labels
+from pipeline.train.pseudo import of_fold, soft_labels
 from pipeline.train.recipe import Recipe
 from pipeline.train.runtime import Runtime, default_workers, local_processes
 from pipeline.train.settings import RunSettings
@@ -55,6 +55,7 @@ def fold_data(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, fol
     """The training rows (every other fold, and the pseudo-labelled test photos) and validation rows (this fold
     alone) as loaders."""
     train_rows, val_rows = folds[folds.fold != fold], folds[folds.fold == fold]
+    pseudo = of_fold(pseudo, fold)  # labelled by models that never saw this fold's photos (pipeline.train.pseudo)
     train_paths = train_rows.path if pseudo is None else pd.concat([train_rows.path, pseudo.path], ignore_index=True)
     base = base_size_for(recipe.img_size)
     flips = (comp.augment.hflip, comp.augment.vflip, comp.augment.rot90)
@@ -90,7 +91,8 @@ def fold_model(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, st
     torch.manual_seed(recipe.seed * 1000 + fold)  # the same initial weights on every process
     np.random.seed(recipe.seed * 1000 + fold + 7919 * rt.rank)  # mixup's draws (timm uses numpy's generator)
     placed = place_model(build_model(recipe.arch, recipe.img_size, pretrained=recipe.pretrained,
-                                     weights=recipe.weights, drop_rate=recipe.drop_rate, num_classes=comp.outputs),
+                                     weights=recipe.weights, drop_rate=recipe.drop_rate, num_classes=comp.outputs,
+                                     weights_partial=recipe.weights_partial),
                          rt, channels_last=settings.channels_last, ddp=rt.distributed, compile=settings.compile)
     if rt.distributed and rt.rank:  # each process its own dropout draws; the first keeps the one-process stream
         torch.manual_seed(int(np.random.SeedSequence([recipe.seed, fold, rt.rank]).generate_state(1)[0]))

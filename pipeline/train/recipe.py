@@ -43,6 +43,7 @@ class Recipe:
     drop_rate: float = 0.0  # dropout before the classifier of timm models
     pretrained: bool = False
     weights: str | None = None
+    weights_partial: bool = False  # load only the tensors of --weights that fit (another variant's), refuse nothing
     seed: int = 0
     # fine-tuning
     layer_decay: float = 1.0  # below 1: each earlier block of a timm model learns at this fraction of the next's lr
@@ -92,6 +93,8 @@ class Recipe:
                 raise ConfigError(f"--{name} must be {what}, got {getattr(r, name.replace('-', '_'))}.")
         if r.pretrained and r.weights:
             raise ConfigError("Use either --pretrained or --weights FILE, not both.")
+        if r.weights_partial and not r.weights:
+            raise ConfigError("--weights-partial says how to load --weights FILE: give the file too.")
         if r.sizes is not None:
             bad = [s for s in r.sizes if not 32 <= s <= r.img_size]
             if bad or not r.sizes:

@@ -19,9 +19,11 @@ import torch
 from pipeline import __version__
 from pipeline.choices import PSEUDO_THRESHOLD
 from pipeline.competitions.spec import data_competition
+from pipeline.data.catalog import read_train
 from pipeline.data.folds import read_folds
 from pipeline.errors import ConfigError, DataError
 from pipeline.fileio import write_csv
+from pipeline.models import check_weights
 from pipeline.rundir import SCHEMA, RunDir, all_runs, find_run
 from pipeline.train.preflight import check_fits, check_pretrained, recipe_warnings
 from pipeline.train.pseudo import pseudo_labels
@@ -159,6 +161,9 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processe
     if folds.label.max() >= comp.n_classes or folds.label.min() < 0:
         raise DataError(f"{Path(settings.data_dir) / 'folds.csv'} has labels beyond the {comp.n_classes} classes of "
                         f"competition {comp.name}: download the data again (`pipeline download --competition ...`).")
+    _check_folds_match_catalogue(folds, settings.data_dir)
+    if recipe.weights:  # weights that do not fit: one line now, not when the first fold starts
+        check_weights(recipe.arch, recipe.img_size, comp.outputs, recipe.weights, recipe.weights_partial)
     n_folds = int(folds.fold.max()) + 1
     selected = settings.folds if settings.folds is not None else list(range(n_folds))
     bad = [k for k in selected if not 0 <= k < n_folds]
@@ -176,7 +181,7 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processe
             raise ConfigError("--pseudo trains on soft labels, which mixup and cutmix (timm's Mixup mixes class "
                               "indices) cannot mix: drop --mixup/--cutmix for this run.")
         pseudo, pseudo_info = pseudo_labels(request.pseudo, settings.runs_dir, Path(settings.data_dir) / "test.csv",
-                                            comp, request.pseudo_threshold)
+                                            comp, request.pseudo_threshold, folds)
     check_fits(recipe, settings, rt.device, rt.dtype, len(folds) + (0 if pseudo is None else len(pseudo)),
                batch_per_process(recipe.batch_size, processes, mode))
     run = RunDir(Path(settings.runs_dir) / settings.run_name)
@@ -198,6 +203,19 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processe
                       "created": datetime.now().isoformat(timespec="seconds"), "resumes": [],
                       "sessions": [new_session(request, processes)]})
     return run, lock
+
+
+def _check_folds_match_catalogue(folds: pd.DataFrame, data_dir: str | Path) -> None:
+    """DataError when folds.csv does not hold the photos and labels of train.csv (a catalogue rebuilt or edited
+    since the split): training on it would learn shifted or stale labels."""
+    train = read_train(data_dir)
+    ours = folds.set_index("path").label
+    theirs = train.set_index("path").label.reindex(ours.index)
+    differ = int((theirs != ours).sum()) + len(set(train.path) - set(folds.path))
+    if differ:
+        raise DataError(f"{Path(data_dir) / 'folds.csv'} does not match {Path(data_dir) / 'train.csv'}: {differ} "
+                        "photo(s) missing from one or labelled differently; rebuild the folds with `pipeline split "
+                        f"--data-dir {data_dir}` (or download the data again).")
 
 
 def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processes: int):
