@@ -9,8 +9,8 @@ once into 1,437 training and 360 held-out test digits. For each competition this
     pipeline predict --out sub.csv
 
 then scores ``sub.csv`` against the held-out labels with the independent scorer of ``tests/submission_checks.py``,
-and prints the 5-fold CV (accuracy, log-loss, the competition's metric), the held-out score and the seconds,
-beside chance (what a constant prediction scores).
+and prints the 5-fold CV (accuracy, log-loss, the competition's metric), the held-out score, the TTA that predict's
+``--tta auto`` chose on the folds and the seconds, beside chance (what a constant prediction scores).
 
     python benchmarks/competitions.py                     # every competition, the lenet recipe (about 15 min, 2 cores)
     python benchmarks/competitions.py --epochs 3 --only digit-recognizer
@@ -67,21 +67,23 @@ def main() -> None:
             seconds = time.perf_counter() - started
             problems = checks.check_submission(data.competition, work / "sub.csv", data.test_ids, data.classes)
             held_out = checks.score(data.competition, work / "sub.csv", data.truth, positive=data.positive)
+            tta = json.loads((work / "sub.json").read_text())["tta"]  # what --tta auto chose on the folds
             cv = json.loads(next((work / "runs").glob("*/cv.json")).read_text())
             overall = cv["overall"]
             metric = cv["metric"]
             rows.append({"competition": data.competition, "classes": len(data.classes), "metric": metric,
                          "cv_accuracy": overall["accuracy"], "cv_log_loss": overall["log_loss"],
                          "cv_metric": overall.get({"f1_micro": "accuracy"}.get(metric, metric)),
-                         "held_out": held_out, "valid": not problems, "seconds": seconds})
+                         "held_out": held_out, "tta": tta, "valid": not problems, "seconds": seconds})
             print(f"{name}: done in {seconds:.0f} s", file=sys.stderr, flush=True)
     epochs = f"--epochs {args.epochs}" if args.epochs else "its own epochs"
     print(f"recipe {args.recipe} ({epochs}), 5 folds of 1,437 training digits; held-out: 360 digits")
     print(f"{'competition':<34}{'K':>3}  {'metric':<9}{'CV acc':>8}{'CV logloss':>11}{'CV metric':>10}"
-          f"{'held-out':>10}{'chance':>8}{'valid':>7}{'seconds':>9}")
+          f"{'held-out':>10}{'chance':>8}{'TTA':>11}{'valid':>7}{'seconds':>9}")
     for r in rows:
         print(f"{r['competition']:<34}{r['classes']:>3}  {r['metric']:<9}{r['cv_accuracy']:>8.3f}"
               f"{r['cv_log_loss']:>11.3f}{r['cv_metric']:>10.3f}{r['held_out']:>10.3f}{CHANCE[r['metric']]:>8}"
+              f"{r['tta']:>11}"
               f"{'yes' if r['valid'] else 'NO':>7}{r['seconds']:>9.0f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

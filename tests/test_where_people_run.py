@@ -53,7 +53,8 @@ def test_training_into_a_file_writes_a_line_per_epoch_and_per_fold(data_copy, tm
     assert [line for line in lines if line.endswith("done: best val loss") or " done: best val loss " in line]
     assert len([line for line in lines if " done: best val loss " in line]) == 2
     estimate = [line for line in lines if line.startswith("estimate: about ")]
-    assert len(estimate) == 1 and lines.index(estimate[0]) < lines.index(epochs[0])  # before the first epoch ends
+    assert len(estimate) == 1 and lines.index(epochs[0]) < lines.index(estimate[0]) < lines.index(epochs[1])
+    assert "epochs left at ~" in estimate[0] and " a fold beyond its epochs)" in estimate[0]
     assert any(line.startswith("cache 40px: 600 done in") for line in lines)  # the cache build, start to end
     assert not any("\x1b[" in line for line in lines)  # no terminal codes
     assert all(line[0] in "┏┡└" for line in lines if "━" in line)  # no progress bar: only the CV table's rules

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import logging
 from enum import Enum
 from pathlib import Path
@@ -12,17 +13,12 @@ from typing import Annotated
 
 import typer
 import typer.core
+import typer.rich_utils
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
 from pipeline.errors import Interrupted, PipelineError, storage_error
-
-
-def _no_placeholder_for_flags(display_type_rich):
-    def display(self, ctx):  # a flag takes no value; typer shows `<bool>` beside it
-        return None if getattr(self, "is_flag", False) else display_type_rich(self, ctx)
-    return display
 
 
 def _argument_usage_name(self) -> str:
@@ -32,18 +28,70 @@ def _argument_usage_name(self) -> str:
     return name + ("..." if self.nargs != 1 else "")
 
 
+def _negatives_beside_the_name(print_options_panel):
+    """A flag's ``--no-X`` shown in the column of the value types, not in a column of its own: one column less
+    leaves the descriptions room to read at 80 columns."""
+    def print_panel(*, params, **kwargs):
+        saved = [(p, p.secondary_opts) for p in params if getattr(p, "secondary_opts", None)]
+        for p, negatives in saved:
+            p.secondary_opts, p.shown_negatives = [], negatives
+        try:
+            return print_options_panel(params=params, **kwargs)
+        finally:
+            for p, negatives in saved:
+                p.secondary_opts = negatives
+                del p.shown_negatives
+    return print_panel
+
+
+def _no_placeholder_for_flags(display_type_rich):
+    def display(self, ctx):  # a flag takes no value; typer shows `<bool>` beside it
+        if getattr(self, "is_flag", False):
+            return ",".join(getattr(self, "shown_negatives", [])) or None
+        return display_type_rich(self, ctx)
+    return display
+
+
 if hasattr(typer.core.TyperOption, "display_type_rich"):  # typer 0.2x's rich help; older ones lack both
     typer.core.TyperOption.display_type_rich = _no_placeholder_for_flags(typer.core.TyperOption.display_type_rich)
 if hasattr(typer.core.TyperArgument, "_usage_display_name"):
     typer.core.TyperArgument._usage_display_name = _argument_usage_name
+if hasattr(typer.rich_utils, "_print_options_panel"):
+    typer.rich_utils._print_options_panel = _negatives_beside_the_name(typer.rich_utils._print_options_panel)
+
+# The panels of --help, in one place: every command names its stage, and every option of a long command (train,
+# predict) its panel. A new option picks the panel of its kind.
+STAGE_DATA = "1. Data"
+STAGE_TRAIN = "2. Train"
+STAGE_PREDICT = "3. Predict and submit"
+STAGE_TOOLS = "Runs and tools"
+RECIPE = "Recipe: what is learned"
+PREDICTION = "Prediction: what is blended"
+SETTINGS = "Settings: where and how it runs"
+OUTPUT = "Output: what is written and shown"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Cats-vs-dogs competition pipeline: download -> train (k-fold) -> predict -> submit.")
+                  help="Image-classification competitions, from the data to a checked submission.\n\n"
+                       "download -> train (k-fold) -> predict -> submit. New here? `pipeline demo` runs every "
+                       "stage on a bundled sample in a few minutes. The README says more about each option.")
 console = Console(soft_wrap=True)  # no hard line breaks: paths and figures stay greppable
 err_console = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[Path, typer.Option(help="Where the catalogue, folds and cache live.")]
 RunsDir = Annotated[Path, typer.Option(help="Where run folders live.")]
+
+
+def command(panel: str, name: str | None = None):
+    """Register a command in ``panel`` of ``pipeline --help``. Its docstring is reflowed: typer keeps the line
+    breaks inside every paragraph after the first, which would break sentences where the source lines end."""
+    def register(fn):
+        return app.command(name, rich_help_panel=panel, help=reflow(fn.__doc__ or ""))(fn)
+    return register
+
+
+def reflow(doc: str) -> str:
+    """Each paragraph of ``doc`` on one line (the terminal wraps it), paragraphs still apart."""
+    return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n"))
 
 
 def choice(name: str, values: tuple[str, ...]) -> type[Enum]:

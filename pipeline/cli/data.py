@@ -8,35 +8,37 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from pipeline.cli.app import DataDir, app, console, friendly
+from pipeline.cli.app import STAGE_DATA, DataDir, command, console, friendly
 from pipeline.data.sources import SOURCES
 
 FoldsOption = Annotated[int, typer.Option(help="Number of folds K.")]
 SeedOption = Annotated[int, typer.Option(help="Seed of the fold assignment.")]
-DupOption = Annotated[int, typer.Option(help="Perceptual-hash distance (bits of 64) under which two photos count as "
-                                        "duplicates and share a fold; -1: off.")]
+DupOption = Annotated[int, typer.Option(help="Photos whose perceptual hashes differ in at most this many bits (of 64) "
+                                        "share a fold; -1: off.")]
 
 
-@app.command()
+@command(STAGE_DATA)
 @friendly
 def download(
     competition: Annotated[str | None, typer.Option(metavar="NAME|FILE", help="A built-in competition (`pipeline "
-                                                    "competitions` lists them) or a spec file \\[default: the "
-                                                    "source's, else course]")] = None,
-    source: Annotated[str | None, typer.Option(help=f"Named source: {', '.join(SOURCES)} \\[default: "
-                                                  f"{next(iter(SOURCES))} (猫狗大战)]")] = None,
+                                                    "competitions`) or a spec file \\[default: the source's, else "
+                                                    "course]")] = None,
+    source: Annotated[str | None, typer.Option(metavar="NAME", help=f"Named source: {', '.join(SOURCES)} "
+                                                  f"\\[default: {next(iter(SOURCES))} (猫狗大战)]")] = None,
     url: Annotated[list[str] | None, typer.Option("--url", metavar="URL",
                                                   help="Archive URL to fetch (repeatable).")] = None,
     from_: Annotated[list[Path] | None, typer.Option("--from", exists=True, metavar="PATH",
-                     help="Local archive (.zip, .7z, .tar), CSV or folder to use instead of downloading "
-                          "(repeatable).")] = None,
+                     help="Local archive (.zip, .7z, .tar), CSV or folder (repeatable).")] = None,
     data_dir: DataDir = Path("data"),
     folds: FoldsOption = 5,
     seed: SeedOption = 0,
     dup_threshold: DupOption = 4,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ):
-    """Fetch, verify and unpack the data; write data/train.csv, data/test.csv and data/folds.csv."""
+    """Fetch, verify and unpack the data; catalogue it; build folds.
+
+    Writes data/train.csv, data/test.csv and data/folds.csv.
+    """
     from pipeline.data.download import download as run_download
 
     summary = run_download(competition=competition, source=source, urls=url or [], from_paths=from_ or [],
@@ -45,11 +47,11 @@ def download(
     _print_catalog(summary)
 
 
-@app.command()
+@command(STAGE_DATA)
 @friendly
 def split(data_dir: DataDir = Path("data"), folds: FoldsOption = 5, seed: SeedOption = 0,
           dup_threshold: DupOption = 4):
-    """Rebuild data/folds.csv from data/train.csv without downloading."""
+    """Rebuild the folds (data/folds.csv) without downloading."""
     from pipeline.data.folds import write_folds
 
     f = write_folds(data_dir, folds, seed, dup_threshold)
@@ -81,10 +83,10 @@ def _print_catalog(s: dict) -> None:
     console.print(f"folds: {s['folds']} folds, {s['dup_groups']} duplicate groups{grouping} -> {paths['folds_csv']}")
 
 
-@app.command()
+@command(STAGE_DATA)
 @friendly
 def competitions():
-    """List the built-in competitions (`pipeline download --competition NAME`), one line each."""
+    """List the built-in competitions (download --competition NAME)."""
     from pipeline.competitions.spec import builtin_competitions, load_competition, spec_summary
 
     for name, path in builtin_competitions().items():

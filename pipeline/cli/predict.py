@@ -8,9 +8,20 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from rich.table import Table
+from typer import Option
 
 from pipeline.choices import CALIBRATIONS, DEVICES, ENSEMBLE_METHODS
-from pipeline.cli.app import RunsDir, app, choice, console, err_console, friendly
+from pipeline.cli.app import (
+    OUTPUT,
+    PREDICTION,
+    SETTINGS,
+    STAGE_PREDICT,
+    choice,
+    command,
+    console,
+    err_console,
+    friendly,
+)
 from pipeline.data.sources import SOURCES
 from pipeline.predict.formats import FORMATS
 
@@ -22,39 +33,45 @@ TestCsv = Annotated[Path, typer.Option(help="The test catalogue (id,path) the id
 SubmitSource = choice("SubmitSource", tuple(name for name, s in SOURCES.items() if s.submission_format))
 
 
-@app.command()
+# Each option names its panel (pipeline.cli.app: PREDICTION, OUTPUT, SETTINGS); the README says more about each.
+@command(STAGE_PREDICT)
 @friendly
 def predict(
-    run: Annotated[list[Path] | None, typer.Option("--run", metavar="RUN", help="Run folder or name (repeatable) "
-                                                      "\\[default: the newest finished run]")] = None,
-    test: Annotated[Path, typer.Option(help="The test catalogue (id,path).")] = Path("data/test.csv"),
-    tta: Annotated[str, typer.Option(metavar="POLICY", help="Test-time augmentation, averaged in probability space: "
-                                     "auto (the views that lower the out-of-fold metric), none, hflip (the mirror), "
-                                     "flips (also upside down), rot (also turned), or views joined by + (hflip, "
-                                     "vflip, rot90, rot180, rot270, zoom, zoom-hflip).")] = "auto",
-    ensemble: Annotated[EnsembleMethod, typer.Option(help="How to blend several runs: weights fitted on "
-                                                     "out-of-fold log-loss, or a plain mean.")] = EnsembleMethod.fit,
-    format: Annotated[Fmt | None, typer.Option("--format", help="Cats versus dogs: course (猫狗大战: id,label 0/1), "
-                                               "kaggle (Dogs vs. Cats: 0/1), redux (probabilities, clipped) "
-                                               "\\[default: the competition's]")] = None,
-    threshold: Annotated[float, typer.Option(help="P(dog) at or above which label is 1 (0/1 formats).")] = 0.5,
-    eps: Annotated[float, typer.Option(help="Clip probabilities to \\[eps, 1-eps] (redux).")] = 0.005,
-    calibrate: Annotated[Calibrate, typer.Option(help="temperature: one temperature for the submitted fold "
-                                                 "mean: the out-of-fold models' over the softening the mean "
-                                                 "brings; pooled: the out-of-fold models' alone (the earlier way); "
-                                                 "auto: temperature for probability formats (log-loss).")
-                         ] = Calibrate.auto,
-    out: Annotated[Path | None, typer.Option(help="Submission path "
-                                             "\\[default: submissions/<runs>-<time>.csv]")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
-    partial: Annotated[bool, typer.Option("--partial", help="Predict with the finished folds of a run that has "
-                                          "not finished every fold (a warning names the missing ones).")] = False,
-    device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
-    batch_size: Annotated[int | None, typer.Option(help="Images per batch.")] = None,
-    runs_dir: RunsDir = Path("runs"),
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    run: Annotated[list[Path] | None, Option("--run", metavar="RUN", help="Run folder or name (repeatable) "
+                                             "\\[default: the newest finished run]",
+                                             rich_help_panel=PREDICTION)] = None,
+    tta: Annotated[str, Option(metavar="POLICY", help="Test-time augmentation: auto (the views that help on the "
+                               "folds), none, hflip, flips, rot, or views joined by + (e.g. hflip+zoom).",
+                               rich_help_panel=PREDICTION)] = "auto",
+    ensemble: Annotated[EnsembleMethod, Option(help="Blend runs with weights fitted on out-of-fold log-loss, or a "
+                                               "plain mean.", rich_help_panel=PREDICTION)] = EnsembleMethod.fit,
+    calibrate: Annotated[Calibrate, Option(metavar="HOW", help="temperature (of the submitted fold mean), pooled "
+                                           "or none; auto: temperature for probability formats.",
+                                           rich_help_panel=PREDICTION)] = Calibrate.auto,
+    partial: Annotated[bool, Option("--partial", help="Use the finished folds of an unfinished run.",
+                                    rich_help_panel=PREDICTION)] = False,
+    format: Annotated[Fmt | None, Option("--format", help="Cats versus dogs: course (猫狗大战, 0/1), kaggle "
+                                         "(0/1) or redux (probabilities) \\[default: the competition's]",
+                                         rich_help_panel=OUTPUT)] = None,
+    threshold: Annotated[float, Option(help="P(dog) at or above which label is 1 (0/1 formats).",
+                                       rich_help_panel=OUTPUT)] = 0.5,
+    eps: Annotated[float, Option(help="Clip probabilities to \\[eps, 1-eps] (redux).",
+                                 rich_help_panel=OUTPUT)] = 0.005,
+    out: Annotated[Path | None, Option(help="Submission path \\[default: submissions/<runs>-<time>.csv]",
+                                       rich_help_panel=OUTPUT)] = None,
+    force: Annotated[bool, Option("--force", help="Overwrite --out if it exists.", rich_help_panel=OUTPUT)] = False,
+    progress: Annotated[bool, Option(help="Show progress bars.", rich_help_panel=OUTPUT)] = True,
+    test: Annotated[Path, Option(help="The test catalogue (id,path).", rich_help_panel=SETTINGS)
+                    ] = Path("data/test.csv"),
+    device: Annotated[Device, Option(help="auto picks CUDA when present.", rich_help_panel=SETTINGS)] = Device.auto,
+    batch_size: Annotated[int | None, Option(help="Images per batch.", rich_help_panel=SETTINGS)] = None,
+    runs_dir: Annotated[Path, Option(help="Where run folders live.", rich_help_panel=SETTINGS)] = Path("runs"),
 ):
-    """Predict the test set with every fold of each run (and TTA), blend runs, write a validated CSV."""
+    """Blend the runs' folds on the test set; write a checked CSV.
+
+    Every fold of each run predicts the test set (with the TTA chosen on the folds); the runs are blended and
+    the CSV is written in the competition's format and validated.
+    """
     from pipeline.predict.predict import predict as run_predict
 
     result = run_predict(runs=run or [], test_csv=test, tta=tta, ensemble=ensemble.value,
@@ -126,7 +143,7 @@ def _tta_words(tta: str) -> str:
     return "without TTA" if tta == "none" else f"with {tta} TTA"
 
 
-@app.command()
+@command(STAGE_PREDICT)
 @friendly
 def validate(
     submission: Annotated[Path, typer.Argument(help="The CSV to check.", exists=True, dir_okay=False)],
@@ -134,7 +151,7 @@ def validate(
     format: Annotated[Fmt | None, typer.Option("--format", help="Cats versus dogs: course, kaggle or redux "
                                                "\\[default: the competition's]")] = None,
 ):
-    """Check a submission: header, every test id exactly once, integer ids, valid labels, row count.
+    """Check a submission: header, every test id once, labels, rows.
 
     Defects the competition's checker tolerates (a byte-order mark on Kaggle, CRLF line ends) are
     printed as warnings and do not make the file invalid.
@@ -158,7 +175,7 @@ def validate(
     console.print(f"valid: {escape(str(submission))} ({spec.name} format){warned}")
 
 
-@app.command("score")
+@command(STAGE_PREDICT, "score")
 @friendly
 def score_cmd(
     submission: Annotated[Path, typer.Argument(help="The submission CSV.", exists=True, dir_okay=False)],
@@ -167,8 +184,12 @@ def score_cmd(
     test: Annotated[Path, typer.Option(help="The test catalogue, beside which `pipeline download` recorded the "
                                        "competition.")] = Path("data/test.csv"),
 ):
-    """Accuracy (and log-loss for a probability file, ROC-AUC or macro F1 where the competition scores by them)
-    against known labels."""
+    """Score a submission against known labels.
+
+    Accuracy, and the competition's metric.
+
+    Log-loss for a probability file, ROC-AUC or macro F1 where the competition scores by them.
+    """
     from pipeline.competitions.spec import data_competition
     from pipeline.predict.formats import format_for
     from pipeline.predict.validation import score_submission
@@ -180,22 +201,22 @@ def score_cmd(
     console.print(f"{submission}: accuracy {s['accuracy']:.4f} on {s['n']} images{more}")
 
 
-@app.command()
+@command(STAGE_PREDICT)
 @friendly
 def submit(
     file: Annotated[Path, typer.Argument(help="The submission CSV (from `pipeline predict`).", dir_okay=False)],
-    source: Annotated[SubmitSource | None, typer.Option(help="Cats versus dogs: kaggle (Dogs vs. Cats, 0/1), "
-                                                        "kaggle-redux (probabilities) or course (猫狗大战, uploaded "
-                                                        "in a browser); the file is validated in that competition's "
-                                                        "format \\[default: the competition `pipeline download` "
-                                                        "recorded, sent with its Kaggle slug]")] = None,
+    source: Annotated[SubmitSource | None, typer.Option(metavar="SITE", help="Cats versus dogs: kaggle (Dogs vs. "
+                                                        "Cats), kaggle-redux or course (猫狗大战, by hand) \\[default: "
+                                                        "the competition `pipeline download` recorded]")] = None,
     message: Annotated[str | None, typer.Option("--message", "-m", help="Description on Kaggle \\[default: the "
                                                    "file's name and the runs from its JSON note]")] = None,
     test: TestCsv = Path("data/test.csv"),
-    log: Annotated[Path, typer.Option(help="The log that gets one row per submission.")] = Path("submissions/log.csv"),
+    log: Annotated[Path, typer.Option(help="One row per submission.")] = Path("submissions/log.csv"),
 ):
-    """Validate a submission and send it with the official kaggle CLI (or, for the course, print what to upload);
-    log it."""
+    """Validate a submission, send it with the kaggle CLI, log it.
+
+    For the course competition (uploaded in a browser) it says what to upload.
+    """
     from pipeline.predict.upload import submit as send
 
     done = send(file, source.value if source else None, test_csv=test, message=message, log_path=log)

@@ -12,12 +12,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.choices import RUN_SORTS
-from pipeline.cli.app import DataDir, RunsDir, app, choice, console, friendly
+from pipeline.cli.app import STAGE_TOOLS, DataDir, RunsDir, choice, command, console, friendly
 
 RunSort = choice("RunSort", RUN_SORTS)
 
 
-@app.command()
+@command(STAGE_TOOLS)
 @friendly
 def report(
     run: Annotated[list[Path] | None, typer.Argument(help="Run folder or name; with --compare, two or more "
@@ -28,7 +28,7 @@ def report(
                                                 "\\[default: <runs-dir>/compare-<names>.html]")] = None,
     runs_dir: RunsDir = Path("runs"),
 ):
-    """Write PNG plots and one self-contained HTML page for a run, or (--compare) one page comparing runs."""
+    """A run's plots and HTML page, or (--compare) a page of runs."""
     from pipeline.report import build_comparison, build_report, comparison_path
     from pipeline.rundir import find_run
 
@@ -50,16 +50,17 @@ RUN_HEADERS = {"img_size": "size", "log_loss": "log-loss", "roc_auc": "ROC-AUC",
                "test_probs": "test preds"}
 
 
-@app.command()
+@command(STAGE_TOOLS)
 @friendly
 def runs(
     runs_dir: RunsDir = Path("runs"),
-    sort: Annotated[RunSort, typer.Option(help="logloss (lowest first), accuracy, auc (highest first), time "
-                                          "(shortest training first), created (newest first) or name; "
-                                          "unfinished runs come last for the scores and time.")] = RunSort.logloss,
+    sort: Annotated[RunSort, typer.Option(metavar="KEY", help="logloss (lowest first), accuracy, auc, time, "
+                                          "created (newest first) or name.")] = RunSort.logloss,
 ):
-    """List runs: arch, recipe, size, folds finished, CV accuracy, log-loss, ROC-AUC, training time, test
-    predictions."""
+    """List the runs, best first, with their CV scores and times.
+
+    Also arch, image size and whether `pipeline predict` saved the test predictions.
+    """
     from pipeline.report import list_runs
 
     df = list_runs(runs_dir, sort.value)
@@ -100,23 +101,26 @@ def _run_cell(column: str, value) -> str:
     return escape(str(value))
 
 
-@app.command()
+@command(STAGE_TOOLS)
 @friendly
 def demo(
     workdir: Annotated[Path, typer.Option(help="Folder for the demo's data, runs and submission.")] = Path("demo"),
     epochs: Annotated[int, typer.Option(help="Epochs per fold.")] = 20,
     folds: Annotated[int, typer.Option(help="Number of folds.")] = 3,
 ):
-    """The whole workflow on the bundled real sample, offline, in a few minutes on a laptop CPU."""
+    """Start here: every stage on a bundled sample, offline, minutes.
+
+    600 training and 100 test photos of Kaggle's Dogs vs. Cats, a 3-fold LeNet; outputs go to --workdir.
+    """
     from pipeline.demo import demo as run_demo
 
     run_demo(workdir, epochs=epochs, n_folds=folds, console=console)
 
 
-@app.command()
+@command(STAGE_TOOLS)
 @friendly
 def doctor(data_dir: DataDir = Path("data"), runs_dir: RunsDir = Path("runs")):
-    """Versions, CUDA and devices, bf16 support, free disk, where data and runs are: paste it into a bug report."""
+    """Versions, devices, disk, data, runs: facts for a bug report."""
     from pipeline.doctor import doctor as facts
 
     for key, value in facts(data_dir, runs_dir).items():

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from typer import Option
 
 from pipeline.choices import (
     AUGMENT_PRESETS,
@@ -24,7 +25,18 @@ from pipeline.choices import (
     SCHEDULES,
     TRACKERS,
 )
-from pipeline.cli.app import app, choice, console, default_text, friendly, given
+from pipeline.cli.app import (
+    OUTPUT,
+    RECIPE,
+    SETTINGS,
+    STAGE_TRAIN,
+    choice,
+    command,
+    console,
+    default_text,
+    friendly,
+    given,
+)
 from pipeline.train.recipe import Recipe
 from pipeline.train.settings import RunSettings
 
@@ -44,6 +56,11 @@ def _r(field: str) -> str:
 
 def _s(field: str) -> str:
     return default_text(RunSettings, field)
+
+
+def _choices(values: tuple[str, ...]) -> str:
+    """``a, b or c``: a choice list in a help text (the metavar then stays short)."""
+    return ", ".join(values[:-1]) + f" or {values[-1]}" if len(values) > 1 else values[0]
 
 
 def _parse_ints(text: str, option: str) -> list[int]:
@@ -68,126 +85,125 @@ def _parse_folds(text: str) -> list[int] | None:
         raise typer.BadParameter(f"expected 'all' or comma-separated fold numbers like 0,1,2, got {text!r}") from None
 
 
-# The command's signature is long because each option is one line of --help; its body only gathers them.
-@app.command()
+# The command's signature is long because each option is one line of --help; its body only gathers them. Each
+# option names its panel (pipeline.cli.app: RECIPE, SETTINGS, OUTPUT); the README says more about each.
+@command(STAGE_TRAIN)
 @friendly
 def train(
-    recipe: Annotated[str | None, typer.Option(help="A named recipe (see `pipeline recipes`) or a TOML file; "
-                                                  "the options below override it.")] = None,
-    arch: Annotated[str | None, typer.Option(help=f"lenet, resnet34, resnet50 or any timm model name "
-                                                f"{_r('arch')}")] = None,
-    folds: Annotated[str | None, typer.Option(help="Folds to train: 'all' or e.g. 0,1,2 \\[default: all]")] = None,
-    epochs: Annotated[int | None, typer.Option(help=f"Epochs per fold; early stopping may end sooner "
-                                                  f"{_r('epochs')}")] = None,
-    img_size: Annotated[int | None, typer.Option(help="Input side in pixels \\[default: 64 for LeNet, the "
-                                                    "model's own, usually 224, otherwise]")] = None,
-    batch_size: Annotated[int | None, typer.Option(help=f"Images per step, over all processes together; on a "
-                                                      f"GPU raise to 128-256 {_r('batch_size')}")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate \\[default: 1e-3, or 3e-4 from "
-                                                  "weights]")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help=f"AdamW/SGD weight decay (not on biases and norms) "
-                                                          f"{_r('weight_decay')}")] = None,
-    optimizer: Annotated[Optimizer | None, typer.Option(help=f"sgd: momentum 0.9, Nesterov "
-                                                           f"{_r('optimizer')}")] = None,
-    schedule: Annotated[Schedule | None, typer.Option(help=f"cosine (with warm-up) or onecycle "
-                                                         f"{_r('schedule')}")] = None,
-    warmup_epochs: Annotated[float | None, typer.Option(help=f"Linear warm-up before the cosine decay "
-                                                           f"{_r('warmup_epochs')}")] = None,
-    patience: Annotated[int | None, typer.Option(help=f"Stop a fold after this many epochs without a better "
-                                                    f"validation loss; 0: never {_r('patience')}")] = None,
-    augment: Annotated[Augment | None, typer.Option(help=f"Augmentation preset {_r('augment')}")] = None,
-    drop_rate: Annotated[float | None, typer.Option(help=f"Dropout before the classifier of timm models "
-                                                       f"{_r('drop_rate')}")] = None,
-    pretrained: Annotated[bool | None, typer.Option("--pretrained/--no-pretrained",
-                                                       help="Start from timm's ImageNet weights (needs the "
-                                                       "network).")] = None,
-    weights: Annotated[Path | None, typer.Option(help="Start from a local weights file (offline route).",
-                                                    exists=True, dir_okay=False)] = None,
-    weights_partial: Annotated[bool | None, typer.Option("--weights-partial", help="Load only the tensors of "
-                                                         "--weights that fit (another variant's); the rest start "
-                                                         "fresh.")] = None,
-    seed: Annotated[int | None, typer.Option(help=f"Seed for weights, order and augmentation "
-                                                f"{_r('seed')}")] = None,
-    layer_decay: Annotated[float | None, typer.Option(help=f"Below 1: each earlier block of a timm model learns "
-                                                         f"at this fraction of the next one's rate "
-                                                         f"{_r('layer_decay')}")] = None,
-    freeze_bn: Annotated[bool | None, typer.Option("--freeze-bn/--no-freeze-bn", help=f"Keep BatchNorm's "
-                                                      f"pretrained statistics (fine-tuning, small batches) "
-                                                      f"{_r('freeze_bn')}")] = None,
-    mixup: Annotated[float | None, typer.Option(help=f"Mixup alpha; 0: off {_r('mixup')}")] = None,
-    cutmix: Annotated[float | None, typer.Option(help=f"CutMix alpha; 0: off {_r('cutmix')}")] = None,
-    mix_prob: Annotated[float | None, typer.Option(help=f"Share of batches mixed {_r('mix_prob')}")] = None,
-    label_smoothing: Annotated[float | None, typer.Option(help=f"Targets eps/2 and 1-eps/2 "
-                                                             f"{_r('label_smoothing')}")] = None,
-    ema: Annotated[bool | None, typer.Option("--ema/--no-ema", help=f"Keep a moving average of the weights; it "
-                                                f"is used when it validates better {_r('ema')}")] = None,
-    ema_decay: Annotated[float | None, typer.Option(help=f"The EMA's decay after its warm-up "
-                                                       f"{_r('ema_decay')}")] = None,
-    average: Annotated[Average | None, typer.Option(help=f"Weight averaging along each fold: swa (the last "
-                                                        f"epochs), soup (the best epochs, added while it validates "
-                                                        f"better); best.pt takes it only when it validates better "
-                                                        f"{_r('average')}")] = None,
-    average_epochs: Annotated[int | None, typer.Option(help=f"How many epochs' weights --average may take "
-                                                            f"{_r('average_epochs')}")] = None,
-    pseudo: Annotated[str | None, typer.Option(metavar="FROM", help="Pseudo-labels: the test photos that a "
-                                               "submission's blend (its JSON note, or the CSV beside it) or a run "
-                                               "predicts confidently join every training fold with soft labels "
-                                               "(never a validation fold); a second training.")] = None,
-    pseudo_threshold: Annotated[float, typer.Option(help="The probability of its predicted class a test photo "
-                                                         "needs for --pseudo.")] = PSEUDO_THRESHOLD,
-    sizes: Annotated[str | None, typer.Option(help=f"Progressive resizing: training sizes in equal phases before "
-                                                 f"--img-size, e.g. 96,128 {_r('sizes')}")] = None,
-    device: Annotated[Device | None, typer.Option(help=f"auto picks CUDA when present {_s('device')}")] = None,
-    precision: Annotated[Precision | None, typer.Option(help=f"auto: bf16 (or fp16 + loss scaling) on CUDA, "
-                                                           f"fp32 on CPU {_s('precision')}")] = None,
-    workers: Annotated[int | None, typer.Option(help="Loader processes per training process \\[default: 2 on "
-                                                   "CPU; on CUDA the cores per process - 1, at most 8]")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads per training process \\[default: torch's; "
-                                                   "with --nproc N, the cores / N]")] = None,
-    cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help=f"Read photos from the decoded-image "
-                                                  f"cache, built once per size {_s('cache')}")] = None,
-    channels_last: Annotated[bool | None, typer.Option("--channels-last/--no-channels-last",
-                                                          help=f"channels_last memory for conv nets "
-                                                          f"{_s('channels_last')}")] = None,
-    tracker: Annotated[Tracker | None, typer.Option(help=f"Live curves: tensorboard (runs/<run>/tensorboard), "
-                                                       f"mlflow (mlruns/ beside runs/, or MLFLOW_TRACKING_URI), none; "
-                                                       f"auto: TensorBoard when installed {_s('tracker')}")] = None,
-    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help=f"torch.compile the model "
-                                                    f"(slow start, faster steps on a GPU) {_s('compile')}")] = None,
-    deterministic: Annotated[bool | None, typer.Option("--deterministic/--no-deterministic", help=f"On a GPU: "
-                                                          f"deterministic kernels, no cuDNN autotuning, so a run "
-                                                          f"repeats bit for bit on the same GPU (slower) "
-                                                          f"{_s('deterministic')}")] = None,
-    time_limit: Annotated[str | None, typer.Option(help="A budget for the whole run, every fold: 90s, 30m, 2h, "
-                                                   "1h30m. Epochs are chosen up front from timed batches so that "
-                                                   "each fold's schedule completes; it only lowers --epochs "
-                                                   "\\[default: none]")] = None,
-    nproc: Annotated[str, typer.Option(help="Training processes on this machine: auto (one per visible GPU, one "
-                                       "on the CPU) or a number; started through torch's elastic launcher, as "
-                                       "torchrun would.")] = "auto",
-    parallel: Annotated[Parallel | None, typer.Option(help="With several processes: folds (each process "
-                                                         "trains its own folds) or ddp (all train each fold "
-                                                         "together) \\[default: folds when there are at least as "
-                                                         "many folds as processes, else ddp]")] = None,
-    max_restarts: Annotated[int, typer.Option(help="With --nproc: start the workers again this often after a "
-                                              "failure; the run continues from its last finished epochs.")] = 0,
-    run_name: Annotated[str | None, typer.Option(help="Run folder name \\[default: <arch>-<time>]")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue --run-name (or the latest run): skip "
-                                         "finished folds, continue the interrupted one.")] = False,
-    data_dir: Annotated[Path | None, typer.Option(help=f"Where the catalogue, folds and cache live "
-                                                     f"{_s('data_dir')}")] = None,
-    runs_dir: Annotated[Path | None, typer.Option(help=f"Where run folders live {_s('runs_dir')}")] = None,
-    progress: Annotated[bool | None, typer.Option("--progress/--no-progress",
-                                                     help=f"Show progress bars {_s('progress')}")] = None,
+    recipe: Annotated[str | None, Option(help="A named recipe (`pipeline recipes`) or a TOML file; the options "
+                                         "below override it.", rich_help_panel=RECIPE)] = None,
+    arch: Annotated[str | None, Option(help=f"lenet, resnet34, resnet50 or any timm model {_r('arch')}",
+                                       rich_help_panel=RECIPE)] = None,
+    epochs: Annotated[int | None, Option(help=f"Epochs per fold; early stopping may end sooner {_r('epochs')}",
+                                         rich_help_panel=RECIPE)] = None,
+    img_size: Annotated[int | None, Option(help="Input side in pixels \\[default: 64 for LeNet, else the model's "
+                                           "own, usually 224]", rich_help_panel=RECIPE)] = None,
+    batch_size: Annotated[int | None, Option(help=f"Images per step, all processes together; 128-256 on a GPU "
+                                             f"{_r('batch_size')}", rich_help_panel=RECIPE)] = None,
+    lr: Annotated[float | None, Option(help="Peak learning rate \\[default: 1e-3, or 3e-4 from weights]",
+                                       rich_help_panel=RECIPE)] = None,
+    weight_decay: Annotated[float | None, Option(help=f"Weight decay (not on biases and norms) "
+                                                 f"{_r('weight_decay')}", rich_help_panel=RECIPE)] = None,
+    optimizer: Annotated[Optimizer | None, Option(help=f"sgd: momentum 0.9, Nesterov {_r('optimizer')}",
+                                                  rich_help_panel=RECIPE)] = None,
+    schedule: Annotated[Schedule | None, Option(help=f"Learning-rate schedule after the warm-up {_r('schedule')}",
+                                                rich_help_panel=RECIPE)] = None,
+    warmup_epochs: Annotated[float | None, Option(help=f"Linear warm-up {_r('warmup_epochs')}",
+                                                  rich_help_panel=RECIPE)] = None,
+    patience: Annotated[int | None, Option(help=f"Stop a fold after this many epochs without a better validation "
+                                           f"loss; 0: never {_r('patience')}", rich_help_panel=RECIPE)] = None,
+    augment: Annotated[Augment | None, Option(metavar="PRESET", help=f"{_choices(AUGMENT_PRESETS)} "
+                                              f"{_r('augment')}", rich_help_panel=RECIPE)] = None,
+    sizes: Annotated[str | None, Option(help=f"Progressive resizing: sizes before --img-size, e.g. 96,128 "
+                                        f"{_r('sizes')}", rich_help_panel=RECIPE)] = None,
+    pretrained: Annotated[bool | None, Option("--pretrained/--no-pretrained", help="Start from timm's ImageNet "
+                                              "weights (needs the network).", rich_help_panel=RECIPE)] = None,
+    weights: Annotated[Path | None, Option(help="Start from a local weights file (offline).", exists=True,
+                                           dir_okay=False, rich_help_panel=RECIPE)] = None,
+    weights_partial: Annotated[bool | None, Option("--weights-partial", help="Load only the tensors of --weights "
+                                                   "that fit (another variant's); the rest start fresh.",
+                                                   rich_help_panel=RECIPE)] = None,
+    layer_decay: Annotated[float | None, Option(help=f"Below 1: each earlier block learns at this fraction of "
+                                                f"the next one's rate {_r('layer_decay')}",
+                                                rich_help_panel=RECIPE)] = None,
+    freeze_bn: Annotated[bool | None, Option("--freeze-bn/--no-freeze-bn", help=f"Keep BatchNorm's pretrained "
+                                             f"statistics {_r('freeze_bn')}", rich_help_panel=RECIPE)] = None,
+    drop_rate: Annotated[float | None, Option(help=f"Dropout before a timm model's classifier {_r('drop_rate')}",
+                                              rich_help_panel=RECIPE)] = None,
+    mixup: Annotated[float | None, Option(help=f"Mixup alpha; 0: off {_r('mixup')}", rich_help_panel=RECIPE)] = None,
+    cutmix: Annotated[float | None, Option(help=f"CutMix alpha; 0: off {_r('cutmix')}",
+                                           rich_help_panel=RECIPE)] = None,
+    mix_prob: Annotated[float | None, Option(help=f"Share of batches mixed {_r('mix_prob')}",
+                                             rich_help_panel=RECIPE)] = None,
+    label_smoothing: Annotated[float | None, Option(help=f"Targets eps/2 and 1-eps/2 {_r('label_smoothing')}",
+                                                    rich_help_panel=RECIPE)] = None,
+    ema: Annotated[bool | None, Option("--ema/--no-ema", help=f"Keep a moving average of the weights; used when "
+                                       f"it validates better {_r('ema')}", rich_help_panel=RECIPE)] = None,
+    ema_decay: Annotated[float | None, Option(help=f"The EMA's decay {_r('ema_decay')}",
+                                              rich_help_panel=RECIPE)] = None,
+    average: Annotated[Average | None, Option(help=f"Weight averaging in each fold: swa (the last epochs) or soup "
+                                              f"(the best ones) {_r('average')}", rich_help_panel=RECIPE)] = None,
+    average_epochs: Annotated[int | None, Option(help=f"Epochs --average may take {_r('average_epochs')}",
+                                                 rich_help_panel=RECIPE)] = None,
+    seed: Annotated[int | None, Option(help=f"Seed of weights, order and augmentation {_r('seed')}",
+                                       rich_help_panel=RECIPE)] = None,
+    pseudo: Annotated[str | None, Option(metavar="FROM", help="Pseudo-labels: train again with the test photos a "
+                                         "submission (its .json or .csv) or a run predicts confidently.",
+                                         rich_help_panel=RECIPE)] = None,
+    pseudo_threshold: Annotated[float, Option(help="The probability a test photo needs for --pseudo.",
+                                              rich_help_panel=RECIPE)] = PSEUDO_THRESHOLD,
+    folds: Annotated[str | None, Option(help="Folds to train: 'all' or e.g. 0,1,2 \\[default: all]",
+                                        rich_help_panel=SETTINGS)] = None,
+    time_limit: Annotated[str | None, Option(help="Budget for the whole run (90s, 30m, 2h, 1h30m); lowers "
+                                             "--epochs to fit \\[default: none]", rich_help_panel=SETTINGS)] = None,
+    device: Annotated[Device | None, Option(help=f"auto picks CUDA when present {_s('device')}",
+                                            rich_help_panel=SETTINGS)] = None,
+    precision: Annotated[Precision | None, Option(help=f"auto: bf16 or fp16 on CUDA, fp32 on CPU "
+                                                  f"{_s('precision')}", rich_help_panel=SETTINGS)] = None,
+    workers: Annotated[int | None, Option(help="Loader processes per training process \\[default: 2 on CPU; on "
+                                          "CUDA the cores per process - 1, at most 8]",
+                                     rich_help_panel=SETTINGS)] = None,
+    threads: Annotated[int | None, Option(help="CPU threads per training process \\[default: torch's; with "
+                                          "--nproc N, the cores / N]", rich_help_panel=SETTINGS)] = None,
+    cache: Annotated[bool | None, Option("--cache/--no-cache", help=f"Read photos from the decoded-image cache "
+                                         f"{_s('cache')}", rich_help_panel=SETTINGS)] = None,
+    channels_last: Annotated[bool | None, Option("--channels-last/--no-channels-last", help=f"channels_last memory "
+                                                 f"for conv nets {_s('channels_last')}",
+                                                 rich_help_panel=SETTINGS)] = None,
+    compile: Annotated[bool | None, Option("--compile/--no-compile", help=f"torch.compile the model (slow start) "
+                                           f"{_s('compile')}", rich_help_panel=SETTINGS)] = None,
+    deterministic: Annotated[bool | None, Option("--deterministic/--no-deterministic", help=f"On a GPU: "
+                                                 f"deterministic kernels, no cuDNN autotuning (slower) "
+                                                 f"{_s('deterministic')}", rich_help_panel=SETTINGS)] = None,
+    nproc: Annotated[str, Option(metavar="N|auto", help="Training processes on this machine: auto (one per "
+                                 "visible GPU, one on the CPU) or a number.", rich_help_panel=SETTINGS)] = "auto",
+    parallel: Annotated[Parallel | None, Option(help="With several processes: each trains its own folds, or ddp: "
+                                                "all train each fold \\[default: folds, else ddp when there are "
+                                                "fewer folds than processes]", rich_help_panel=SETTINGS)] = None,
+    max_restarts: Annotated[int, Option(help="With --nproc: restart failed workers this often; they continue "
+                                        "from their last finished epochs.", rich_help_panel=SETTINGS)] = 0,
+    data_dir: Annotated[Path | None, Option(help=f"Where the catalogue, folds and cache live {_s('data_dir')}",
+                                            rich_help_panel=SETTINGS)] = None,
+    run_name: Annotated[str | None, Option(help="Run folder name \\[default: <arch>-<time>]",
+                                           rich_help_panel=OUTPUT)] = None,
+    resume: Annotated[bool, Option("--resume", help="Continue --run-name (or the latest run) where it stopped.",
+                                   rich_help_panel=OUTPUT)] = False,
+    runs_dir: Annotated[Path | None, Option(help=f"Where run folders live {_s('runs_dir')}",
+                                            rich_help_panel=OUTPUT)] = None,
+    tracker: Annotated[Tracker | None, Option(metavar="NAME", help=f"Live curves: {_choices(TRACKERS)}; auto: "
+                                              f"TensorBoard when installed {_s('tracker')}",
+                                              rich_help_panel=OUTPUT)] = None,
+    progress: Annotated[bool | None, Option("--progress/--no-progress", help=f"Show progress and the estimate "
+                                            f"{_s('progress')}", rich_help_panel=OUTPUT)] = None,
 ):
-    """k-fold cross-validation: one checkpoint per fold, out-of-fold predictions and the CV score.
+    """k-fold cross-validation: a model per fold and the CV score.
 
-    The defaults shown are the built-in recipe's (lenet); --recipe NAME sets its own (see `pipeline recipes
-    NAME`), and the options given override it.
+    Writes a run folder: a checkpoint per fold, the out-of-fold predictions, cv.json and a report.
 
-    On a GPU start from --recipe finetune --img-size 224 --batch-size 128 --workers 8 --epochs 8 (mixed
-    precision and channels_last are on by default); several GPUs: --nproc N (or torchrun). --time-limit 30m
-    fits the run into a budget.
+    The defaults shown are the built-in recipe's (lenet); --recipe NAME sets its own (`pipeline recipes NAME`), and
+    the options given override it.
+
+    On a GPU start from --recipe finetune --img-size 224 --batch-size 128 --workers 8 --epochs 8.
     """
     import time
 
@@ -230,10 +246,10 @@ def train(
         console.print(f"curves: tensorboard --logdir {run.tensorboard_dir}")
 
 
-@app.command()
+@command(STAGE_TRAIN)
 @friendly
 def recipes(name: Annotated[str | None, typer.Argument(help="A recipe to print whole (its TOML file).")] = None):
-    """List the named recipes (`pipeline train --recipe NAME`), one line each; with NAME, print that recipe."""
+    """List the named recipes (train --recipe NAME), or print one."""
     from pipeline.train.recipe import named_recipes, recipe_file, recipe_summary
 
     if name is not None:

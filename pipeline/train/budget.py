@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 import time
 from dataclasses import asdict, dataclass
 
@@ -92,3 +93,63 @@ def time_batches(step, loader, n: int) -> float:
         timed += 1
     sync()
     return (time.perf_counter() - t0) / max(1, timed) if timed else time.perf_counter() - t0
+
+
+@dataclass
+class FirstEpoch:
+    """What the run's first epoch measured, in seconds: what the estimate of the whole run is made from."""
+
+    setup: float  # the fold before its first batch: loaders, model, weights
+    first_batch: float  # the first training batch: it starts the loader's workers and the kernels
+    batch_seconds: list[float]  # every later training batch of the epoch, one by one
+    validation: float  # one pass over the fold's validation photos
+    epoch: float  # the whole epoch: training, validation (the EMA's too), checkpoints
+
+
+@dataclass
+class RunEstimate:
+    """The expected time of a whole run and what it is made of (seconds)."""
+
+    seconds: float  # from the run's start to its cross-validation score (what `took` reports)
+    epoch: float  # one later epoch (no start-up)
+    fold_extra: float  # each fold beyond its epochs: loaders and model, the start-up, out-of-fold predictions
+    spread: float  # how much the batches' times vary (relative): a busy machine; the estimate's ± at best
+
+
+def oof_passes(views: int, average: str, average_epochs: int) -> int:
+    """Passes over the validation photos a fold makes after its epochs: its out-of-fold predictions as they are
+    and under each of ``views`` TTA views, and the validations of weight averaging (``--average``)."""
+    return 1 + views + {"none": 0, "swa": 1, "soup": average_epochs - 1}[average]
+
+
+def estimate_run(m: FirstEpoch, elapsed: float, epochs_left: int, folds_left: int, passes: int) -> RunEstimate:
+    """The run's expected seconds, after its first epoch.
+
+    The first batch starts the loader's workers; the epoch's other batches give the steady rate, and a later
+    epoch costs the first one without that start-up. Every fold still to start pays its setup and the start-up
+    again, and every fold its ``passes`` over the validation photos at its end (each timed as the first epoch's
+    validation).
+
+    Args:
+        m: the first epoch's timings.
+        elapsed: seconds the run has taken so far (start-up, image cache, the first epoch).
+        epochs_left: epochs still to train, over every fold of this process (early stopping may skip some).
+        folds_left: this process's folds not finished, the current one included.
+        passes: :func:`oof_passes`.
+    """
+    per_batch = statistics.fmean(m.batch_seconds) if m.batch_seconds else m.first_batch
+    start_up = max(0.0, m.first_batch - per_batch)
+    epoch = max(0.0, m.epoch - start_up)
+    at_end = passes * m.validation
+    fold_extra = m.setup + start_up + at_end
+    left = epochs_left * epoch + at_end + max(0, folds_left - 1) * fold_extra
+    spread = statistics.pstdev(m.batch_seconds) / per_batch if len(m.batch_seconds) > 1 and per_batch > 0 else 0.0
+    return RunEstimate(elapsed + left, epoch, fold_extra, spread)
+
+
+def fewest_epochs_left(epochs: int, patience: int, folds_left: int, done: int = 1) -> int:
+    """The fewest epochs a run may still train if early stopping ends every fold as soon as it can: after
+    ``patience`` epochs without a better validation loss, so at least ``patience + 1`` epochs a fold (``done`` of
+    them trained in the current fold). Without early stopping (``patience`` 0), every epoch."""
+    least = epochs if patience <= 0 else min(epochs, patience + 1)
+    return max(0, least - done) + max(0, folds_left - 1) * least

@@ -24,7 +24,7 @@ from pipeline.fileio import write_csv
 from pipeline.metrics import score
 from pipeline.models import build_model, normalization
 from pipeline.rundir import RunDir
-from pipeline.train.budget import time_batches
+from pipeline.train.budget import oof_passes, time_batches
 from pipeline.train.callbacks import Checkpointer, EarlyStopping, Ema, FreezeBatchNorm, MetricsLog, WeightAverage
 from pipeline.train.engine import Amp, Callback, FitState, evaluate, fit, train_step
 from pipeline.train.mixing import make_mix
@@ -154,9 +154,8 @@ def time_fold(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, fol
 
     train_s = time_batches(train_batch, data.train_loader, batches) * len(data.train_loader)
     val_s = time_batches(val_batch, data.val_loader, 2) * len(data.val_loader)
-    views = 1 + len(comp.oof_views())  # the out-of-fold predictions: the image and each TTA view
-    averages = {"none": 0, "swa": 1, "soup": recipe.average_epochs - 1}[recipe.average]  # validations at the end
-    return train_s + val_s * (2 if recipe.ema else 1), build + (views + averages) * val_s
+    passes = oof_passes(len(comp.oof_views()), recipe.average, recipe.average_epochs)
+    return train_s + val_s * (2 if recipe.ema else 1), build + passes * val_s
 
 
 def fold_callbacks(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, model: nn.Module, validate,

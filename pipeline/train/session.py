@@ -28,7 +28,7 @@ from pipeline.fileio import write_csv, write_json, write_text
 from pipeline.metrics import score, table_probs
 from pipeline.progress import clock, say
 from pipeline.rundir import RunDir
-from pipeline.train.budget import plan_epochs
+from pipeline.train.budget import oof_passes, plan_epochs
 from pipeline.train.display import Display, Estimate, RunClock
 from pipeline.train.fold import time_fold, train_fold
 from pipeline.train.recipe import Recipe
@@ -189,7 +189,7 @@ def _train_folds(run: RunDir, rt: Runtime, fold_rt: Runtime, mine: list[int], re
     for k in sorted(set(mine) - set(todo)):
         _logger.info("fold %d already finished; skipping", k)
     trained = {k: _epochs_done(run, k) for k in todo}
-    clock = RunClock(sum(recipe.epochs - done for done in trained.values()))
+    clock = RunClock(sum(recipe.epochs - done for done in trained.values()), folds=len(todo))
     with Display(settings.progress and rt.is_main, run.name) as display:
         for position, k in enumerate(todo, start=1):
             if restarting() and trained[k]:
@@ -197,8 +197,10 @@ def _train_folds(run: RunDir, rt: Runtime, fold_rt: Runtime, mine: list[int], re
                                 "not trained again)", k, trained[k], trained[k])
             shown = display.callbacks(k, position, len(todo), clock)
             if position == 1 and shown:
-                val_share = float((folds.fold == k).mean() / max(1e-9, (folds.fold != k).mean()))
-                shown.append(Estimate(clock, display.say, len(todo), val_share))
+                passes = oof_passes(len(run_competition(run.config()).oof_views()), recipe.average,
+                                    recipe.average_epochs)
+                shown.append(Estimate(clock, display.say, len(todo), passes, lambda: run_seconds(run.config()),
+                                      patience=recipe.patience))
             try:
                 result = train_fold(run, k, fold_rt, recipe, settings, folds, cache, shown, tracker)
             except KeyboardInterrupt:
