@@ -285,13 +285,13 @@ def test_t9_the_report_never_makes_identifiers_of_class_names():
     'fi')."""
     from pipeline.competitions.spec import load_competition
     from pipeline.metrics import most_confident_wrong
-    from pipeline.report.run_page import _wrong_table
+    from pipeline.report.run_page import _gallery
 
     comp = load_competition("cifar-10").with_classes(["fish", "ﬁsh", "tea"])
     columns = comp.prob_columns()
     oof = pd.DataFrame({"path": ["a.png", "b.png"], "fold": [0, 1], "label": [0, 2],
                         columns[0]: [0.1, 0.2], columns[1]: [0.8, 0.1], columns[2]: [0.1, 0.7]})
-    html = _wrong_table(most_confident_wrong(oof, 4, columns), comp)
+    html = _gallery(most_confident_wrong(oof, 4, columns), comp)  # the report's one view of the wrong photos
     assert "ﬁsh" in html and "0.800" in html
 
 

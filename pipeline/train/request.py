@@ -215,16 +215,17 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processe
 
 
 def _check_folds_match_catalogue(folds: pd.DataFrame, data_dir: str | Path) -> None:
-    """DataError when folds.csv does not hold the photos and labels of train.csv (a catalogue rebuilt or edited
-    since the split): training on it would learn shifted or stale labels."""
+    """DataError when folds.csv holds photos that train.csv does not, or labels them differently (a catalogue
+    rebuilt or edited since the split): training on it would learn shifted or stale labels. Folds of a subset of
+    the catalogue's photos (a trimmed folds.csv) are fine."""
     train = read_train(data_dir)
     ours = folds.set_index("path").label
     theirs = train.set_index("path").label.reindex(ours.index)
-    differ = int((theirs != ours).sum()) + len(set(train.path) - set(folds.path))
+    differ = int((theirs != ours).sum())  # a photo train.csv lacks reads NaN there, and differs
     if differ:
         raise DataError(f"{Path(data_dir) / 'folds.csv'} does not match {Path(data_dir) / 'train.csv'}: {differ} "
-                        "photo(s) missing from one or labelled differently; rebuild the folds with `pipeline split "
-                        f"--data-dir {data_dir}` (or download the data again).")
+                        "photo(s) missing from train.csv or labelled differently; rebuild the folds with "
+                        f"`pipeline split --data-dir {data_dir}` (or download the data again).")
 
 
 def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processes: int):
