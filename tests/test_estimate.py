@@ -6,7 +6,7 @@ validations), so a short run of several folds came out at a fifth of its time.""
 
 import pytest
 
-from pipeline.train.budget import FirstEpoch, estimate_run, oof_passes
+from pipeline.train.budget import FirstEpoch, estimate_run, fewest_epochs_left, oof_passes
 
 
 def test_a_fold_costs_its_epochs_and_what_comes_before_and_after_them():
@@ -38,3 +38,10 @@ def test_the_spread_of_the_batches_is_the_uncertainty():
                          [(0, "none", 3, 1), (3, "none", 3, 4), (3, "swa", 3, 5), (3, "soup", 4, 7)])
 def test_a_fold_ends_with_a_pass_per_view_and_per_averaged_candidate(views, average, epochs, passes):
     assert oof_passes(views, average, epochs) == passes
+
+
+def test_early_stopping_bounds_the_run_from_below():
+    # 5 folds of 20 epochs, patience 5: a fold may stop after 6; one epoch of the first fold is done
+    assert fewest_epochs_left(20, 5, folds_left=5, done=1) == 5 + 4 * 6
+    assert fewest_epochs_left(20, 0, folds_left=5, done=1) == 19 + 4 * 20  # no early stopping: every epoch
+    assert fewest_epochs_left(4, 5, folds_left=2, done=1) == 3 + 4  # patience longer than the epochs

@@ -145,3 +145,11 @@ def estimate_run(m: FirstEpoch, elapsed: float, epochs_left: int, folds_left: in
     left = epochs_left * epoch + at_end + max(0, folds_left - 1) * fold_extra
     spread = statistics.pstdev(m.batch_seconds) / per_batch if len(m.batch_seconds) > 1 and per_batch > 0 else 0.0
     return RunEstimate(elapsed + left, epoch, fold_extra, spread)
+
+
+def fewest_epochs_left(epochs: int, patience: int, folds_left: int, done: int = 1) -> int:
+    """The fewest epochs a run may still train if early stopping ends every fold as soon as it can: after
+    ``patience`` epochs without a better validation loss, so at least ``patience + 1`` epochs a fold (``done`` of
+    them trained in the current fold). Without early stopping (``patience`` 0), every epoch."""
+    least = epochs if patience <= 0 else min(epochs, patience + 1)
+    return max(0, least - done) + max(0, folds_left - 1) * least

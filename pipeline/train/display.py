@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from pipeline.progress import clock, make_progress, on_terminal, say
-from pipeline.train.budget import FirstEpoch, estimate_run
+from pipeline.train.budget import FirstEpoch, estimate_run, fewest_epochs_left
 from pipeline.train.engine import Callback, FitState
 
 _logger = logging.getLogger(__name__)
@@ -64,15 +64,15 @@ class Estimate(Callback):
         folds: the folds this process trains, the current one included.
         passes: passes over the validation photos a fold makes after its epochs (:func:`oof_passes`).
         elapsed: ``elapsed() -> seconds`` the run has taken so far.
-        may_stop: early stopping is on (it may end folds sooner than estimated).
+        patience: the recipe's early stopping (0: off); with it, the line also says how short the run may be.
     """
 
     SHOW_SPREAD = 0.15  # a ± below this is not worth a word
 
     def __init__(self, clock_: RunClock, say_: Callable[[str], None], folds: int, passes: int,
-                 elapsed: Callable[[], float], may_stop: bool = True, after: int = 8):
+                 elapsed: Callable[[], float], patience: int = 0, after: int = 8):
         self.clock, self.say, self.folds, self.passes, self.elapsed = clock_, say_, folds, passes, elapsed
-        self.may_stop, self.after = may_stop, after
+        self.patience, self.after = patience, after
         self.created, self.fit_start, self.ends, self.done = time.perf_counter(), None, [], False
 
     def on_fit_start(self, state: FitState) -> None:
@@ -103,9 +103,15 @@ class Estimate(Callback):
                      sum(steps) / max(1, len(steps)), sum(late) / max(1, len(late)), est)
         self.clock.estimate, self.clock.fold_extra = est.epoch, est.fold_extra
         spread = f" (±{round(100 * min(est.spread, 1) / 5) * 5} %)" if est.spread >= self.SHOW_SPREAD else ""
+        sooner = ""
+        if self.patience > 0:  # early stopping may end every fold after patience + 1 epochs
+            least = fewest_epochs_left(state.epochs, self.patience, self.folds, done=state.epoch + 1)
+            if least < self.clock.left:
+                shortest = estimate_run(first, self.elapsed(), least, self.folds, self.passes).seconds
+                sooner = f"; early stopping may end it sooner, at the earliest after about {clock(shortest)}"
         self.say(f"estimate: about {clock(est.seconds)}{spread} for the run ({self.folds} fold(s), "
                  f"{self.clock.left} epochs left at ~{clock(est.epoch)} each, ~{clock(est.fold_extra)} a fold beyond "
-                 f"its epochs)" + ("; early stopping may end it sooner" if self.may_stop else ""))
+                 f"its epochs){sooner}")
 
 
 class ProgressBar(Callback):

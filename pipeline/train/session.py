@@ -173,7 +173,7 @@ def _train_folds(run: RunDir, rt: Runtime, fold_rt: Runtime, mine: list[int], re
                 passes = oof_passes(len(run_competition(run.config()).oof_views()), recipe.average,
                                     recipe.average_epochs)
                 shown.append(Estimate(clock, display.say, len(todo), passes, lambda: run_seconds(run.config()),
-                                      may_stop=recipe.patience > 0))
+                                      patience=recipe.patience))
             try:
                 result = train_fold(run, k, fold_rt, recipe, settings, folds, cache, shown, tracker)
             except KeyboardInterrupt:
