@@ -286,6 +286,71 @@ def bench_train(args, photos, tmp: Path) -> dict:
     return out
 
 
+# ---- loader workers: the settings before and after issue 26, side by side -----------------------------------
+def old_loader(loader: torch.utils.data.DataLoader, quiet: bool = False) -> torch.utils.data.DataLoader:
+    """``loader`` as make_loader built it before issue 26: workers kept between passes (evaluation ones too), and
+    OpenCV's own thread pool (a thread a core) in every worker (``quiet``: single-threaded, as now)."""
+    from pipeline.data.images import quiet_worker
+
+    return torch.utils.data.DataLoader(
+        loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler, num_workers=loader.num_workers,
+        persistent_workers=loader.num_workers > 0, prefetch_factor=loader.prefetch_factor,
+        drop_last=loader.drop_last, generator=loader.generator, worker_init_fn=quiet_worker if quiet else None)
+
+
+def bench_workers(args, photos, tmp: Path) -> dict:
+    """LeNet epochs at 64 px (a training pass, then a validation pass over a fifth of the photos) with the loader
+    settings of before and after issue 26, the two taking turns."""
+    from pipeline.data.images import build_eval_transform
+
+    size, rt = 64, Runtime(CPU, torch.float32)
+    paths, labels = photos["train_paths"], photos["train_labels"]
+    cut = len(paths) // 5
+    cache, _, _ = build_cache(tmp / "cache", base_size_for(size), paths)
+    log(f"\n[workers] lenet at {size} px: {len(paths) - cut} training + {cut} validation photos an epoch, "
+        f"{args.workers} worker(s), {args.epochs} epochs; before: every loader's workers kept, OpenCV threads in "
+        "each; kept: the same with OpenCV single-threaded; after: make_loader (OpenCV single-threaded, evaluation "
+        "workers per pass)")
+
+    def side(old: bool, quiet: bool = True):
+        base = base_size_for(size)
+        train_ds = ImageDataset(paths[cut:], labels[cut:], base, build_train_transform(size), cache)
+        val_ds = ImageDataset(paths[:cut], labels[:cut], base, build_eval_transform(size), cache)
+        loaders = [make_loader(train_ds, args.batch_size, shuffle=True, seed=0, workers=args.workers, runtime=rt),
+                   make_loader(val_ds, args.batch_size * 2, shuffle=False, seed=0, workers=args.workers, runtime=rt)]
+        train_loader, val_loader = [old_loader(lo, quiet) for lo in loaders] if old else loaders
+        torch.manual_seed(0)
+        model = build_model("lenet", size)
+        normalize, amp = BatchNormalizer(*normalization(model), CPU, False), Amp(CPU, torch.float32)
+        opt, sched = build_optimizer(Recipe(arch="lenet", img_size=size).resolved(), model, len(train_loader))
+
+        def epoch(e):
+            train_loader.sampler.set_epoch(e)
+            model.train()
+            n = 0
+            for x, y, _ in train_loader:
+                train_step(model, normalize(x), y, opt, sched, amp)
+                n += len(y)
+            model.eval()
+            with torch.inference_mode():
+                for x, y, _ in val_loader:
+                    model(normalize(x))
+                    n += len(y)
+            return n
+        return epoch
+
+    # "kept": the workers of before (validation ones kept too) with OpenCV single-threaded, to part the two changes
+    res = alternate({"before": side(True, quiet=False), "kept": side(True), "after": side(False)}, args.epochs)
+    out = {"workers": args.workers, "images_per_epoch": len(paths),
+           **{name: summarize(epochs) for name, epochs in res.items()}}
+    for name in ("kept", "after"):
+        out[f"{name}_ratio"] = round(out[name]["images_per_s"] / out["before"]["images_per_s"], 2)
+    log(f"    before {out['before']['images_per_s']:.1f} img/s; OpenCV single-threaded, every worker kept "
+        f"{out['kept']['images_per_s']:.1f} ({out['kept_ratio']}x); after (validation workers per pass too) "
+        f"{out['after']['images_per_s']:.1f} ({out['after_ratio']}x)")
+    return out
+
+
 # ---- 3. end to end -------------------------------------------------------------------------------
 def bench_e2e(args, zips: dict, tmp: Path) -> dict:
     from pipeline.data.download import download
@@ -388,7 +453,8 @@ def parse_args(argv=None):
                     help="DataLoader workers for both sides (default: the project's default for this device)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=3, help="data-path and training epochs; the first is a warm-up")
-    ap.add_argument("--only", choices=["all", "data", "train", "e2e"], default="all")
+    ap.add_argument("--only", choices=["all", "data", "train", "e2e", "workers"], default="all",
+                    help="workers: the loader settings before and after issue 26 (not part of all)")
     ap.add_argument("--max-images", type=int, default=None, help="use this many training photos (random subset)")
     ap.add_argument("--resnet-size", type=int, default=64, help="ResNet-34 input side")
     ap.add_argument("--resnet-images", type=int, default=640,
@@ -518,6 +584,8 @@ def main(argv=None) -> dict:
             res["train"] = bench_train(args, photos, tmp)
         if args.only in ("all", "e2e"):
             res["e2e"] = bench_e2e(args, zips, tmp)
+        if args.only == "workers":
+            res["workers"] = bench_workers(args, photos, tmp)
         res["environment"]["load_end"] = load()
         res["environment"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
     finally:

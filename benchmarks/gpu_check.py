@@ -1,7 +1,11 @@
 #!/usr/bin/env python
 """The GPU check: one command a lent GPU runs as is, in under 8 minutes on one GPU, printing one table.
 
-    python benchmarks/gpu_check.py [--json gpu_check.json] [--no-tests]
+    python benchmarks/gpu_check.py --weights FILE [--data FOLDER] [--json gpu_check.json] [--no-tests]
+
+A lent GPU machine receives the checkout only (plus the paths its caller carries), never ``../shared``: pass the
+ImageNet weights of tf_efficientnet_lite0 with ``--weights`` (copied inside the checkout) and the photos with
+``--data`` (a folder inside the checkout; default: the bundled sample). The script never reads ``../shared``.
 
 Rows (each one ``ok``, ``FAILED: why`` or ``skipped: why``, with its figures and seconds):
 
@@ -10,14 +14,16 @@ Rows (each one ``ok``, ``FAILED: why`` or ``skipped: why``, with its figures and
 3. ``bf16 step``: the same in bf16 (compute capability 8.0 and newer);
 4. ``channels_last``: ResNet-50 at 224 px, one AMP step per batch, channels_last against the plain layout;
 5. ``compile``: ``torch.compile`` of ResNet-18, compile time and finite losses;
-6. ``finetune fold``: the ``finetune`` recipe, 2 epochs of fold 0 on the shared mini set (or the bundled
-   sample), with AMP, through the pipeline itself: its CV figures;
-7. ``resnet50 img/s``: ResNet-50 at 224 px training on the pipeline's data path (decoded-image cache,
-   loader workers) against the same model on synthetic batches already on the GPU (the limit), and the ratio;
+6. ``finetune fold``: the ``finetune`` recipe, 2 epochs of fold 0 on ``--data``, with AMP, through the pipeline
+   itself, from the ``--weights`` file (without it: from random weights, and the row says so): its CV figures;
+7. ``resnet50 img/s``: ResNet-50 at 224 px: the loader alone (decoded-image cache, augmentation, loader workers;
+   no model), the model alone (synthetic batches already on the GPU: the limit) and the two together (training
+   on the pipeline's data path), each timed over a steady window after the batches the workers queued during
+   the start-up (workers x prefetch) are drained, so that a loader slower than the model shows;
 8. on two or more GPUs, ``--nproc 2`` in folds mode and in ddp mode (SyncBatchNorm over nccl).
 
 Then the tests marked ``cuda`` (``pytest -m cuda``), unless ``--no-tests``. Where PyTorch sees no GPU it
-says so in one line and exits 0. ``--device cpu --quick`` runs the same code on the CPU with tiny sizes
+says so in one line and exits 0. ``--device cpu --quick`` runs the same code on the CPU with tiny sizes and models
 (to check the script itself on a machine without a GPU; its figures mean nothing).
 """
 
@@ -40,9 +46,6 @@ if str(REPO) not in sys.path:  # runnable from a checkout without `pip install -
 
 import torch  # noqa: E402
 
-SHARED = REPO.parent / "shared"
-MINI = SHARED / "data" / "dogs-vs-cats-mini"
-WEIGHTS = SHARED / "weights" / "tf_efficientnet_lite0_in1k.pth"
 SAMPLE = REPO / "pipeline" / "sample"
 
 
@@ -65,6 +68,16 @@ def row(rows: list[dict], name: str, fn: Callable[[], dict]) -> None:
         figures, status = {}, f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     rows.append({"check": name, "status": status, "seconds": round(time.perf_counter() - t0, 1), **figures})
     log(f"  {name:<16} {status:<8} {json.dumps(figures)} ({rows[-1]['seconds']} s)")
+
+
+def small(quick: bool) -> str:
+    """ResNet-18 on a GPU; LeNet in a --quick pass on the CPU (which checks the script, not the figures)."""
+    return "lenet" if quick else "resnet18"
+
+
+def large(quick: bool) -> str:
+    """ResNet-50 on a GPU; ResNet-18 in a --quick pass on the CPU."""
+    return "resnet18" if quick else "resnet50"
 
 
 def synthetic(device: torch.device, n: int, size: int, channels_last: bool = True):
@@ -101,7 +114,7 @@ def check_device(device: torch.device) -> dict:
     from pipeline.train.runtime import Runtime
 
     rt = Runtime.from_env(device.type, "auto")
-    out = {"precision_auto": str(rt.dtype).removeprefix("torch.")}
+    out = {"precision_auto": str(rt.dtype).removeprefix("torch."), "channels_last": rt.channels_last}
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         out |= {"gpu": p.name, "capability": f"{p.major}.{p.minor}", "memory_gib": round(p.total_memory / 2**30, 1),
@@ -117,8 +130,9 @@ def check_step(device: torch.device, dtype: torch.dtype, quick: bool) -> dict:
             torch.cuda.get_device_capability(device) < BF16_CAPABILITY:
         raise Skip(f"compute capability {'.'.join(map(str, torch.cuda.get_device_capability(device)))} < 8.0")
     torch.manual_seed(0)
-    model = build_model("resnet18", 64).to(device, memory_format=torch.channels_last)
-    x, y = synthetic(device, 8 if quick else 32, 64)
+    size = 32 if quick else 64
+    model = build_model(small(quick), size).to(device, memory_format=torch.channels_last)
+    x, y = synthetic(device, 4 if quick else 32, size)
     losses, _ = steps(model, x, y, dtype, device, 3)
     if not all(math.isfinite(v) for v in losses):
         raise AssertionError(f"losses {losses}")
@@ -128,11 +142,11 @@ def check_step(device: torch.device, dtype: torch.dtype, quick: bool) -> dict:
 def check_channels_last(device: torch.device, dtype: torch.dtype, quick: bool) -> dict:
     from pipeline.models import build_model
 
-    size, n, batch = (64, 3, 4) if quick else (224, 12, 64)
+    size, n, batch = (32, 3, 4) if quick else (224, 12, 64)
     out = {}
     for layout in (True, False):
         torch.manual_seed(0)
-        model = build_model("resnet50", size).to(device, memory_format=torch.channels_last if layout else
+        model = build_model(large(quick), size).to(device, memory_format=torch.channels_last if layout else
                                                  torch.contiguous_format)
         x, y = synthetic(device, batch, size, channels_last=layout)
         _, seconds = steps(model, x, y, dtype, device, n)
@@ -142,11 +156,20 @@ def check_channels_last(device: torch.device, dtype: torch.dtype, quick: bool) -
 
 
 def check_compile(device: torch.device, dtype: torch.dtype, quick: bool) -> dict:
+    from pipeline.errors import ConfigError
     from pipeline.models import build_model
+    from pipeline.train.runtime import check_compile, gpu_capability
+
+    try:
+        check_compile(device.type, gpu_capability(device), torch.cuda.get_device_name(device)
+                      if device.type == "cuda" else "")
+    except ConfigError as exc:  # what `pipeline train --compile` says on this GPU
+        raise Skip(str(exc)) from None
 
     torch.manual_seed(0)
-    model = build_model("resnet18", 64).to(device, memory_format=torch.channels_last)
-    x, y = synthetic(device, 8 if quick else 64, 64)
+    size = 32 if quick else 64
+    model = build_model(small(quick), size).to(device, memory_format=torch.channels_last)
+    x, y = synthetic(device, 4 if quick else 64, size)
     t0 = time.perf_counter()
     losses, seconds = steps(model, x, y, dtype, device, 4, compile=True)
     if not all(math.isfinite(v) for v in losses):
@@ -165,29 +188,64 @@ def prepare_data(work: Path, data: Path, quick: bool) -> Path:
     return data_dir
 
 
-def check_finetune(device: torch.device, work: Path, data: Path, quick: bool) -> dict:
+def check_finetune(device: torch.device, work: Path, data: Path, quick: bool, weights: Path | None) -> dict:
     from pipeline.train.request import TrainRequest
     from pipeline.train.session import train
 
     data_dir = prepare_data(work, data, quick)
     overrides = {"epochs": 1 if quick else 2}
-    if WEIGHTS.exists():
-        overrides["weights"] = str(WEIGHTS)
+    overrides |= {"weights": str(weights)} if weights else {"pretrained": False}  # never the hub: it is offline
     if quick:
-        overrides |= {"img_size": 64, "batch_size": 32}
+        overrides |= {"img_size": 32, "batch_size": 32}
     t0 = time.perf_counter()
     cv = train(TrainRequest(recipe="finetune", overrides=overrides,
                             settings={"data_dir": str(data_dir), "runs_dir": str(work / "runs"), "folds": [0],
                                       "device": device.type, "progress": False, "tracker": "none",
                                       "report": False, "run_name": f"finetune-{int(time.time())}"}))
     o = cv["overall"]
-    return {"weights": "ImageNet (shared)" if WEIGHTS.exists() else "none (../shared/weights absent)",
+    return {"weights": weights.name if weights else "none: random weights (pass --weights FILE)",
             "photos": o["n"], "accuracy": round(o["accuracy"], 4), "log_loss": round(o["log_loss"], 4),
             "train_s": round(time.perf_counter() - t0, 1)}
 
 
+def steady_rate(batches, n: int, drain: int, device: torch.device, step=None) -> float:
+    """Images a second over ``n`` batches of the iterator ``batches``, after ``drain`` untimed ones: the batches the
+    workers queued while the first one started (workers x prefetch), which would otherwise be timed as free.
+
+    Args:
+        batches: yields ``(x, y, rows)``.
+        n: batches timed.
+        drain: batches taken first, untimed.
+        device: synchronised before each clock reading.
+        step: ``step(x, y)`` per batch (None: the loader alone).
+    """
+    for _ in range(drain):
+        x, y, _ = next(batches)
+        if step is not None:
+            step(x, y)
+    sync(device)
+    t0, seen = time.perf_counter(), 0
+    for _ in range(n):
+        x, y, _ = next(batches)
+        if step is not None:
+            step(x, y)
+        seen += len(y)
+    sync(device)
+    return seen / (time.perf_counter() - t0)
+
+
+def endless(loader):
+    """The loader's batches epoch after epoch."""
+    epoch = 0
+    while True:
+        loader.sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
 def check_throughput(device: torch.device, dtype: torch.dtype, work: Path, data: Path, quick: bool) -> dict:
-    """ResNet-50 img/s on the pipeline's data path against synthetic batches already on the device."""
+    """ResNet-50 img/s: the loader alone, the model alone on synthetic batches already on the device (the limit),
+    and the two together (the pipeline's data path), each over a steady window."""
     import pandas as pd
 
     from pipeline.data.cache import open_cache
@@ -198,33 +256,32 @@ def check_throughput(device: torch.device, dtype: torch.dtype, work: Path, data:
     from pipeline.train.recipe import Recipe
     from pipeline.train.runtime import Runtime, default_workers
 
-    size, batch, n = (64, 8, 6) if quick else (224, 64, 40)
+    size, batch, n = (32, 8, 4) if quick else (224, 64, 40)
     folds = pd.read_csv(prepare_data(work, data, quick) / "folds.csv")
-    rt = Runtime(device, dtype)
+    rt, workers = Runtime(device, dtype), default_workers(device)
     cache = open_cache(work / "data", folds.path, base_size_for(size))
     ds = ImageDataset(folds.path, folds.label, base_size_for(size), build_train_transform(size, "light"), cache)
-    loader = make_loader(ds, batch, shuffle=True, seed=0, workers=default_workers(device), runtime=rt)
-    recipe = Recipe(arch="resnet50", img_size=size, batch_size=batch).resolved()
+    loader = make_loader(ds, batch, shuffle=True, seed=0, workers=workers, runtime=rt)
+    drain = 1 + workers * (loader.prefetch_factor or 0)  # the first batch, and what the workers queued meanwhile
+    batches = endless(loader)
+    loader_rate = steady_rate(batches, n, drain, device)
+    batches.close()
+    del batches, loader  # its workers end: the next loader starts with an empty queue
+    recipe = Recipe(arch=large(quick), img_size=size, batch_size=batch).resolved()
     torch.manual_seed(0)
-    model = build_model("resnet50", size).to(device, memory_format=torch.channels_last)
+    model = build_model(large(quick), size).to(device, memory_format=torch.channels_last)
     normalize = BatchNormalizer(*normalization(model), device, True)
-    opt, sched = build_optimizer(recipe, model, len(loader), device)
-    amp, seen, t0 = Amp(device, dtype), 0, None
-    for i, (x, y, _) in enumerate(loader):
-        if i == n:
-            break
-        if i == 1:  # the first batch starts the workers and the kernels
-            sync(device)
-            t0, seen = time.perf_counter(), 0
-        train_step(model, normalize(x), y.to(device, non_blocking=True), opt, sched, amp)
-        seen += len(y)
-    sync(device)
-    pipeline_rate = seen / (time.perf_counter() - t0)
+    opt, sched = build_optimizer(recipe, model, 10 * n, device)
+    amp = Amp(device, dtype)
     x, y = synthetic(device, batch, size)
-    _, seconds = steps(model, x, y, dtype, device, min(n, 20))
-    limit = batch * (min(n, 20) - 1) / seconds
-    return {"pipeline_img_s": round(pipeline_rate, 1), "synthetic_img_s": round(limit, 1),
-            "ratio": round(pipeline_rate / limit, 2), "loader_workers": default_workers(device)}
+    _, seconds = steps(model, x, y, dtype, device, n)
+    limit = batch * (n - 1) / seconds
+    loader = make_loader(ds, batch, shuffle=True, seed=1, workers=workers, runtime=rt)
+    rate = steady_rate(endless(loader), n, drain, device,
+                       lambda x, y: train_step(model, normalize(x), y.to(device, non_blocking=True), opt, sched, amp))
+    return {"loader_img_s": round(loader_rate, 1), "model_img_s": round(limit, 1), "together_img_s": round(rate, 1),
+            "ratio": round(rate / limit, 2), "loader_workers": workers, "drained_batches": drain,
+            "bound": "loader" if loader_rate < limit else "model"}
 
 
 def check_nproc(mode: str, work: Path, data: Path, quick: bool) -> dict:
@@ -246,12 +303,20 @@ def check_nproc(mode: str, work: Path, data: Path, quick: bool) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
-    parser.add_argument("--data", type=Path, default=MINI if MINI.exists() else SAMPLE,
-                        help="a folder with train.zip and test.zip (default: the shared mini set, else the sample)")
+    parser.add_argument("--data", type=Path, default=SAMPLE,
+                        help="a folder with train.zip and test.zip, inside the checkout on a machine that receives "
+                             "only the checkout (default: the bundled sample)")
+    parser.add_argument("--weights", type=Path, metavar="FILE",
+                        help="the ImageNet weights of tf_efficientnet_lite0 for the finetune row (e.g. "
+                             "tf_efficientnet_lite0_in1k.pth); on a machine that receives only the checkout the file "
+                             "must sit inside the checkout. Without it the row trains from random weights")
     parser.add_argument("--no-tests", action="store_true", help="skip `pytest -m cuda` after the table")
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.weights is not None and not args.weights.is_file():
+        parser.error(f"--weights {args.weights}: no such file (on a lent GPU machine only the checkout is there: "
+                     "copy the file inside it)")
     if args.device == "cuda" and not torch.cuda.is_available():
         log("gpu_check: PyTorch sees no CUDA GPU on this machine (torch.cuda.is_available() is False); "
             "nothing to check here.")
@@ -270,7 +335,7 @@ def main() -> int:
         row(rows, "bf16 step", lambda: check_step(device, torch.bfloat16, args.quick))
         row(rows, "channels_last", lambda: check_channels_last(device, dtype, args.quick))
         row(rows, "compile", lambda: check_compile(device, dtype, args.quick))
-        row(rows, "finetune fold", lambda: check_finetune(device, work, args.data, args.quick))
+        row(rows, "finetune fold", lambda: check_finetune(device, work, args.data, args.quick, args.weights))
         row(rows, "resnet50 img/s", lambda: check_throughput(device, dtype, work, args.data, args.quick))
         for mode in ("folds", "ddp"):
             row(rows, f"--nproc 2 {mode}", lambda mode=mode: check_nproc(mode, work, args.data, args.quick))

@@ -308,8 +308,10 @@ class MemoryEstimate:
 
     Args:
         params: the weights' element count.
-        step: one training step: weights, their gradient and two AdamW moments (16 bytes a weight), the input,
-            and every layer's output kept for the backward pass.
+        step: one training step: weights, their gradient and two AdamW moments (16 bytes a weight) and the
+            activations.
+        activations: what the forward pass keeps for the backward one: the input and every new tensor a layer
+            computes (timm's BatchNormAct2d pre-activations included).
         evaluation: one evaluation batch (twice the training batch, no gradient): the input and the largest
             layer output held at once, twice over (a layer's input and output).
         ema: the moving average of the weights (4 bytes a weight) when the recipe keeps one.
@@ -319,6 +321,7 @@ class MemoryEstimate:
     step: int
     evaluation: int
     ema: int
+    activations: int = 0
 
     @property
     def peak(self) -> int:
@@ -330,7 +333,9 @@ def memory_estimate(arch: str, img_size: int, batch_size: int, *, half: bool = F
                     ema: bool = False) -> MemoryEstimate:
     """A rough estimate of the memory one training process of ``arch`` takes, without allocating it.
 
-    The model is built and run on PyTorch's meta device (shapes only).
+    The model is built and run on PyTorch's meta device (shapes only); the activations are the tensors autograd
+    saves for the backward pass, each storage once (on the CPU a real forward pass saves the same bytes:
+    tests/test_gpu_review.py).
 
     Args:
         arch: the architecture.
@@ -339,22 +344,36 @@ def memory_estimate(arch: str, img_size: int, batch_size: int, *, half: bool = F
         half: activations in 16 bits (autocast on a GPU).
         ema: the recipe keeps a moving average of the weights.
     """
-    outputs, largest = 0, 0
+    largest, saved = 0, {}
 
     def count(_module, _inputs, out):
-        nonlocal outputs, largest
+        nonlocal largest
         if isinstance(out, torch.Tensor):
-            outputs += out.numel()
             largest = max(largest, out.numel())
 
+    def keep(t: torch.Tensor) -> torch.Tensor:
+        # each storage once (a view, an in-place activation and its input share one); the weights are counted apart
+        storage = t.untyped_storage()
+        if storage._cdata not in weights:
+            saved[storage._cdata] = (storage.nbytes(), t.is_floating_point())
+        return t
+
     with torch.device("meta"):
-        model = build_model(arch, img_size)
+        model = build_model(arch, img_size).train()
+        weights = {p.untyped_storage()._cdata for p in model.parameters()}
         hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
         x = torch.empty(batch_size, 3, img_size, img_size)
-        model(x)
+        # what autograd keeps for the backward pass, whichever module computes it (timm's BatchNormAct2d keeps its
+        # pre-activation, an SE block its product: neither is a leaf module's output)
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            model(x)
         for h in hooks:
             h.remove()
     params = sum(p.numel() for p in model.parameters())
     act = 2 if half else 4
-    return MemoryEstimate(params=params, step=16 * params + act * outputs + 4 * x.numel(),
+    floats = sum(n for n, floating in saved.values() if floating)
+    # fp32 on the meta device; autocast keeps 16-bit copies, beside the fp32 input
+    activations = floats * act // 4 + sum(n for n, floating in saved.values() if not floating) + \
+        (4 * x.numel() if half else 0)
+    return MemoryEstimate(params=params, step=16 * params + activations, activations=activations,
                           evaluation=2 * (4 * x.numel() + 2 * act * largest), ema=4 * params if ema else 0)

@@ -222,6 +222,10 @@ class RunDir:
         cv = self._json(self.cv_path)
         if not isinstance(cv, dict) or not isinstance(cv.get("overall"), dict) or not isinstance(cv.get("folds"), dict):
             raise RunUnreadable(self, "cv.json lacks its 'overall' and 'folds' scores")
+        if cv.get("epochs_from") != 1:  # a run written before best_epoch counted from 1, as the epoch log does
+            cv["folds"] = {k: v | ({"best_epoch": v["best_epoch"] + 1} if isinstance(v.get("best_epoch"), int) else {})
+                           for k, v in cv["folds"].items()}
+            cv["epochs_from"] = 1
         return cv
 
     def append_metrics(self, row: dict) -> None:

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from pipeline.data.images import decode_resized
 from pipeline.errors import DataError
 from pipeline.predict.formats import read_test_ids
 from pipeline.predict.validation import validate_submission
+from tests.conftest import SAMPLE
 from tests.images import sample_image, sample_jpeg, save
 
 
@@ -124,3 +126,53 @@ def test_a_test_csv_without_the_readable_column_loads_as_all_readable(tmp_path):
     test = read_test(tmp_path / "test.csv")
     assert test.readable.tolist() == [True, True] and test.readable.dtype == bool
     assert read_test_ids(tmp_path / "test.csv") == [0, 1]
+
+
+# ---- labels come from inside the download, never from the folders above it (issue 28) ---------------------------
+
+def _download_in(folder: Path, monkeypatch, *names: str):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    folder.mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(folder)
+    return CliRunner().invoke(app, ["download", *(a for n in names for a in ("--from", n)), "--folds", "3",
+                                    "--no-progress"], catch_exceptions=False)
+
+
+def test_a_working_folder_named_cats_labels_nothing(tmp_path, monkeypatch):
+    work = tmp_path / "cats"
+    work.mkdir()
+    for name in ("train.zip", "test.zip"):
+        shutil.copy(SAMPLE / name, work / name)
+    r = _download_in(work, monkeypatch, "train.zip", "test.zip")
+    assert r.exit_code == 0, r.output
+    assert "train: 600 images (300 cats, 300 dogs)" in r.output and "test:  100 images" in r.output
+    assert "no test image" not in r.output
+    assert len(read_test(work / "data")) == 100
+
+
+def test_a_download_without_test_images_says_why(tmp_path, monkeypatch):
+    # only the training archive: the test archive was not given
+    work = tmp_path / "w"
+    work.mkdir()
+    shutil.copy(SAMPLE / "train.zip", work / "train.zip")
+    r = _download_in(work, monkeypatch, "train.zip")
+    assert r.exit_code == 0, r.output
+    assert "test: no test image, so nothing to predict: no image file matches the competition's test images" \
+        in " ".join(r.output.split()) and "pass the test archive too" in r.output
+
+    # test photos unpacked inside a class folder of the download: they became training cats, and it says so
+    photos = tmp_path / "photos"
+    for i in range(4):
+        save(sample_image(i), photos / "train" / f"cat.{i}.jpg")
+        save(sample_image(i, "dog"), photos / "train" / f"dog.{i}.jpg")
+        save(sample_image(10 + i), photos / "cats" / f"{i + 1}.jpg")
+    r = _download_in(tmp_path / "w2", monkeypatch, str(photos))
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.output.split())
+    assert "train: 12 images (8 cats, 4 dogs)" in said
+    assert "4 of the training images would be test images by their names (such as cats/1.jpg) but a class folder " \
+           "inside the download labels them" in said
+

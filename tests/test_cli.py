@@ -162,7 +162,7 @@ def test_runs_shows_a_dash_for_what_an_unfinished_run_lacks(tiny_run, tmp_path):
     assert done["time"] == _duration(seconds) and done["log-loss"].startswith("0.")
     assert (half["folds"], done["folds"]) == ("0/3", "3/3")
     assert (half["test preds"], done["test preds"]) == ("no", "yes")
-    assert half["recipe"] == "-" and half["size"] == "32" and half["status"] == "unfinished"
+    assert half["recipe"] == "lenet" and half["size"] == "32" and half["status"] == "unfinished"
     r = invoke("runs", "--runs-dir", runs, "--sort", "name")
     assert [row[0] for row in _table_rows(r.output)[1]] == ["a-half", "done"]
     r = invoke("runs", "--runs-dir", runs, "--sort", "created")
@@ -231,15 +231,14 @@ def test_demo_through_the_installed_entry_point(tmp_path):
 
 
 @pytest.mark.shared
-def test_download_of_the_shared_mini_set_over_loopback_http(tmp_path, monkeypatch):
+def test_download_of_the_shared_mini_set_over_loopback_http(tmp_path, monkeypatch, shared_path):
     """The issue's acceptance run: the shared zips served on 127.0.0.1, catalogued and folded."""
-    from tests.conftest import SHARED
+    from tests.conftest import MINI
     from tests.httpserver import serve_dir
 
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent")
+    mini = shared_path(MINI)
     monkeypatch.chdir(tmp_path)
-    with serve_dir(SHARED) as server:
+    with serve_dir(mini) as server:
         r = invoke("download", "--url", server.url("train.zip"), "--url", server.url("test.zip"), "--no-progress")
         assert r.exit_code == 0, r.output
         gets = [q for q in server.requests if q.method == "GET"]
@@ -268,3 +267,20 @@ def test_impossible_options_are_one_line_before_any_work(workdir, args, expected
     assert r.exit_code == 1 and expected in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
     assert not (workdir / "runs" / "never").exists()
+
+
+def test_the_logs_starred_epoch_cv_json_and_the_table_agree(data_copy, tmp_path, monkeypatch):
+    """One numbering, from 1, wherever a person reads the best epoch (issue 28: cv.json said one less)."""
+    import re
+
+    shutil.move(str(data_copy), tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    r = invoke("train", "--arch", "lenet", "--img-size", "32", "--epochs", "4", "--batch-size", "32", "--workers", "0",
+               "--patience", "0", "--folds", "0", "--run-name", "star", "--tracker", "none")
+    assert r.exit_code == 0, r.output
+    starred = [int(e) for e in re.findall(r"fold 0 \(1/1\) epoch (\d+)/4: .*\*", r.output)]
+    assert starred and starred[0] == 1  # the first epoch always improves on nothing
+    cv = json.loads((tmp_path / "runs" / "star" / "cv.json").read_text())
+    assert cv["folds"]["0"]["best_epoch"] == starred[-1]
+    (row,) = [line for line in r.output.splitlines() if re.match(r"\W*0\s*│", line)]
+    assert row.split("│")[-2].strip() == str(starred[-1])

@@ -61,6 +61,7 @@ def check_run(run_dir: Path, n_images: int) -> pd.DataFrame:
     return oof
 
 
+@pytest.mark.slow  # one of the longest end-to-end runs (issue 28: the default suite under 10 min)
 def test_two_processes_share_the_folds_and_match_one_process(project):
     pipeline("train", *TINY, "--epochs", "2", "--nproc", "2", "--parallel", "folds", "--run-name", "two", cwd=project)
     pipeline("train", *TINY, "--epochs", "2", "--threads", "1", "--run-name", "one", cwd=project)
@@ -76,6 +77,7 @@ def test_two_processes_share_the_folds_and_match_one_process(project):
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow  # several launches of 2-3 processes each (issue 28: the default suite under 10 min)
 def test_ddp_trains_one_fold_together_and_predict_loads_it_alone(project):
     pipeline("train", *TINY, "--epochs", "2", "--nproc", "2", "--parallel", "ddp", "--folds", "0",
              "--run-name", "ddp", cwd=project)
@@ -103,6 +105,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # several launches of 2-3 processes each (issue 28: the default suite under 10 min)
 def test_two_torchrun_agents_on_one_rendezvous_make_the_run_nproc_2_makes(project):
     """The multi-node form (issue 18): two agents, as on two machines, meet at a c10d rendezvous on this
     machine and train one run, fold for fold what `--nproc 2` trains."""
@@ -147,6 +150,7 @@ def _workers(launcher: int) -> list[int]:
     return out
 
 
+@pytest.mark.slow  # several launches of 2-3 processes each (issue 28: the default suite under 10 min)
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
 def test_a_killed_worker_is_restarted_and_continues_from_its_last_epoch(project):
     run_dir = project / "runs" / "killed"
@@ -175,6 +179,7 @@ def test_a_killed_worker_is_restarted_and_continues_from_its_last_epoch(project)
     pd.testing.assert_frame_equal(metrics(run_dir), metrics(project / "runs" / "straight"))
 
 
+@pytest.mark.slow  # several launches of 2-3 processes each (issue 28: the default suite under 10 min)
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
 def test_torchrun_restarts_continue_the_run_it_made(project):
     """Plain torchrun, no --run-name: the restarted workers find their run by torchrun's run id."""

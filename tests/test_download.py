@@ -24,7 +24,7 @@ from pipeline.data.fetch import fetch, sha256_file
 from pipeline.data.sources import SOURCES, get_source
 from pipeline.errors import ConfigError, DownloadError, ExtractError
 from pipeline.kaggle import download as fetch_kaggle
-from tests.conftest import SHARED
+from tests.conftest import MINI
 from tests.httpserver import closed_port, serve_dir
 
 FAST = {"backoff": 0.001, "progress": False}
@@ -437,13 +437,11 @@ def test_kaggle_download_runs_the_cli_once(tmp_path, fake_kaggle, monkeypatch):
 # ---- the shared mini data set ----------------------------------------------------------------------------
 
 @pytest.mark.shared
-def test_shared_mini_set_downloads_verifies_and_extracts(tmp_path):
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent")
+def test_shared_mini_set_downloads_verifies_and_extracts(tmp_path, shared_path):
     pinned = {"train.zip": "172b46f5fb491e1b4b4d0f3f0ca9798d3b1464a45b745cf12a75fa5a72fc9d3b",
               "test.zip": "61ea0d8550ea142ff21bf06a157acc8e87dccae44e39bb3f8da2e0b939486236"}
     counts = {}
-    with serve_dir(SHARED) as server:
+    with serve_dir(shared_path(MINI)) as server:
         for name, digest in pinned.items():
             archive = fetch(server.url(name), tmp_path / "raw", sha256=digest, progress=False)
             out = extract_archive(archive, tmp_path / "extracted" / name.removesuffix(".zip"))

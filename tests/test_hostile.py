@@ -150,6 +150,7 @@ def _pipeline(*args, cwd: Path) -> subprocess.CompletedProcess:
                                                        "HOME": str(cwd)})
 
 
+@pytest.mark.slow  # one of the longest end-to-end runs (issue 28: the default suite under 10 min)
 def test_config_records_the_processes_the_job_and_a_resume_with_another_nproc(data_copy, tmp_path):
     """Before: --nproc 2 runs said processes 1 and job null, and a resume with another --nproc recorded nothing."""
     runs = tmp_path / "runs"

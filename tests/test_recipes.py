@@ -15,10 +15,9 @@ from pipeline.train.mixing import BinaryMix
 from pipeline.train.optim import build_optimizer
 from pipeline.train.recipe import Recipe, build_recipe, load_recipe_file, named_recipes
 from pipeline.train.session import train
-from tests.conftest import SHARED, tiny_config
+from tests.conftest import WEIGHTS, tiny_config
 from tests.images import sample_image
 
-WEIGHTS = SHARED.parents[1] / "weights" / "tf_efficientnet_lite0_in1k.pth"
 FAMILIES = [("resnet18", 64), ("tf_efficientnet_lite0", 64), ("mobilenetv3_small_050", 64), ("regnetx_002", 64),
             ("convnext_atto", 64), ("vit_tiny_patch16_224", 224)]
 
@@ -51,17 +50,18 @@ def test_every_family_starts_with_a_small_head_on_imagenet_weights(arch, size, t
     assert torch.equal(model.state_dict()[body], imagenet.state_dict()[body])  # the rest is the file's
 
 
+@pytest.mark.slow  # one of the longest end-to-end runs (issue 28: the default suite under 10 min)
 @pytest.mark.shared
-@pytest.mark.skipif(not WEIGHTS.exists(), reason="needs ../shared/weights")
-def test_the_finetune_recipe_on_the_real_imagenet_weights(sample_data, tmp_path):
-    model = build_model("tf_efficientnet_lite0", 96, weights=WEIGHTS).eval()
+def test_the_finetune_recipe_on_the_real_imagenet_weights(sample_data, tmp_path, shared_path):
+    weights = shared_path(WEIGHTS)
+    model = build_model("tf_efficientnet_lite0", 96, weights=weights).eval()
     mean = std = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)  # this model's own normalisation
     x = photos(96) * IMAGENET_STD + IMAGENET_MEAN
     with torch.no_grad():
         assert model((x - mean) / std).abs().max() == 0  # P(dog) = 0.5 for every photo at the start
 
     cv = train(tiny_config(sample_data, tmp_path / "runs", run_name="ft", arch="tf_efficientnet_lite0",
-                           weights=str(WEIGHTS), img_size=96, epochs=2, folds=[0], lr=1e-3, layer_decay=0.7,
+                           weights=str(weights), img_size=96, epochs=2, folds=[0], lr=1e-3, layer_decay=0.7,
                            freeze_bn=True, ema=True, batch_size=32))
     metrics = pd.read_csv(tmp_path / "runs" / "ft" / "metrics.csv")
     assert metrics.train_loss.iloc[0] < 0.75  # no 2.7 first-epoch loss from a huge head
@@ -128,6 +128,7 @@ def test_mixup_for_one_logit_gives_soft_targets_and_counts_accuracy_on_the_label
     assert torch.equal(odd_x, x[:7]) and torch.allclose(odd_t, y[:7] * 0.9 + 0.05)  # odd batch: smoothing only
 
 
+@pytest.mark.slow  # one of the longest end-to-end runs (issue 28: the default suite under 10 min)
 def test_a_run_with_every_feature_on_trains_and_stays_consistent(data_copy, tmp_path):
     runs = tmp_path / "runs"
     cv = train(tiny_config(data_copy, runs, run_name="all", arch="resnet10t", img_size=48, sizes=[32], epochs=4,

@@ -101,19 +101,22 @@ def test_report_renders_self_contained(tiny_run, tmp_path):
         with Image.open(io.BytesIO(data)) as thumb, Image.open(row.path) as photo:
             assert thumb.format == "JPEG" and max(thumb.size) == min(THUMBNAIL, max(photo.size))
             assert _same_shape(thumb, photo)
-    captions = re.findall(r"<figcaption>(.*?)<br>true (cat|dog), P\(dog\) ([0-9.]+)</figcaption>",
-                          page_path.read_text())
-    assert [(c[0], c[1], float(c[2])) for c in captions] == [
-        (Path(r.path).name, ("cat", "dog")[r.label], round(r.prob_dog, 3)) for r in wrong.itertuples()]
+    assert _captions(page_path.read_text()) == [
+        (Path(r.path).name, r.fold, ("cat", "dog")[r.label], round(r.prob_dog, 3)) for r in wrong.itertuples()]
     assert page_path.stat().st_size < PAGE_BOUND
 
     cv = json.loads((tiny_run / "cv.json").read_text())
     cv_rows = page.table(["fold", "n", "accuracy", "log-loss", "ROC-AUC", "best epoch"])
     assert [r[0] for r in cv_rows] == ["0", "1", "2", "all"]
     assert cv_rows[-1][1:3] == [str(cv["overall"]["n"]), f"{cv['overall']['accuracy']:.4f}"]
-    wrong_rows = page.table(["photo", "fold", "label", "P(dog)"])
-    assert [r[0] for r in wrong_rows] == [Path(p).name for p in wrong.path]  # no local folders in a shared page
-    assert str(tiny_run.parent.parent) not in page_path.read_text()
+    assert not [t for t in page.tables if t[0][0] == "photo"]  # the gallery says it all: no table repeats it
+    assert str(tiny_run.parent.parent) not in page_path.read_text()  # file names only: no local folders
+
+
+def _captions(page: str) -> list[tuple[str, int, str, float]]:
+    """The gallery's captions: file name, fold, true class, P(dog)."""
+    found = re.findall(r"<figcaption>(.*?)<br>fold (\d+), true (cat|dog), P\(dog\) ([0-9.]+)</figcaption>", page)
+    return [(c[0], int(c[1]), c[2], float(c[3])) for c in found]
 
 
 def _oof_with(tiny_run: Path, prob_dog) -> pd.DataFrame:
@@ -168,11 +171,12 @@ def test_most_confident_wrong_order_and_in_the_report(tiny_run, tmp_path):
 
     run_dir = _copy_run(tiny_run, tmp_path / "run")
     oof.to_csv(run_dir / "oof.csv", index=False)
-    page = Page(build_report(run_dir, n_wrong=3).read_text())
-    assert [r[:3] for r in page.table(["photo", "fold", "label", "P(dog)"])] == [
-        [Path(gone).name, "1", "cat"], [Path(real[1]).name, "1", "cat"], [Path(real[0]).name, "0", "dog"]]
+    text = build_report(run_dir, n_wrong=3).read_text()
+    assert _captions(text) == [(Path(gone).name, 1, "cat", 0.99), (Path(real[1]).name, 1, "cat", 0.97),
+                               (Path(real[0]).name, 0, "dog", 0.1)]
+    page = Page(text)
     _, jpegs = _images(page)
-    assert len(jpegs) == 2  # the deleted photo is listed but has no thumbnail
+    assert len(jpegs) == 2 and text.count("(cannot be read)") == 1  # the deleted photo: listed, no thumbnail
     with Image.open(real[1]) as photo, Image.open(io.BytesIO(jpegs[0])) as thumb:
         assert _same_shape(thumb, photo)
 
@@ -246,7 +250,8 @@ def test_list_runs_sorts_and_shows_recipe_folds_time_and_test_predictions(tiny_r
                      "auc": ["c", "a", "b", "some", "half"], "time": ["c", "some", "a", "b", "half"],
                      "created": ["some", "half", "a", "c", "b"], "name": ["a", "b", "c", "half", "some"]}
     df = list_runs(runs, "name").set_index("run")
-    assert df.recipe.fillna("-").to_dict() == {"a": "scratch", "b": "my-recipe", "c": "-", "half": "-", "some": "-"}
+    # no --recipe: the defaults, which are the lenet recipe (issue 28: shown as "-")
+    assert df.recipe.to_dict() == {"a": "scratch", "b": "my-recipe", "c": "lenet", "half": "lenet", "some": "lenet"}
     assert df.folds.to_dict() == {"a": "3/3", "b": "3/3", "c": "3/3", "half": "2/3", "some": "2/2 of 3"}
     assert df.test_probs.to_dict() == {"a": False, "b": True, "c": False, "half": False, "some": False}
     assert df.seconds["b"] == 900.0 and math.isnan(df.seconds["half"]) and math.isnan(df.roc_auc["half"])
@@ -347,3 +352,40 @@ def test_compare_refuses_one_run_a_repeated_run_and_an_unfinished_run(tiny_run, 
     with pytest.raises(DataError, match=r"Run b has no cv\.json, so it cannot be compared"):
         build_comparison([a, b], tmp_path / "x.html")
     assert not (tmp_path / "x.html").exists()
+
+
+def test_the_curves_legend_covers_no_plot_and_the_ring_sits_on_the_best_epoch_counted_from_1(tiny_run):
+    import matplotlib.pyplot as plt
+
+    from pipeline.report.figures import curves_figure
+    from pipeline.rundir import RunDir
+
+    cv = RunDir(tiny_run).read_cv()
+    best = {int(k): v["best_epoch"] for k, v in cv["folds"].items()}
+    metrics = pd.read_csv(tiny_run / "metrics.csv")
+    assert set(best.values()) <= set(metrics.epoch + 1)  # cv.json counts from 1, as the epoch log
+    fig = curves_figure(metrics, best)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        (legend,) = fig.legends
+        box = legend.get_window_extent(renderer)
+        for ax in fig.axes:
+            assert ax.get_legend() is None and not box.overlaps(ax.get_window_extent(renderer))
+        rings = [line for line in fig.axes[0].lines if line.get_linestyle() == "None"]
+        assert sorted(float(line.get_xdata()[0]) for line in rings) == sorted(best.values())
+    finally:
+        plt.close(fig)
+
+
+def test_a_run_from_before_best_epoch_counted_from_1_reads_as_the_log_numbers_it(tiny_run, tmp_path):
+    from pipeline.rundir import RunDir
+
+    run_dir = _copy_run(tiny_run, tmp_path / "old", files=("config.json", "metrics.csv", "cv.json", "oof.csv"))
+    cv = json.loads((run_dir / "cv.json").read_text())
+    old = cv | {"folds": {k: v | {"best_epoch": v["best_epoch"] - 1} for k, v in cv["folds"].items()}}
+    del old["epochs_from"]
+    (run_dir / "cv.json").write_text(json.dumps(old))
+    assert RunDir(run_dir).read_cv()["folds"] == cv["folds"]
+    rows = Page(build_report(run_dir).read_text()).table(["fold", "n", "accuracy", "log-loss", "ROC-AUC", "best epoch"])
+    assert [r[-1] for r in rows[:-1]] == [str(v["best_epoch"]) for v in cv["folds"].values()]

@@ -88,6 +88,7 @@ TINY_TRAIN = ("train", "--arch", "lenet", "--img-size", "32", "--batch-size", "3
               "0", "--no-progress", "--run-name", "r")
 
 
+@pytest.mark.slow  # one of the longest end-to-end runs (issue 28: the default suite under 10 min)
 def test_a_full_disk_during_training_is_one_line_and_the_run_resumes(sample_data, tmp_path):
     """Before, torch's own 'inline_container.cc ... unexpected pos' traceback."""
     runs = tmp_path / "runs"

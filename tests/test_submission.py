@@ -21,8 +21,8 @@ from pipeline.predict.validation import (
     validate_submission,
     write_submission,
 )
+from tests.conftest import MINI
 
-SHARED_SOLUTION = Path(__file__).resolve().parents[2] / "shared/data/dogs-vs-cats-mini/solution.csv"
 SAMPLE_SOLUTION = Path(__file__).resolve().parents[1] / "pipeline/sample/solution.csv"
 TEST_IDS = [0, 1, 2, 3]
 
@@ -224,12 +224,11 @@ def test_score_rejects_mismatched_ids(tmp_path):
 
 
 @pytest.mark.shared
-def test_score_a_perfect_submission_on_the_shared_mini_set(tmp_path):
-    if not SHARED_SOLUTION.exists():
-        pytest.skip(f"{SHARED_SOLUTION} is absent")
-    solution = pd.read_csv(SHARED_SOLUTION)
+def test_score_a_perfect_submission_on_the_shared_mini_set(tmp_path, shared_path):
+    solution_csv = shared_path(f"{MINI}/solution.csv")
+    solution = pd.read_csv(solution_csv)
     path = write_submission(solution, tmp_path / "perfect.csv", solution.id.tolist(), "course")
-    assert score_submission(path, SHARED_SOLUTION) == {"n": 400, "accuracy": 1.0, "log_loss": None}
+    assert score_submission(path, solution_csv) == {"n": 400, "accuracy": 1.0, "log_loss": None}
 
 
 def test_default_submission_name():

@@ -75,7 +75,25 @@ def test_predict_says_which_runs_and_folds_it_blends(tiny_run, sample_data, tmp_
                tmp_path / "sub.csv", "--no-progress", "--tta", "hflip")
     assert r.exit_code == 0, r.output
     assert "run tiny (the newest finished run): the models of folds 0-2 of 3, with hflip TTA" in r.output
-    assert "out-of-fold (with hflip TTA, as the test set is predicted): accuracy" in r.output
+    assert "out-of-fold (with hflip TTA, as the test set is predicted; each photo scored by the fold model that did " \
+           "not train on it): accuracy" in " ".join(r.output.split())
+
+
+def test_predict_for_log_loss_names_each_out_of_fold_log_loss_it_prints(tiny_run, sample_data, tmp_path):
+    """Two figures (issue 28: "0.5722", then "calibrated: 0.5811 -> 0.5719"), each saying what it is."""
+    import re
+
+    r = invoke("predict", "--runs-dir", tiny_run.parent, "--test", sample_data / "test.csv", "--out",
+               tmp_path / "redux.csv", "--no-progress", "--tta", "none", "--format", "redux")
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    note = json.loads((tmp_path / "redux.json").read_text())
+    blend = re.search(r"each photo scored by the fold model that did not train on it\): accuracy [0-9.]+, log-loss "
+                      r"([0-9.]+)", text)
+    softened = re.search(r"out-of-fold log-loss \(?([0-9.]+) once softened as the submitted fold mean is", text)
+    assert blend and softened, text
+    assert float(blend[1]) == round(note["oof"]["log_loss"], 4)
+    assert float(softened[1]) == round(note["calibration"]["oof_log_loss_before"], 4)
 
 
 def test_predict_names_a_run_of_some_folds(data_copy, tmp_path):

@@ -3,12 +3,14 @@
     python tools/make_sample.py [--src DIR] [--out DIR]
 
 The defaults are found from this file, not from the working folder: --src is the shared
-"dogs-vs-cats-mini" set beside the repository (../shared/data/dogs-vs-cats-mini), --out is the
+"dogs-vs-cats-mini" set beside the repository (../shared/data/dogs-vs-cats-mini, or under $PIPELINE_SHARED when
+set), --out is the
 repository's pipeline/sample.
 """
 import argparse
 import csv
 import io
+import os
 import random
 import zipfile
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SRC = REPO.parent / "shared" / "data" / "dogs-vs-cats-mini"
+DEFAULT_SRC = Path(os.environ.get("PIPELINE_SHARED") or REPO.parent / "shared") / "data" / "dogs-vs-cats-mini"
 DEFAULT_OUT = REPO / "pipeline" / "sample"
 MAX_SIDE = 128
 SEED = 20261123

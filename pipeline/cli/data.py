@@ -69,6 +69,8 @@ def _print_catalog(s: dict) -> None:
     console.print(f"competition: {s['competition']} ({len(per_class)} classes)", highlight=False)
     console.print(f"train: {s['train']} images ({counts}{more}) -> {paths['train_csv']}")
     console.print(f"test:  {s['test']} images -> {paths['test_csv']}")
+    if s.get("no_test"):
+        console.print(f"[yellow]test:  no test image, so nothing to predict: {escape(s['no_test'])}[/]")
     unreadable = s.get("test_unreadable", 0)
     if unreadable:
         console.print(f"[yellow]test:  {unreadable} of them unreadable: kept (readable=False) so their ids are "

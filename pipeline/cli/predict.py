@@ -95,8 +95,9 @@ def predict(
         console.print(table)
     elif blend is not None:
         s = blend.blend_score
-        console.print(f"out-of-fold ({_tta_words(tta_used)}, as the test set is predicted): accuracy "
-                      f"{s['accuracy']:.4f}, log-loss {s['log_loss']:.4f}")
+        console.print(f"out-of-fold ({_tta_words(tta_used)}, as the test set is predicted; each photo scored by "
+                      f"the fold model that did not train on it): accuracy {s['accuracy']:.4f}, log-loss "
+                      f"{s['log_loss']:.4f}")
     choice = result["tta_choice"]
     if choice is not None:
         steps = " -> ".join(f"{s['views']} {s['metric']:.4f}" if s["metric"] is not None else s["views"]
@@ -107,12 +108,15 @@ def predict(
     if cal is not None and hasattr(cal, "averaging"):
         what = (f"temperature {cal.temperature:.3f} (the out-of-fold models' {cal.oof_temperature:.3f} over the "
                 f"fold mean's own softening {cal.averaging:.3f})")
+        # two out-of-fold log-losses, each named: the blend's above (each photo scored by one fold model) and that
+        # of the same predictions softened as the submitted fold mean is, which the temperature is judged on
+        softened = f"{cal.oof_log_loss_before:.4f} once softened as the submitted fold mean is"
         if cal.applied:
-            console.print(f"calibrated: {what}; out-of-fold log-loss, averaged as the test set is, "
-                          f"{cal.oof_log_loss_before:.4f} -> {cal.oof_log_loss_after:.4f}", highlight=False)
+            console.print(f"calibrated: {what}; out-of-fold log-loss {softened}, {cal.oof_log_loss_after:.4f} "
+                          "after this temperature", highlight=False)
         else:
-            console.print(f"not calibrated: {what} would not lower the out-of-fold log-loss "
-                          f"({cal.oof_log_loss_before:.4f})", highlight=False)
+            console.print(f"not calibrated: {what} would not lower the out-of-fold log-loss ({softened})",
+                          highlight=False)
     elif cal is not None:
         console.print(f"calibrated: one pooled temperature {cal.temperature:.3f}; out-of-fold log-loss "
                       f"{cal.oof_log_loss_before:.4f} -> {cal.oof_log_loss_after:.4f}")

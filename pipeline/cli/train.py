@@ -160,8 +160,9 @@ def train(
                                             rich_help_panel=SETTINGS)] = None,
     precision: Annotated[Precision | None, Option(help=f"auto: bf16 or fp16 on CUDA, fp32 on CPU "
                                                   f"{_s('precision')}", rich_help_panel=SETTINGS)] = None,
-    workers: Annotated[int | None, Option(help="Loader processes per training process \\[default: 2 on CPU, up "
-                                          "to 8 on CUDA]", rich_help_panel=SETTINGS)] = None,
+    workers: Annotated[int | None, Option(help="Loader processes per training process \\[default: 2 on CPU; on "
+                                          "CUDA the cores per process - 1, at most 8]",
+                                     rich_help_panel=SETTINGS)] = None,
     threads: Annotated[int | None, Option(help="CPU threads per training process \\[default: torch's; with "
                                           "--nproc N, the cores / N]", rich_help_panel=SETTINGS)] = None,
     cache: Annotated[bool | None, Option("--cache/--no-cache", help=f"Read photos from the decoded-image cache "
@@ -171,8 +172,11 @@ def train(
                                                  rich_help_panel=SETTINGS)] = None,
     compile: Annotated[bool | None, Option("--compile/--no-compile", help=f"torch.compile the model (slow start) "
                                            f"{_s('compile')}", rich_help_panel=SETTINGS)] = None,
-    nproc: Annotated[int, Option(help="Training processes on this machine (one per GPU), as torchrun starts them.",
-                                 rich_help_panel=SETTINGS)] = 1,
+    deterministic: Annotated[bool | None, Option("--deterministic/--no-deterministic", help=f"On a GPU: "
+                                                 f"deterministic kernels, no cuDNN autotuning (slower) "
+                                                 f"{_s('deterministic')}", rich_help_panel=SETTINGS)] = None,
+    nproc: Annotated[str, Option(metavar="N|auto", help="Training processes on this machine: auto (one per "
+                                 "visible GPU, one on the CPU) or a number.", rich_help_panel=SETTINGS)] = "auto",
     parallel: Annotated[Parallel | None, Option(help="With several processes: each trains its own folds, or ddp: "
                                                 "all train each fold \\[default: folds, else ddp when there are "
                                                 "fewer folds than processes]", rich_help_panel=SETTINGS)] = None,
@@ -208,7 +212,8 @@ def train(
     from pipeline.rundir import RunDir
     from pipeline.train.budget import parse_duration
     from pipeline.train.launch import launch
-    from pipeline.train.request import TrainRequest
+    from pipeline.train.request import TrainRequest, requested_settings
+    from pipeline.train.runtime import resolve_nproc, visible_gpus
     from pipeline.train.session import train as run_training
 
     request = TrainRequest(
@@ -223,11 +228,13 @@ def train(
                         average_epochs=average_epochs,
                         sizes=_parse_ints(sizes, "--sizes") if sizes is not None else None),
         settings=given(device=device, precision=precision, workers=workers, threads=threads, cache=cache,
-                       channels_last=channels_last, compile=compile, tracker=tracker, parallel=parallel,
+                       channels_last=channels_last, compile=compile, deterministic=deterministic, tracker=tracker,
+                       parallel=parallel,
                        folds=_parse_folds(folds) if folds is not None else None, data_dir=data_dir,
                        runs_dir=runs_dir, run_name=run_name, progress=progress,
                        time_limit=parse_duration(time_limit) if time_limit is not None else None))
-    cv = launch(request, nproc, max_restarts, report=build_report) if nproc > 1 or max_restarts else \
+    processes = resolve_nproc(nproc, requested_settings(request).device, visible_gpus())
+    cv = launch(request, processes, max_restarts, report=build_report) if processes > 1 or max_restarts else \
         run_training(request, report=build_report)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun the main process reports

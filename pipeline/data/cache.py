@@ -111,6 +111,10 @@ class DecodedCache:
             return None
         return entry[2:] if (st.st_size, st.st_mtime_ns) == entry[:2] else None
 
+    def uncached(self, paths: Iterable[str | Path]) -> int:
+        """How many of ``paths`` a build would decode and append (absent or stale)."""
+        return sum(self._entry(p) is None for p in dict.fromkeys(str(p) for p in paths))
+
     def _rows_on_disk(self) -> int:
         return self.pixels_path.stat().st_size // self.row_bytes if self.pixels_path.exists() else 0
 

@@ -49,6 +49,7 @@ class Catalog:
     problems: pd.DataFrame  # path, reason (corrupt images, unlabelled files; unreadable test images, kept)
     skipped: int  # non-image files (Thumbs.db, .DS_Store, ...)
     classes: tuple[str, ...] = ("cat", "dog")  # label i is classes[i]
+    no_test: str = ""  # why not one test image was found (empty when some were)
 
 
 def label_from_path(path: Path) -> int | None:
@@ -187,8 +188,9 @@ def scan(roots: Iterable[Path], *, competition: Competition | None = None, cache
         raise DataError(f"Test id {dup.iloc[0]} appears more than once ({', '.join(clash)}): the competition's "
                         f"test.id = {comp.test.id!r} does not tell these test images apart; catalogue one test "
                         "folder at a time, or choose another test.id in the spec.")
+    no_test = labeller.why_no_test(train_df.path) if test_df.empty else ""
     return Catalog(train_df, test_df.reset_index(drop=True),
-                   pd.DataFrame(problems, columns=["path", "reason"]), skipped, labeller.classes)
+                   pd.DataFrame(problems, columns=["path", "reason"]), skipped, labeller.classes, no_test)
 
 
 def write_catalog(catalog: Catalog, data_dir: Path) -> dict[str, Path]:

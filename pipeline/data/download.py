@@ -131,6 +131,7 @@ def download(*, competition: str | Path | None = None, source: str | None = None
                "per_class": {c: int(counts.get(i, 0)) for i, c in enumerate(comp.classes)},
                "cats": int(counts.get(0, 0)), "dogs": int(counts.get(1, 0)), "test": len(catalog.test),
                "test_unreadable": int((~catalog.test.readable.astype(bool)).sum()),
+               "no_test": catalog.no_test if src is None or src.has_test else "",
                "problems": len(catalog.problems), "skipped": catalog.skipped,
                "train_csv": paths["train"], "test_csv": paths["test"], "problems_csv": paths["problems"],
                "folds": n_folds}

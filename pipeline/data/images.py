@@ -245,14 +245,26 @@ def drop_last_batch(items: int, batch_size: int, training: bool) -> bool:
     return training and items > batch_size and items % batch_size != 0
 
 
+def quiet_worker(_worker_id: int) -> None:
+    """A loader worker's start: OpenCV (albumentations' resizes and warps) runs single-threaded, as timm and
+    albumentations advise, so that N workers do not start N thread pools on the same cores (torch sets its own
+    threads in a worker to 1)."""
+    cv2.setNumThreads(0)
+
+
 def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, seed: int, workers: int,
-                runtime, sizes=None) -> torch.utils.data.DataLoader:
-    """A DataLoader over ``(index, seed)`` items, sharded by ``runtime``'s rank: pinned memory on CUDA,
-    persistent workers; a shuffled (training) loader drops an incomplete last batch (:func:`drop_last_batch`)."""
+                runtime, sizes=None, keep_workers: bool | None = None) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``(index, seed)`` items, sharded by ``runtime``'s rank: pinned memory on CUDA, OpenCV
+    single-threaded in each worker (:func:`quiet_worker`); a shuffled (training) loader keeps its workers from
+    epoch to epoch and drops an incomplete last batch (:func:`drop_last_batch`). An evaluation loader starts its
+    workers for each pass and ends them after it: kept, they would sit beside the training workers for the whole
+    epoch and double the processes on a few cores, for a start-up of a fraction of a second once an epoch.
+    ``keep_workers``: keep them whatever the loader (prediction, which runs pass after pass and nothing beside)."""
     sampler = SeededSampler(len(dataset), seed, shuffle, rank=runtime.rank, world=runtime.world, sizes=sizes)
+    keep = workers > 0 and (shuffle if keep_workers is None else keep_workers)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler,
-        num_workers=workers, pin_memory=runtime.device.type == "cuda", persistent_workers=workers > 0,
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, worker_init_fn=quiet_worker,
+        pin_memory=runtime.device.type == "cuda", persistent_workers=keep,
         prefetch_factor=4 if workers > 0 else None, drop_last=drop_last_batch(len(sampler), batch_size, shuffle),
         # its own generator: the loader's seed draw must not consume the global RNG (dropout's),
         # or runs with and without persistent workers would diverge after the first epoch

@@ -60,9 +60,13 @@ class Labeller:
 
     # ---- where a file sits ----------------------------------------------------------------------------------------
     def _relative(self, path: Path) -> str:
+        """The file's path inside the root that holds it (the folders above a download never label it): its name
+        alone when no root holds it, the path as given when there are no roots (``label_from_path``)."""
+        if not self.roots:
+            return Path(path).as_posix()
         path = Path(path).resolve()
         for root in self.roots:
-            if path.is_relative_to(root):
+            if path.is_relative_to(root) and path != root:  # a root may be a single file given with --from
                 return path.relative_to(root).as_posix()
         return path.name
 
@@ -108,7 +112,7 @@ class Labeller:
             m = self._prefix.match(nfc(path.name))
             if m:
                 return self.index[next(c for c in self.classes if c.lower() == m.group(1).lower())]
-            for parent in map(nfc, reversed(path.parent.parts)):
+            for parent in map(nfc, reversed(Path(self._relative(path)).parent.parts)):  # inside the download only
                 if parent.lower() in self._folders:
                     return self._folders[parent.lower()]
             return None
@@ -132,6 +136,20 @@ class Labeller:
         if kind in ("number", "row"):
             return int(path.stem) if re.fullmatch(r"[0-9]+", path.stem) else None
         return path.stem if kind == "stem" else path.name
+
+    def why_no_test(self, train_paths: Iterable[Path]) -> str:
+        """Why a download of this competition holds no test image (it has a test set): one sentence for the user.
+
+        Args:
+            train_paths: the images taken as training images.
+        """
+        taken = [Path(p) for p in train_paths if self.test_id(Path(p)) is not None]
+        if taken:
+            return (f"{len(taken)} of the training images would be test images by their names (such as "
+                    f"{self._relative(taken[0])}) but a class folder inside the download labels them: if they are "
+                    "the test set, unpack them outside class folders and give that folder or archive with --from.")
+        return (f"no image file matches the competition's test images ({self.comp.test.images}, "
+                f"{self.comp.test.id} ids): pass the test archive too (--from FILE or --url URL).")
 
     def unlabelled(self) -> str:
         """Why a file that is neither a training nor a test image was left out (catalog_problems.csv)."""

@@ -30,6 +30,7 @@ class Source:
     homepage: str = ""
     submission_format: str | None = None  # the format its competition scores (``pipeline submit --source``)
     competition: str = "course"  # the competition whose photos these are
+    has_test: bool = True  # False: training photos only (a download without test images is expected)
 
     @classmethod
     def of(cls, comp: Competition, name: str | None = None, description: str = "") -> Source:
@@ -55,6 +56,7 @@ SOURCES: dict[str, Source] = {
             urls=("https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/"
                   "kagglecatsanddogs_5340.zip",),
             homepage="https://www.microsoft.com/en-us/download/details.aspx?id=54765",
+            has_test=False,
         ),
         Source.of(load_competition("dogs-vs-cats"), "kaggle", "Kaggle's dogs-vs-cats (accuracy): dogs-vs-cats.zip "
                   "holds train.zip (25,000 labelled) and test1.zip (12,500 unlabelled)."),

@@ -21,8 +21,9 @@ from pipeline.progress import track
 from pipeline.rundir import RunDir
 from pipeline.train.engine import Amp, evaluate
 from pipeline.train.placement import place_model
+from pipeline.train.preflight import cache_shortfall
 from pipeline.train.recipe import Recipe
-from pipeline.train.runtime import Runtime, default_workers, resolve_device, resolve_precision
+from pipeline.train.runtime import Runtime, default_workers, resolve_device, setup_device
 from pipeline.train.settings import RunSettings
 from pipeline.train.task import Task
 
@@ -149,19 +150,25 @@ def _predict_folds(run: RunDir, comp, ckpts: dict[int, Path], paths: pd.Series, 
     """``{fold: (row indices into paths, probabilities)}`` from each fold's best.pt, averaged over the TTA views."""
     recipe, settings = Recipe.of_run(run), RunSettings.of_run(run)
     dev = resolve_device(device)
-    dtype = resolve_precision("auto" if settings.precision == "auto" or dev.type != "cuda" else settings.precision, dev)
-    rt = Runtime(dev, dtype)
+    # the device setup training used (cuDNN, TF32, precision, channels_last by the GPU's capability)
+    dtype, channels_last = setup_device(dev, settings.precision if dev.type == "cuda" else "auto",
+                                        channels_last=settings.channels_last, deterministic=settings.deterministic)
+    rt = Runtime(dev, dtype, channels_last=channels_last)
     base = base_size_for(recipe.img_size)
-    cache = open_cache(settings.data_dir, paths, base, enabled=settings.cache, progress=progress)
+    full = settings.cache and cache_shortfall(settings.data_dir, paths, base)
+    if full:
+        _logger.warning(full)
+    cache = open_cache(settings.data_dir, paths, base, enabled=settings.cache and not full, progress=progress)
     dataset = ImageDataset(paths, None, base, build_eval_transform(recipe.img_size), cache)
     loader = make_loader(dataset, recipe.batch_size * 2 if batch_size is None else batch_size, shuffle=False,
-                         seed=0, workers=workers if workers is not None else default_workers(dev), runtime=rt)
+                         seed=0, workers=workers if workers is not None else default_workers(dev), runtime=rt,
+                         keep_workers=True)  # every fold and TTA view in turn: one start-up
     amp, task, out = Amp(dev, dtype), Task(comp.n_classes), {}
     views = (None, *comp.tta_views(tta))
     for k, ckpt in track(ckpts.items(), total=len(ckpts), description=f"predict {run.name}", enabled=progress):
         model = build_model(recipe.arch, recipe.img_size, num_classes=comp.outputs)
         model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
-        placed = place_model(model, rt, channels_last=settings.channels_last)
+        placed = place_model(model, rt)
         normalize = BatchNormalizer(*normalization(model), dev, placed.channels_last)
         preds = [evaluate(placed.model, loader, normalize, amp, task=task, view=v) for v in views]
         out[k] = (preds[0].rows, np.mean([p.probs for p in preds], axis=0))

@@ -42,7 +42,7 @@ def _summary_table(runs: list[RunDir], configs: list[dict], cvs: list[dict]) -> 
     """Runs side by side: one column per run, one row per setting or score."""
     def get(config, cv, key):
         c, overall = config["recipe"], cv["overall"]
-        return {"arch": c.get("arch"), "recipe": recipe_name(config.get("recipe_source")) or "-",
+        return {"arch": c.get("arch"), "recipe": recipe_name(config.get("recipe_source")),
                 "image size": c.get("img_size"), "epochs": c.get("epochs"),
                 "folds": f"{len(config['folds'])} of {config.get('n_folds', '?')}",
                 "accuracy": score_cell(overall.get("accuracy")), "log-loss": score_cell(overall.get("log_loss")),

@@ -36,41 +36,54 @@ def _save(fig, path: Path) -> Path:
 MARKERS = "osD^v<>ph*"
 
 
+def ringed_row(metrics: pd.DataFrame, best_epoch: int | None) -> int:
+    """The row of one fold's ``metrics`` whose epoch the curves ring: ``best_epoch`` (from 1; metrics.csv counts
+    from 0), else the lowest validation loss."""
+    if best_epoch is not None and (metrics.epoch + 1 == best_epoch).any():
+        return metrics.index[metrics.epoch + 1 == best_epoch][0]
+    return metrics.val_loss.idxmin()
+
+
 def plot_curves(metrics: pd.DataFrame, path: Path, best_epochs: dict[int, int] | None = None) -> Path:
-    """Loss, accuracy and learning rate against epoch (epochs from 1): one colour and marker per fold, train
-    dashed and validation solid, each fold's best epoch (the one best.pt keeps) ringed.
+    """Write :func:`curves_figure` as a PNG.
 
     Args:
         metrics: the run's metrics.csv.
         path: the PNG to write.
-        best_epochs: fold -> best epoch (from 0), as cv.json records it; default: the lowest validation loss.
+        best_epochs: fold -> best epoch (from 1, as the epoch log and cv.json count); default: the lowest
+            validation loss.
     """
-    fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(13, 4.2), layout="constrained")
+    return _save(curves_figure(metrics, best_epochs), path)
+
+
+def curves_figure(metrics: pd.DataFrame, best_epochs: dict[int, int] | None = None):
+    """Loss, accuracy and learning rate against epoch (epochs from 1): one colour and marker per fold, train
+    dashed and validation solid, each fold's best epoch (the one best.pt keeps) ringed; one legend, outside the
+    plots on the right, so that it covers no curve."""
+    fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
     folds = list(metrics.sort_values(["fold", "epoch"]).groupby("fold"))
     for i, (fold, m) in enumerate(folds):
         style = {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)], "ms": 3}
-        best = m.val_loss.idxmin()
-        if best_epochs and fold in best_epochs and (m.epoch == best_epochs[fold]).any():
-            best = m.index[m.epoch == best_epochs[fold]][0]
+        best = ringed_row(m, (best_epochs or {}).get(fold))
         for ax, train, val in ((loss_ax, m.train_loss, m.val_loss), (acc_ax, m.train_acc, m.val_acc)):
             ax.plot(m.epoch + 1, train, "--", color=style["color"], alpha=0.6)
             ax.plot(m.epoch + 1, val, "-", label=f"fold {fold}", **style)
             ax.plot(m.epoch[best] + 1, val[best], "o", ms=11, mfc="none", mec=style["color"], mew=1.5)
     lrs = [m.lr.to_numpy() for _, m in folds]
     same_lr = all(len(lr) == len(lrs[0]) and np.allclose(lr, lrs[0]) for lr in lrs)
-    for i, (fold, m) in enumerate(folds[:1] if same_lr else folds):  # identical schedules: one line, not N on top
-        lr_ax.plot(m.epoch + 1, m.lr, "-", color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], ms=3,
-                   label="every fold" if same_lr else f"fold {fold}")
+    for i, (_fold, m) in enumerate(folds[:1] if same_lr else folds):  # identical schedules: one line, not N on top
+        lr_ax.plot(m.epoch + 1, m.lr, "-", color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], ms=3)
     key = [Line2D([], [], color="grey", ls="--", label="train"), Line2D([], [], color="grey", ls="-", label="val"),
            Line2D([], [], color="grey", ls="", marker="o", ms=9, mfc="none", label="best epoch")]
+    lr_title = "learning rate (the head's, after the epoch)" + (", every fold" if same_lr and len(folds) > 1 else "")
     for ax, title, ylabel in ((loss_ax, "loss", "cross-entropy"), (acc_ax, "accuracy", "accuracy"),
-                              (lr_ax, "learning rate (the head's, after the epoch)", "learning rate")):
+                              (lr_ax, lr_title, "learning rate")):
         ax.set(title=title, xlabel="epoch", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        handles, _ = ax.get_legend_handles_labels()
-        ax.legend(handles=handles + (key if ax is not lr_ax else []), fontsize=8)
-    return _save(fig, path)
+    handles, _ = loss_ax.get_legend_handles_labels()
+    fig.legend(handles=handles + key, loc="outside right upper", fontsize=8)
+    return fig
 
 
 def plot_confusion(labels: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...], path: Path,

@@ -55,8 +55,9 @@ def img_file(path: Path, alt: str) -> str:
 
 
 def thumbnails(wrong: pd.DataFrame, size: int = THUMBNAIL,
-               quality: int = JPEG_QUALITY) -> list[tuple[bytes, pd.Series]]:
-    """JPEG thumbnails (longest side ``size``) of ``wrong``'s photos with their rows; unreadable ones skipped.
+               quality: int = JPEG_QUALITY) -> list[tuple[bytes | None, pd.Series]]:
+    """JPEG thumbnails (longest side ``size``) of ``wrong``'s photos with their rows; None for one that cannot be
+    read (a photo deleted since training).
 
     Args:
         wrong: rows from :func:`pipeline.metrics.most_confident_wrong` (``path``, ``label``, ...).
@@ -67,7 +68,8 @@ def thumbnails(wrong: pd.DataFrame, size: int = THUMBNAIL,
     for _, row in wrong.iterrows():
         img = thumbnail(row.path, size)
         if img is None:
-            _logger.warning("skipping %s in the gallery: it cannot be read", row.path)
+            _logger.warning("%s cannot be read: the gallery lists it without a picture", row.path)
+            out.append((None, row))
             continue
         buffer = io.BytesIO()
         img.save(buffer, format="JPEG", quality=quality, optimize=True)

@@ -116,30 +116,21 @@ def _said(row, comp: Competition) -> str:
     return f"called {comp.classes[int(row.predicted)]} ({float(row.confidence):.3f})"
 
 
-def _wrong_table(wrong: pd.DataFrame, comp: Competition) -> str:
-    # rows as Series, never namedtuples: a class name is no identifier (prob_ﬁsh and prob_fish are one to Python)
+def _gallery(wrong: pd.DataFrame, comp: Competition) -> str:
+    """The wrong photos, most confident first, as JPEG thumbnails captioned with the file name (not its folders: the
+    page is shared), the fold that scored it, the true class and what the model said; a photo that cannot be read
+    any more keeps its caption without a picture."""
     if wrong.empty:
         return "<p>Every training photo is on the right side of 0.5.</p>" if comp.binary else \
             "<p>Every training photo's top class is its own.</p>"
-    if comp.binary:
-        column = comp.prob_columns()[0]
-        return table(["photo", "fold", "label", f"P({comp.positive})"],  # file names: the page is shared
-                     [[Path(r.path).name, r.fold, comp.classes[int(r.label)], f"{r[column]:.3f}"]
-                      for _, r in wrong.iterrows()], frozenset({0}), "wrong")
-    return table(["photo", "fold", "label", "called", "its probability"],
-                 [[Path(r.path).name, r.fold, comp.classes[int(r.label)], comp.classes[int(r.predicted)],
-                   f"{r.confidence:.3f}"] for _, r in wrong.iterrows()], frozenset({0, 2, 3}), "wrong")
-
-
-def _gallery(wrong: pd.DataFrame, comp: Competition) -> str:
-    """The wrong photos as JPEG thumbnails with file name, true class and what the model said; '' when none."""
     figures = []
     for data, row in thumbnails(wrong):
         name = Path(row.path).name
-        caption = (f"{html.escape(name)}<br>true {html.escape(comp.classes[int(row.label)])}, "
+        picture = img_data(data, "image/jpeg", name) if data is not None else '<p class="note">(cannot be read)</p>'
+        caption = (f"{html.escape(name)}<br>fold {int(row.fold)}, true {html.escape(comp.classes[int(row.label)])}, "
                    f"{html.escape(_said(row, comp))}")
-        figures.append(f"<figure>{img_data(data, 'image/jpeg', name)}<figcaption>{caption}</figcaption></figure>")
-    return '<div class="gallery">\n' + "\n".join(figures) + "\n</div>" if figures else ""
+        figures.append(f"<figure>{picture}<figcaption>{caption}</figcaption></figure>")
+    return '<div class="gallery">\n' + "\n".join(figures) + "\n</div>"
 
 
 def _calibration_note(labels, probs) -> str:
@@ -204,7 +195,6 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, n_wrong
 {"" if comp.binary else _class_tables(labels, predicted, comp)}
 <h2>Most confidently wrong training photos</h2>
 {_gallery(wrong, comp)}
-{_wrong_table(wrong, comp)}
 </body></html>
 """
     path = write_text(out_dir / "report.html", page)

@@ -10,6 +10,7 @@ import pandas as pd
 from pipeline.choices import RUN_SORTS as SORTS
 from pipeline.errors import ConfigError
 from pipeline.rundir import RunDir, all_runs
+from pipeline.train.recipe import DEFAULT_RECIPE
 
 RUN_COLUMNS = ["run", "arch", "recipe", "img_size", "epochs", "folds", "accuracy", "log_loss", "roc_auc", "seconds",
                "test_probs", "created", "status"]
@@ -19,10 +20,11 @@ def _nan_if_none(value) -> float:
     return math.nan if value is None else value
 
 
-def recipe_name(source: str | None) -> str | None:
-    """A named recipe as is; a recipe file by its stem (``recipes/big.toml`` -> ``big``)."""
+def recipe_name(source: str | None) -> str:
+    """A named recipe as is; a recipe file by its stem (``recipes/big.toml`` -> ``big``); none given: the default
+    recipe (``lenet``), which the options of a run without --recipe start from."""
     if not source:
-        return None
+        return DEFAULT_RECIPE
     return Path(source).stem if source.endswith(".toml") else source
 
 
@@ -58,8 +60,8 @@ def list_runs(runs_dir: str | Path, sort: str = "logloss") -> pd.DataFrame:
 
     Returns:
         Columns ``run, arch, recipe, img_size, epochs, folds, accuracy, log_loss, roc_auc, seconds,
-        test_probs, created, status``: ``recipe`` is the recipe the run was started from (missing when
-        options alone made it), ``folds`` reads ``finished/trained`` (``1/1 of 5`` for a run of one
+        test_probs, created, status``: ``recipe`` is the recipe the run was started from (``lenet`` when
+        none was named: the defaults), ``folds`` reads ``finished/trained`` (``1/1 of 5`` for a run of one
         fold of five), ``seconds`` is the training wall time from cv.json, ``test_probs`` whether
         ``pipeline predict`` has saved the run's test predictions. Unfinished runs have NaN scores and
         status ``unfinished`` (``pipeline runs`` shows NaN and None as ``-``).

@@ -4,7 +4,6 @@ resume needs), frozen BatchNorm, the EMA of the weights and weight averaging alo
 
 from __future__ import annotations
 
-import copy
 import logging
 
 import numpy as np
@@ -13,6 +12,7 @@ from torch import nn
 
 from pipeline.fileio import atomic_path
 from pipeline.train.engine import MIN_DELTA, Callback, FitState
+from pipeline.train.placement import evaluation_copy
 from pipeline.train.runtime import Runtime
 
 _logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class Checkpointer(Callback):
         _set_rng_state(saved["rng"], state.runtime)
         state.start_epoch = saved["epoch"] + 1
         state.best_loss, state.bad_epochs = saved["best_loss"], saved["bad_epochs"]
-        _logger.info("fold %d: resuming after epoch %d", self.fold, saved["epoch"])
+        _logger.info("fold %d: resuming after epoch %d", self.fold, saved["epoch"] + 1)
 
     def on_epoch_end(self, state: FitState) -> None:
         rng = _rng_states(state.runtime)  # a collective: every process calls it
@@ -141,7 +141,7 @@ class Ema(Callback):
     def __init__(self, model: nn.Module, decay: float, validate):
         from timm.utils import ModelEmaV3
 
-        self.ema = ModelEmaV3(model, decay=decay, use_warmup=True)
+        self.ema = ModelEmaV3(evaluation_copy(model), decay=decay, use_warmup=True)
         self.validate, self.steps = validate, 0
 
     def on_batch_end(self, state: FitState) -> None:
@@ -194,7 +194,7 @@ class WeightAverage(Callback):
     def on_fit_end(self, state: FitState) -> None:
         if len(self.kept) < 2:
             return
-        model = copy.deepcopy(state.model)
+        model = evaluation_copy(state.model)
         if self.kind == "swa":
             members = self.kept
             loss = self._loss(model, members)

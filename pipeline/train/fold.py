@@ -198,7 +198,7 @@ def _out_of_fold(run: RunDir, fold: int, rt: Runtime, m: FoldModel, data: FoldDa
         if tracker is not None:
             tracker.fold_done(fold, oof)
     rt.barrier()
-    return score(oof.label.to_numpy(), preds.probs) | {"best_epoch": int(best["epoch"])}
+    return score(oof.label.to_numpy(), preds.probs) | {"best_epoch": int(best["epoch"]) + 1}  # from 1, as the log
 
 
 def _columns(probs: np.ndarray) -> list[np.ndarray]:

@@ -17,8 +17,16 @@ from pathlib import Path
 
 from pipeline.errors import ConfigError, Interrupted, PipelineError
 from pipeline.train.request import TrainRequest, end_session, prepare_run, requested_settings
-from pipeline.train.runtime import Runtime, available_cores, launched_world, resolve_device, resolve_precision
-from pipeline.train.session import train
+from pipeline.train.runtime import (
+    Runtime,
+    available_cores,
+    gpu_names,
+    launched_world,
+    processes_line,
+    resolve_device,
+    resolve_precision,
+)
+from pipeline.train.session import announce, train
 
 _logger = logging.getLogger(__name__)
 
@@ -87,6 +95,7 @@ def launch(request: TrainRequest, nproc: int, max_restarts: int = 0, *,
                               "start at most one process per GPU.")
     job = str(uuid.uuid4())
     run_dir, lock = prepare_run(dataclasses.replace(request, job=job), rt, processes=nproc)
+    announce(processes_line(nproc, gpu_names() if device.type == "cuda" else []), settings.progress)
     threads = settings.threads or max(1, available_cores() // nproc)
     worker_request = TrainRequest(settings={"run_name": run_dir.name, "runs_dir": str(run_dir.path.parent),
                                             "threads": threads}, attach=True, started=request.started)

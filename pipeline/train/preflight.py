@@ -43,9 +43,7 @@ def check_fits(recipe: Recipe, settings: RunSettings, device: torch.device, dtyp
     """
     base = base_size_for(recipe.img_size)
     if settings.cache:
-        cache_dir = Path(settings.data_dir) / "cache"
-        probe = next(p for p in (cache_dir, *cache_dir.parents) if p.exists())
-        need, free = DecodedCache.bytes_for(base, n_images), shutil.disk_usage(probe).free
+        need, free, probe = cache_room(settings.data_dir, base, n_images)
         if need > free:
             raise ConfigError(f"--img-size {recipe.img_size} needs a {human_size(need)} image cache for "
                               f"{n_images} photos but {probe} has {human_size(free)} free; lower --img-size, "
@@ -57,6 +55,25 @@ def check_fits(recipe: Recipe, settings: RunSettings, device: torch.device, dtyp
         raise ConfigError(f"--img-size {recipe.img_size} with --batch-size {recipe.batch_size}{per} needs about "
                           f"{human_size(need)} for one training step of {recipe.arch} in each process, but {where} "
                           f"has {human_size(have)} available; lower --batch-size or --img-size.")
+
+
+def cache_room(data_dir: str | Path, base: int, n_images: int) -> tuple[int, int, Path]:
+    """``(bytes needed, bytes free, folder probed)`` for ``n_images`` more photos at ``base`` px in the decoded-image
+    cache of ``data_dir`` (the nearest existing folder on its way is the one asked)."""
+    cache_dir = Path(data_dir) / "cache"
+    probe = next(p for p in (cache_dir, *cache_dir.parents) if p.exists())
+    return DecodedCache.bytes_for(base, n_images), shutil.disk_usage(probe).free, probe
+
+
+def cache_shortfall(data_dir: str | Path, paths, base: int) -> str | None:
+    """Why the test photos cannot go into the decoded-image cache (the disk has less room than the photos not
+    cached yet need), or None when they fit. Prediction then decodes them on the fly."""
+    missing = DecodedCache(Path(data_dir) / "cache", base).uncached(paths)
+    need, free, probe = cache_room(data_dir, base, missing)
+    if need <= free:
+        return None
+    return (f"the image cache needs {human_size(need)} more for {missing} test photos at {base} px but {probe} has "
+            f"{human_size(free)} free: decoding them on the fly instead (slower; free some space to cache them)")
 
 
 def available_memory(device: torch.device) -> tuple[int, str]:

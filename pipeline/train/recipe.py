@@ -1,6 +1,8 @@
 """What is learned: the recipe of a run, as a dataclass, and named recipes as TOML files.
 
-A recipe reproduces a score on any machine; where and how it runs is ``runtime.RunSettings``.
+A recipe reproduces a score on any machine: exactly on the CPU (given the thread count), and on a GPU up to the
+last digits that its precision, TF32 and cuDNN's autotuning move (``--deterministic`` repeats a GPU run bit for bit
+on the same GPU). Where and how it runs is ``settings.RunSettings``.
 Named recipes ship in ``pipeline/train/recipes/<name>.toml``; a recipe file holds recipe fields only,
 and options given on the command line override it. The resolved recipe is saved in the run.
 """
@@ -23,6 +25,7 @@ from pipeline.errors import ConfigError
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 MAX_SEED = 4_000_000  # seed * 1000 + fold seeds numpy, whose seeds end at 2**32 - 1
 MAX_IMG_SIZE = 1024  # the competitions' photos are at most ~1,050 px; more only upsamples
+DEFAULT_RECIPE = "lenet"  # what a run without --recipe starts from: the defaults below, spelled out in lenet.toml
 
 
 @dataclass

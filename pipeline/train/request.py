@@ -28,7 +28,14 @@ from pipeline.rundir import SCHEMA, RunDir, all_runs, find_run
 from pipeline.train.preflight import check_fits, check_pretrained, recipe_warnings
 from pipeline.train.pseudo import pseudo_labels
 from pipeline.train.recipe import build_recipe, check_fields, load_recipe_file
-from pipeline.train.runtime import Runtime, batch_per_process, parallel_mode, restarting
+from pipeline.train.runtime import (
+    Runtime,
+    batch_per_process,
+    check_compile,
+    gpu_capability,
+    parallel_mode,
+    restarting,
+)
 from pipeline.train.settings import RunSettings
 from pipeline.train.tracking import check_tracker
 
@@ -109,6 +116,8 @@ def prepare_run(request: TrainRequest, rt: Runtime, processes: int | None = None
         processes: the training processes of the job (the launcher's workers); default ``rt.world``.
     """
     settings = requested_settings(request)
+    if settings.compile and rt.device.type == "cuda":  # one line before any work, not Triton's traceback at step 1
+        check_compile("cuda", gpu_capability(rt.device), torch.cuda.get_device_name(rt.device))
     if request.attach:
         run = _existing_run(request.settings)
         if restarting():  # the launcher started its workers again after a failure: say so in the run
@@ -219,8 +228,9 @@ def _check_folds_match_catalogue(folds: pd.DataFrame, data_dir: str | Path) -> N
 
 
 def _resume_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processes: int):
-    """Reopen a run: its recipe must stay as it was; settings never change what is learned, so any may
-    change (and are recorded)."""
+    """Reopen a run: its recipe must stay as it was; settings change how it runs, not the recipe (on a GPU the
+    precision, TF32, channels_last and cuDNN's autotuning move the last digits), so any may change (and are
+    recorded)."""
     run = _existing_run(request.settings)
     lock = run.lock(wait=60 if restarting() else 0)  # a restarted job waits for its old process to let go
     try:

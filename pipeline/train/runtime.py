@@ -7,6 +7,7 @@ the CPU); a single process is world size 1 and opens nothing.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Callable
@@ -85,13 +86,66 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     return choose_precision(name, "cuda", torch.cuda.get_device_capability(device), torch.cuda.get_device_name(device))
 
 
-def configure_cuda(device: torch.device) -> None:
+TENSOR_CORE_CAPABILITY = (7, 0)  # Volta and newer: tensor cores (cuDNN's fast NHWC kernels) and Triton's minimum
+CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs to be deterministic (CUDA 10.2 and newer)
+
+
+def gpu_capability(device: torch.device) -> tuple[int, int] | None:
+    """The GPU's ``(major, minor)`` compute capability; None on the CPU."""
+    return tuple(torch.cuda.get_device_capability(device)) if device.type == "cuda" else None
+
+
+def choose_channels_last(requested: bool, device_type: str, capability: tuple[int, int] | None = None) -> bool:
+    """Whether conv nets take channels_last memory: a pure function of the setting and the device, as the precision.
+
+    On the CPU as asked. On a GPU only from compute capability 7.0 (V100, T4, A100, H100): their tensor cores have
+    cuDNN's fast NHWC kernels; without them (P100, 6.0) NHWC is usually slower than the plain layout.
+    """
+    if not requested or device_type != "cuda":
+        return requested
+    return tuple(capability or (0, 0)) >= TENSOR_CORE_CAPABILITY
+
+
+def check_compile(device_type: str, capability: tuple[int, int] | None = None, gpu: str = "this GPU") -> None:
+    """Refuse ``--compile`` in one line on a GPU below compute capability 7.0 (P100), where torch.compile's Triton
+    kernels fail with a traceback deep in the first step."""
+    if device_type == "cuda" and tuple(capability or (0, 0)) < TENSOR_CORE_CAPABILITY:
+        major, minor = capability or (0, 0)
+        raise ConfigError(f"--compile needs a GPU of compute capability 7.0 or newer (torch.compile's Triton "
+                          f"kernels); {gpu} has {major}.{minor}: drop --compile.")
+
+
+def configure_cuda(device: torch.device, deterministic: bool = False) -> None:
     """On a GPU: cuDNN picks its fastest kernels for the (fixed) input sizes, and fp32 matmuls and convolutions use
-    TF32 (torchvision's references, timm and nanoGPT set both). Nothing changes on the CPU."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    TF32 (torchvision's references, timm and nanoGPT set both). Nothing changes on the CPU.
+
+    ``deterministic``: cuDNN's deterministic kernels without autotuning, torch's deterministic algorithms where it
+    has them (a warning where it has none) and cuBLAS's fixed workspace, so that a GPU run repeats bit for bit on
+    the same GPU, software and settings (slower; TF32 stays on: it is deterministic too).
+    """
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)  # read when cuBLAS starts
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def setup_device(device: torch.device, precision: str = "auto", *, channels_last: bool = True,
+                 deterministic: bool = False) -> tuple[torch.dtype, bool]:
+    """The one device setup of training and prediction: the GPU made current (before anything asks it a
+    question, so that no process opens a context on another's GPU), cuDNN and TF32 (:func:`configure_cuda`),
+    then the autocast dtype and the channels_last decision from its compute capability. Returns both."""
+    if device.type != "cuda":
+        return choose_precision(precision, device.type), choose_channels_last(channels_last, device.type)
+    torch.cuda.set_device(device)
+    configure_cuda(device, deterministic)
+    capability = gpu_capability(device)  # asked once, of this process's own GPU
+    return (choose_precision(precision, "cuda", capability, torch.cuda.get_device_name(device)),
+            choose_channels_last(channels_last, "cuda", capability))
 
 
 def available_cores() -> int:
@@ -100,9 +154,59 @@ def available_cores() -> int:
 
 
 def default_workers(device: torch.device, processes: int = 1) -> int:
-    """Loader processes per training process: up to 8 on CUDA; on a CPU leave the cores to the model."""
+    """Loader processes per training process: on CUDA every core of its share but one (the training process's),
+    at least 1 and at most 8; on a CPU at most 2, leaving the cores to the model."""
     cores = max(1, available_cores() // max(1, processes))
-    return min(8, cores) if device.type == "cuda" else min(2, max(0, cores - 1))
+    return max(1, min(8, cores - 1)) if device.type == "cuda" else min(2, max(0, cores - 1))
+
+
+def visible_gpus() -> int:
+    """CUDA GPUs PyTorch sees (0 without CUDA)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def resolve_nproc(setting: str | int, device: str, gpus: int) -> int:
+    """Training processes on this machine for ``--nproc``: ``auto`` is one per visible GPU (when the run may use
+    CUDA), one on the CPU, and one under torchrun (which started the processes itself).
+
+    Args:
+        setting: ``auto`` or a count.
+        device: the ``--device`` setting (auto, cuda, cpu).
+        gpus: the GPUs PyTorch sees (:func:`visible_gpus`).
+    """
+    if str(setting) != "auto":
+        try:
+            return int(setting)
+        except ValueError:
+            raise ConfigError(f"--nproc takes a number of processes or auto, got {setting!r}.") from None
+    if launched_world() > 1 or device == "cpu":
+        return 1
+    return max(1, gpus)
+
+
+def gpu_names() -> list[str]:
+    """The names of the GPUs PyTorch sees, in index order (none without CUDA)."""
+    return [torch.cuda.get_device_name(i) for i in range(visible_gpus())]
+
+
+def processes_line(processes: int, gpus: list[str], local: int | None = None) -> str:
+    """The first line of a run: how many processes train and on which GPUs.
+
+    Args:
+        processes: the job's training processes.
+        gpus: the names of this machine's visible GPUs (none: the run trains on the CPU); process ``i`` of the
+            machine uses GPU ``i``.
+        local: the processes on this machine (default: all of them).
+    """
+    local = processes if local is None else local
+    who = f"{processes} process{'es' if processes > 1 else ''}"
+    if not gpus:
+        return f"training in {who} on the CPU"
+    used = ", ".join(f"{i} ({name})" for i, name in enumerate(gpus[:local]))
+    here = " on this machine" if local < processes else ""
+    idle = len(gpus) - local
+    more = f"; {idle} more visible GPU(s) idle (--nproc {len(gpus)} uses every one)" if idle > 0 else ""
+    return f"training in {who}, one per GPU: GPU {used}{here}{more}"
 
 
 def launched_world() -> int:
@@ -155,30 +259,27 @@ class Runtime:
         device: this process's device.
         dtype: the autocast dtype (float32: no autocast).
         rank, world, local_rank: this process's rank, the number of processes, its rank on its machine.
+        channels_last: conv nets take channels_last memory here (:func:`choose_channels_last`).
     """
 
     def __init__(self, device: torch.device, dtype: torch.dtype, rank: int = 0, world: int = 1,
-                 local_rank: int = 0):
-        self.device, self.dtype = device, dtype
+                 local_rank: int = 0, channels_last: bool = True):
+        self.device, self.dtype, self.channels_last = device, dtype, channels_last
         self.rank, self.world, self.local_rank = rank, world, local_rank
         self._owns_group = False
         self.tensor_group = None  # the nccl group of --parallel ddp on GPUs; None: the coordination group
 
     @classmethod
-    def from_env(cls, device: str = "auto", precision: str = "auto") -> Runtime:
-        """The runtime of this process; opens the (gloo) coordination group when torchrun started several.
-
-        On a GPU the device is made current before anything asks it a question, so that no process opens a
-        context on another process's GPU; the precision then comes from its compute capability.
-        """
+    def from_env(cls, device: str = "auto", precision: str = "auto", *, channels_last: bool = True,
+                 deterministic: bool = False) -> Runtime:
+        """The runtime of this process (set up by :func:`setup_device`); opens the (gloo) coordination group when
+        torchrun started several."""
         world = launched_world()
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         dev = resolve_device(device, local_rank)
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-            configure_cuda(dev)
-        rt = cls(dev, resolve_precision(precision, dev), rank, world, local_rank)
+        dtype, conv_layout = setup_device(dev, precision, channels_last=channels_last, deterministic=deterministic)
+        rt = cls(dev, dtype, rank, world, local_rank, conv_layout)
         if world > 1 and not dist.is_initialized():
             # the store torchrun hands over may still hold the previous attempt's addresses after a restart
             # (a new worker then dials a dead one: "connectFullMesh failed ... Connection refused"), so each
@@ -200,7 +301,7 @@ class Runtime:
     def as_single_process(self) -> Runtime:
         """This process as if it were the only one (same device): for work that needs no collective, such as
         training a fold alone in ``--parallel folds``."""
-        return Runtime(self.device, self.dtype)
+        return Runtime(self.device, self.dtype, channels_last=self.channels_last)
 
     @property
     def is_main(self) -> bool:
@@ -279,9 +380,27 @@ class Runtime:
         first[1:] = rows[1:] != rows[:-1]
         return (rows[first], *(c[order][first] for c in columns))
 
-    def close(self) -> None:
-        """Close the process group this runtime opened."""
-        if self._owns_group and dist.is_initialized():
+    def close(self, ok: bool = True) -> None:
+        """Close the process groups this runtime opened (every process, on every way out: call it in a ``finally``).
+
+        A group must be gone before the interpreter shuts down: gloo's worker threads (and nccl's) still alive at
+        exit, or freed while the interpreter is being torn down, abort the process (``terminate called without
+        an active exception``, SIGABRT) at random. So the wrappers that hold the group in reference cycles
+        (DistributedDataParallel) are collected first, the groups destroyed, and what they left collected again,
+        all while the interpreter is whole. After a job that ended well (``ok``) the processes first wait for each
+        other, so that none tears its connections down while another still uses them; after an error they do not
+        (the others may be gone, or stopped elsewhere).
+        """
+        if not (self._owns_group and dist.is_initialized()):
+            return
+        try:
+            if ok and self.distributed:
+                dist.barrier()
+        except RuntimeError as exc:  # another process failed and left: there is nobody to wait for
+            _logger.debug("closing the process group without the others: %s", exc)
+        finally:
+            gc.collect()
             dist.destroy_process_group()
-            self._owns_group = False
+            self._owns_group, self.tensor_group = False, None
+            gc.collect()
 

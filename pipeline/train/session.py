@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +33,15 @@ from pipeline.train.display import Display, Estimate, RunClock
 from pipeline.train.fold import time_fold, train_fold
 from pipeline.train.recipe import Recipe
 from pipeline.train.request import TrainRequest, end_session, prepare_run, requested_settings, run_seconds
-from pipeline.train.runtime import Runtime, batch_per_process, parallel_mode, restarting
+from pipeline.train.runtime import (
+    Runtime,
+    batch_per_process,
+    gpu_names,
+    local_processes,
+    parallel_mode,
+    processes_line,
+    restarting,
+)
 from pipeline.train.settings import RunSettings
 from pipeline.train.tracking import Tracker, make_tracker
 
@@ -53,8 +63,9 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
     settings = requested_settings(request)
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    rt = Runtime.from_env(settings.device, settings.precision)
-    held, run_dir = [], None
+    rt = Runtime.from_env(settings.device, settings.precision, channels_last=settings.channels_last,
+                          deterministic=settings.deterministic)
+    held, run_dir, ok = [], None, False
     created = not (request.resume or request.attach or restarting())
 
     def prepare() -> str:
@@ -64,7 +75,12 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
 
     try:
         run_dir = RunDir(rt.decided_by_main(prepare))
-        return _train(run_dir, rt, report, request.started)
+        if rt.is_main and not request.attach:  # the launcher's workers: the launcher said it
+            announce(processes_line(rt.world, gpu_names() if rt.device.type == "cuda" else [], local_processes()),
+                     settings.progress)
+        cv = _train(run_dir, rt, report, request.started)
+        ok = True
+        return cv
     except PipelineError:
         if created and rt.is_main and run_dir is not None and run_dir.discard_if_untrained():
             run_dir = None  # a refused run leaves no folder: its name stays free
@@ -75,7 +91,18 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
         for lock in held:
             if lock is not None:
                 lock.release()
-        rt.close()
+        error = sys.exc_info()[1]
+        if error is not None:  # the failed frames hold the fold's model (a DDP wrapper holds the process group)
+            traceback.clear_frames(error.__traceback__)
+        rt.close(ok)
+
+
+def announce(line: str, progress: bool) -> None:
+    """A run's first line: on the screen with progress, in the log without."""
+    if progress:
+        say(line)
+    else:
+        _logger.info(line)
 
 
 def _train(run: RunDir, rt: Runtime, report: Callable[[Path], Path] | None, started: float) -> dict:
@@ -166,8 +193,8 @@ def _train_folds(run: RunDir, rt: Runtime, fold_rt: Runtime, mine: list[int], re
     with Display(settings.progress and rt.is_main, run.name) as display:
         for position, k in enumerate(todo, start=1):
             if restarting() and trained[k]:
-                _logger.warning("fold %d: restarted after a failure; continuing after epoch %d (epochs 0-%d are kept, "
-                                "not trained again)", k, trained[k] - 1, trained[k] - 1)
+                _logger.warning("fold %d: restarted after a failure; continuing after epoch %d (epochs 1-%d are kept, "
+                                "not trained again)", k, trained[k], trained[k])
             shown = display.callbacks(k, position, len(todo), clock)
             if position == 1 and shown:
                 passes = oof_passes(len(run_competition(run.config()).oof_views()), recipe.average,
@@ -217,9 +244,10 @@ def write_cv(run: RunDir, selected: list[int], seconds: float | None = None) -> 
     for k, part in zip(selected, parts, strict=True):
         # mmap: only the epoch is needed, not the weights
         best = torch.load(run.best(k), map_location="cpu", weights_only=False, mmap=True)
-        per_fold[str(k)] = score(part.label, table_probs(part, columns)) | {"best_epoch": int(best["epoch"])} | \
+        per_fold[str(k)] = score(part.label, table_probs(part, columns)) | {"best_epoch": int(best["epoch"]) + 1} | \
             ({"weights": best["weights"]} if best.get("weights", "model") != "model" else {})
-    cv = {"run": run.name, "metric": comp.metric, "folds": per_fold,
+    # epochs_from: best_epoch counts from 1, as the epoch log and the report do (runs without it counted from 0)
+    cv = {"run": run.name, "metric": comp.metric, "epochs_from": 1, "folds": per_fold,
           "overall": score(oof.label, table_probs(oof, columns))}
     if seconds is not None:
         cv["seconds"] = seconds  # the run's training time over all its sessions, start-up and restarts included

@@ -18,8 +18,11 @@ from pipeline.errors import ConfigError
 class RunSettings:
     """How and where a run trains; saved in the run's config.json. None fields are chosen per machine.
 
-    Changing these never changes what is learned (on the CPU, given the same thread count, never a
-    figure), so ``--resume`` accepts new values for them.
+    Changing these never changes the recipe, so ``--resume`` accepts new values for them. On the CPU, given the
+    same thread count, they change no figure either. On a GPU the figures move in the last digits: the
+    precision (bf16 or fp16 autocast, chosen from the GPU), TF32 matmuls and convolutions, channels_last and
+    cuDNN's autotuning (which picks kernels by timing them) all round differently; ``deterministic`` makes a GPU
+    run repeat bit for bit on the same GPU and software, not across GPUs.
     """
 
     device: str = "auto"  # one of DEVICES
@@ -29,6 +32,7 @@ class RunSettings:
     cache: bool = True
     channels_last: bool = True
     compile: bool = False
+    deterministic: bool = False  # on a GPU: deterministic kernels, no cuDNN autotuning (runtime.configure_cuda)
     progress: bool = True
     tracker: str = "auto"  # one of TRACKERS; auto: TensorBoard when installed
     report: bool = True  # write the HTML report when the run finishes
