@@ -233,6 +233,7 @@ def test_predict_decodes_on_the_fly_when_the_test_cache_does_not_fit(data_copy, 
     from pipeline.data.catalog import read_test
     from pipeline.data.images import base_size_for
 
+    shutil.rmtree(data_copy / "cache", ignore_errors=True)  # the copied data may hold a cache that other tests built
     train(tiny_config(data_copy, tmp_path / "runs", run_name="det", epochs=1, folds=[0], deterministic=True))
     run = RunDir(tmp_path / "runs" / "det")
     assert run.config()["settings"]["deterministic"] is True  # recorded in config.json
