@@ -148,12 +148,14 @@ def _wrong_value(hint) -> object:
         return ["x"]
     if hint is int:
         return "28"
+    if hint is float:
+        return "1.5"
     if typing.get_origin(hint) is tuple:
         return "x"
     return "abc"  # sha256: a table
 
 
-PARTS = {"train": specs.TrainLayout, "test": specs.TestLayout, "submission": specs.SubmissionLayout,
+PARTS = {"target": specs.Target, "train": specs.TrainLayout, "test": specs.TestLayout, "submission": specs.SubmissionLayout,
          "augment": specs.Augment}
 DATA = ("kaggle", "urls", "sha256")
 

@@ -21,17 +21,20 @@ from pipeline.competitions.spec import (
     LABELS_FROM,
     METRICS,
     SORTS,
+    TARGET_KINDS,
     TEST_IDS,
     VIEW_MARK,
     Augment,
     Competition,
     SubmissionLayout,
+    Target,
     TestLayout,
     TrainLayout,
 )
 from pipeline.errors import ConfigError
 
-PARTS = {"data": None, "train": TrainLayout, "test": TestLayout, "submission": SubmissionLayout, "augment": Augment}
+PARTS = {"data": None, "target": Target, "train": TrainLayout, "test": TestLayout, "submission": SubmissionLayout,
+         "augment": Augment}
 TOP = ("name", "title", "classes", "classes_from", "metric", "homepage")
 DATA = ("kaggle", "urls", "sha256")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a spec's name names folders: no '/', no '..'
@@ -68,6 +71,7 @@ def check_spec(raw: dict, source: str) -> Competition:
         classes=tuple(raw["classes"]) if "classes" in raw else None, classes_from=raw.get("classes_from"),
         metric=raw.get("metric", "accuracy"), homepage=raw.get("homepage", ""), kaggle=data.get("kaggle"),
         urls=tuple(data.get("urls", ())), sha256=dict(data.get("sha256", {})),
+        target=Target(**{k: tuple(v) if k in ("columns", "ignore") else v for k, v in raw.get("target", {}).items()}),
         train=TrainLayout(**raw.get("train", {})), test=TestLayout(**raw.get("test", {})),
         submission=SubmissionLayout(**{k: tuple(v) if k == "columns" else v
                                        for k, v in raw.get("submission", {}).items()}),
@@ -88,6 +92,8 @@ def _check_kind(where: str, value, hint, bad) -> None:
         ok, want = isinstance(value, bool), "true or false"
     elif hint is int:
         ok, want = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif hint is float:
+        ok, want = isinstance(value, int | float) and not isinstance(value, bool), "a number"
     elif hint is str:
         ok, want = isinstance(value, str), "a string"
     elif typing.get_origin(hint) is tuple:
@@ -114,7 +120,8 @@ def _check_values(comp: Competition, bad) -> None:
     if not NAME.fullmatch(comp.name) or ".." in comp.name:
         raise bad("field 'name'", "must be a short name of letters, digits, '.', '_' and '-' (it names folders in "
                   f"the data folder), got {comp.name!r}")
-    choices = [("metric", comp.metric, METRICS), ("train.labels", comp.train.labels, LABELS_FROM),
+    choices = [("metric", comp.metric, METRICS), ("target.kind", comp.target.kind, TARGET_KINDS),
+               ("train.labels", comp.train.labels, LABELS_FROM),
                ("test.id", comp.test.id, TEST_IDS), ("submission.label", comp.submission.label, LABEL_KINDS),
                ("submission.sort", comp.submission.sort, SORTS), ("augment.tta", comp.augment.tta, TTA_POLICIES)]
     for where, value, allowed in choices:

@@ -22,12 +22,41 @@ from pipeline.choices import TTA_POLICIES, VIEWS
 from pipeline.errors import ConfigError
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
-METRICS = ("accuracy", "log_loss", "roc_auc", "f1_micro", "f1_macro")
+# the metrics a competition is scored by, computed as MLE-bench's graders compute them (pipeline.metrics)
+METRICS = ("accuracy", "log_loss", "roc_auc", "mean_roc_auc", "f1_micro", "f1_macro", "qwk", "rmse", "map_at_k")
+TARGET_KINDS = ("single", "multilabel", "ordinal", "regression", "topk")  # what a training image's target is
 LABELS_FROM = ("name", "folder", "csv", "pixels")  # how a training image gets its label
 TEST_IDS = ("number", "stem", "name", "row")  # how a test image gets its id
-LABEL_KINDS = ("01", "probability", "class", "probabilities")  # how a submission writes its label(s)
+# how a submission writes its label(s): 01 (binary decision), probability (P(positive)), class (a class name),
+# probabilities (one column per class), columns (multilabel: one probability per label column), names (multilabel:
+# the label names over their thresholds, space-separated; topk: the k best names, best first), integer (ordinal:
+# a whole grade), number (regression: a value clipped to the range)
+LABEL_KINDS = ("01", "probability", "class", "probabilities", "columns", "names", "integer", "number")
 SORTS = ("number", "text", "none")
 VIEW_MARK = "@"  # prob_<class>@<view>: a test-time view's prediction column
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a training image's target is (``kind``, one of TARGET_KINDS) and where it comes from.
+
+    The catalogue (data/train.csv) holds it in its ``label`` column whatever the kind: ``single`` and ``topk``: the
+    class index (classes[i]); ``ordinal``: the grade 0..grades-1 (the classes are "0".."G-1"); ``regression``: the
+    value as a number (the one "class" is the target column's name); ``multilabel``: the indices of the image's
+    labels, ascending, space-separated ("" for none; the classes are the labels). ``group`` (when set): the
+    catalogue's ``group`` column, kept together in one fold.
+    """
+
+    kind: str = "single"
+    columns: tuple[str, ...] = ()  # multilabel: the labels file's 0/1 columns, one per label, in submission order
+    separator: str | None = None  # multilabel: the label column holds names joined by this (" " for "a b")
+    grades: int = 0  # ordinal: the grades are 0..grades-1
+    low: float | None = None  # regression: the range predictions are clipped to
+    high: float | None = None
+    k: int = 5  # topk: how many names a row of the submission lists (MAP@k)
+    new: str | None = None  # topk: the class meaning "none of the known ones" (whale: new_whale), placed by threshold
+    group: str | None = None  # the labels file's column whose images stay in one fold (PatientID, patient_id)
+    ignore: tuple[str, ...] = ()  # the labels file's columns (or files) that are not targets (metadata, annotations)
 
 
 @dataclass(frozen=True)
@@ -66,6 +95,7 @@ class SubmissionLayout:
     label: str = "class"
     positive: str | None = None  # binary: the class a probability (or a 1) stands for; default the second class
     sort: str = "number"
+    sample: str | None = None  # the sample submission's file name (sample_submission.csv): its columns and row order
 
 
 @dataclass(frozen=True)
@@ -91,6 +121,7 @@ class Competition:
     kaggle: str | None = None
     urls: tuple[str, ...] = ()
     sha256: dict = field(default_factory=dict)
+    target: Target = Target()
     train: TrainLayout = TrainLayout()
     test: TestLayout = TestLayout()
     submission: SubmissionLayout = SubmissionLayout()
@@ -153,8 +184,9 @@ class Competition:
 
     @classmethod
     def from_dict(cls, d: dict) -> Competition:
-        parts = {"train": TrainLayout, "test": TestLayout, "submission": SubmissionLayout, "augment": Augment}
-        values = {k: (parts[k](**{**v, **({"columns": tuple(v["columns"])} if "columns" in v else {})})
+        parts = {"target": Target, "train": TrainLayout, "test": TestLayout, "submission": SubmissionLayout,
+                 "augment": Augment}
+        values = {k: (parts[k](**{**v, **{t: tuple(v[t]) for t in ("columns", "ignore") if t in v}})
                       if k in parts else v) for k, v in d.items()}
         for key in ("classes", "urls"):
             if values.get(key) is not None:
