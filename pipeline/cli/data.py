@@ -57,7 +57,7 @@ def split(data_dir: DataDir = Path("data"), folds: FoldsOption = 5, seed: SeedOp
     f = write_folds(data_dir, folds, seed, dup_threshold)
     sizes = ", ".join(str(n) for n in f.fold.value_counts().sort_index())
     console.print(f"{len(f)} images in {folds} folds ({sizes}); "
-                  f"{int((f.group.value_counts() > 1).sum())} duplicate groups -> {data_dir / 'folds.csv'}")
+                  f"{int((f.duplicate.value_counts() > 1).sum())} duplicate groups -> {data_dir / 'folds.csv'}")
 
 
 def _print_catalog(s: dict) -> None:
@@ -92,6 +92,7 @@ def competitions():
     for name, path in builtin_competitions().items():
         comp = load_competition(path)
         kind = f"{len(comp.classes)} classes" if comp.classes else f"classes from the {comp.classes_from}"
-        console.print(f"[bold]{name}[/] ({comp.metric}, {kind}): {spec_summary(path)}", highlight=False)
+        console.print(f"[bold]{name}[/] ({comp.target.kind}, {comp.metric}, {kind}): {spec_summary(path)}",
+                      highlight=False)
     console.print("A spec of your own: copy one (pipeline/competitions/specs/) and pass the file with --competition.",
                   highlight=False)

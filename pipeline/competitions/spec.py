@@ -26,7 +26,9 @@ SPECS_DIR = Path(__file__).resolve().parent / "specs"
 METRICS = ("accuracy", "log_loss", "roc_auc", "mean_roc_auc", "f1_micro", "f1_macro", "qwk", "rmse", "map_at_k")
 TARGET_KINDS = ("single", "multilabel", "ordinal", "regression", "topk")  # what a training image's target is
 LABELS_FROM = ("name", "folder", "csv", "pixels")  # how a training image gets its label
-TEST_IDS = ("number", "stem", "name", "row")  # how a test image gets its id
+# how a test image gets its id: its file name as a number, its stem, its name, its row of a pixel file, or the ids a
+# test CSV lists (test.csv's id_column; the image file is test.file made from the id)
+TEST_IDS = ("number", "stem", "name", "row", "csv")
 # how a submission writes its label(s): 01 (binary decision), probability (P(positive)), class (a class name),
 # probabilities (one column per class), columns (multilabel: one probability per label column), names (multilabel:
 # the label names over their thresholds, space-separated; topk: the k best names, best first), integer (ordinal:
@@ -78,7 +80,9 @@ class TestLayout:
 
     images: str = "**/*"
     id: str = "number"
-    csv: str | None = None  # pixels: the test pixels file (ids are its rows, from 1)
+    csv: str | None = None  # pixels: the test pixels file (ids are its rows, from 1); id = "csv": the test ids file
+    id_column: str = "id"  # id = "csv": the test CSV's column of ids (Leaf Classification's id, APTOS's id_code)
+    file: str = "{id}"  # id = "csv": an id's image file name ("{id}.jpg"); train and test may share one folder
 
     @property
     def numeric(self) -> bool:
