@@ -155,8 +155,8 @@ def _wrong_value(hint) -> object:
     return "abc"  # sha256: a table
 
 
-PARTS = {"target": specs.Target, "train": specs.TrainLayout, "test": specs.TestLayout, "submission": specs.SubmissionLayout,
-         "augment": specs.Augment}
+PARTS = {"target": specs.Target, "train": specs.TrainLayout, "test": specs.TestLayout,
+         "submission": specs.SubmissionLayout, "augment": specs.Augment}
 DATA = ("kaggle", "urls", "sha256")
 
 

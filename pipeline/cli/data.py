@@ -91,7 +91,9 @@ def competitions():
 
     for name, path in builtin_competitions().items():
         comp = load_competition(path)
-        kind = f"{len(comp.classes)} classes" if comp.classes else f"classes from the {comp.classes_from}"
+        unit = {"multilabel": "labels", "ordinal": "grades"}.get(comp.target.kind, "classes")
+        kind = (f"{len(comp.classes)} {unit}" if comp.classes else f"{unit} from the {comp.classes_from}") \
+            if comp.target.kind != "regression" else f"a value of {comp.classes[0]}"
         console.print(f"[bold]{name}[/] ({comp.target.kind}, {comp.metric}, {kind}): {spec_summary(path)}",
                       highlight=False)
     console.print("A spec of your own: copy one (pipeline/competitions/specs/) and pass the file with --competition.",

@@ -143,8 +143,9 @@ class Labeller:
                             f"{both[0]}): an image is either a training or a test image; check the two files.")
         return dict(zip(files, ids, strict=True))
 
-    def train_label(self, path: Path) -> int | str | None:
-        """The class index of a training image; None when it is no training image; a str: why it has no label."""
+    def train_label(self, path: Path) -> int | float | str | None:
+        """The catalogue label of a training image (see :func:`read_target`); None when it is no training image; a
+        :class:`Why`: why it has no label."""
         mode = self.comp.train.labels
         if mode == "name":
             m = self._prefix.match(nfc(path.name))
@@ -158,12 +159,13 @@ class Labeller:
             return None
         if mode == "folder":
             name = nfc(path.parent.name)
-            return self.index.get(name, f"its folder {name!r} is not one of the classes")
+            return self.index.get(name, Why(f"its folder {name!r} is not one of the classes"))
         label = self.table.get(path.name)
         if path.name in self.conflicts:
-            return f"{self.comp.train.csv} lists it more than once with different labels ({self.conflicts[path.name]})"
+            return Why(f"{self.comp.train.csv} lists it more than once with different labels "
+                       f"({self.conflicts[path.name]})")
         if label is None:
-            return None if path.name in self.test_files else f"it is not listed in {self.comp.train.csv}"
+            return None if path.name in self.test_files else Why(f"it is not listed in {self.comp.train.csv}")
         return read_target(self.comp, self.index, label)
 
     def group(self, path: Path) -> str:
@@ -217,29 +219,33 @@ class Labeller:
         return f"neither a training image ({t.images}) nor a test image ({self.comp.test.images})"
 
 
+class Why(str):
+    """Why a training image has no label (a multilabel label is a str too: "0 2")."""
+
+
 def read_target(comp: Competition, index: dict[str, int], text: str) -> int | float | str:
-    """The catalogue's label of a training image from its target as the labels file writes it (see Target); a str
-    starting with "its " says why it has none. single, topk: the class index; ordinal: the grade; regression: the
+    """The catalogue's label of a training image from its target as the labels file writes it (see Target); a
+    :class:`Why` says why it has none. single, topk: the class index; ordinal: the grade; regression: the
     value; multilabel: the label indices, ascending, space-separated ("" for none)."""
     kind, target = comp.target.kind, comp.target
     if kind in ("single", "topk"):
-        return index.get(text, f"its label {text!r} is not one of the classes")
+        return index.get(text, Why(f"its label {text!r} is not one of the classes"))
     if kind == "ordinal":
         grade = _number(text)
         ok = grade is not None and grade.is_integer() and str(int(grade)) in index
-        return int(grade) if ok else f"its grade {text!r} is not one of {', '.join(index)}"
+        return int(grade) if ok else Why(f"its grade {text!r} is not one of {', '.join(index)}")
     if kind == "regression":
         value = _number(text)
-        return value if value is not None else f"its value {text!r} is not a number"
+        return value if value is not None else Why(f"its value {text!r} is not a number")
     if target.columns:
         cells = [_number(c) for c in text.split(" ")]
         if any(c not in (0, 1) for c in cells):
-            return f"its label columns hold {text!r}, not only 0 and 1 ({', '.join(target.columns)})"
+            return Why(f"its label columns hold {text!r}, not only 0 and 1 ({', '.join(target.columns)})")
         return " ".join(str(i) for i, c in enumerate(cells) if c == 1)
     names = [n for n in text.split(target.separator) if n]
     unknown = [n for n in names if n not in index]
     if unknown:
-        return f"its label {unknown[0]!r} is not one of the classes"
+        return Why(f"its label {unknown[0]!r} is not one of the classes")
     return " ".join(str(i) for i in sorted({index[n] for n in names}))
 
 
