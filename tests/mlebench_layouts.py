@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from tests.competition_data import CompetitionData, _hex_ids, _picture, _root, _write_zip, split
+from tests.competition_data import CompetitionData, _hex_ids, _picture, _root, _write_7z, _write_zip, split
 
 PP2020_COLUMNS = ["healthy", "multiple_diseases", "rust", "scab"]
 PP2020_OF = [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]  # digit -> its column
@@ -57,7 +57,7 @@ BINARY = ["0", "1"]
 
 def _encode(img: Image.Image, name: str) -> bytes:
     buf = io.BytesIO()
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF"}[Path(name).suffix]
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF"}[Path(name).suffix or name]
     img.save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
     return buf.getvalue()
 
@@ -399,6 +399,32 @@ def aerial_cactus(root, size: int = 32, limit: int | None = None) -> Competition
                            sample_submission=sample)
 
 
+def invasive(root, size: int = 32, limit: int | None = None) -> CompetitionData:
+    """``invasive-species-monitoring``, its original archives side by side in the folder::
+
+        train.7z                  train/<n>.jpg          numbered from 1
+        test.7z                   test/<n>.jpg           numbered from 1
+        train_labels.csv.zip      train_labels.csv       name,invasive   (1 for digits 5-9)
+        sample_submission.csv.zip sample_submission.csv  name,invasive = 0.5
+    """
+    root, tr_x, tr_y, te_x, te_y, _, _ = _layout(root, limit, "invasive", lambda p, n: list(range(n)))
+    train_ids, test_ids = list(range(1, len(tr_y) + 1)), list(range(1, len(te_y) + 1))
+
+    def members(folder, ids, images, offset):
+        return ((f"{folder}/{i}.jpg", _encode(_picture(x, size, True, k + offset), ".jpg"))
+                for k, (i, x) in enumerate(zip(ids, images, strict=True)))
+
+    _write_7z(root / "train.7z", members("train", train_ids, tr_x, 0))
+    _write_7z(root / "test.7z", members("test", test_ids, te_x, 1))
+    train = _frame(train_ids, [BINARY[int(d >= 5)] for d in tr_y])
+    labels = train.rename(columns={"id": "name", "label": "invasive"}).to_csv(index=False).encode()
+    _write_zip(root / "train_labels.csv.zip", [("train_labels.csv", labels)])
+    sample = pd.DataFrame({"name": test_ids, "invasive": 0.5}).to_csv(index=False).encode()
+    _write_zip(root / "sample_submission.csv.zip", [("sample_submission.csv", sample)])
+    return CompetitionData("invasive-species-monitoring", root, [root], BINARY,
+                           _frame(test_ids, [BINARY[int(d >= 5)] for d in te_y]), train, positive="1")
+
+
 def kaggle_zip(data: CompetitionData, out_dir: Path) -> CompetitionData:
     """The layout as ``kaggle competitions download -c SLUG`` delivers it: one ``<slug>.zip`` holding every file of
     the folder at its top level (the folder's files are left in place)."""
@@ -416,4 +442,5 @@ MLEBENCH = {"aptos2019-blindness-detection": aptos, "histopathologic-cancer-dete
             "siim-isic-melanoma-classification": siim, "cassava-leaf-disease-classification": cassava,
             "plant-pathology-2021-fgvc8": plant_pathology_2021, "petfinder-pawpularity-score": petfinder,
             "leaf-classification": leaf, "whale-categorization-playground": whale, "imet-2020-fgvc7": imet,
-            "paddy-disease-classification": paddy, "aerial-cactus-identification": aerial_cactus}
+            "paddy-disease-classification": paddy, "aerial-cactus-identification": aerial_cactus,
+            "invasive-species-monitoring": invasive}

@@ -87,7 +87,7 @@ def _sample_submission(comp, roots: list[Path]) -> bytes | None:
     name = comp.submission.sample
     if not name:
         return None
-    found = [p for r in roots for p in ([r] if r.name == name else sorted(r.rglob(name)) if r.is_dir() else [])
+    found = [p for r in roots for p in (sorted(r.rglob(name)) if r.is_dir() else [r] if r.name == name else [])
              if p.is_file()]
     return found[0].read_bytes() if found else None
 
