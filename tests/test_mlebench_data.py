@@ -268,3 +268,15 @@ def test_a_short_lenet_trains_and_predicts_a_file_the_grader_accepts(name, tmp_p
     got = _independent_score(data, sub)
     floor = E2E_FLOORS[name]
     assert got <= floor if name == "leaf-classification" else got >= floor, (name, got)
+
+
+@pytest.mark.parametrize("name", ["ranzcr-clip-catheter-line-classification", "petfinder-pawpularity-score"])
+def test_split_reads_the_catalogue_back_and_makes_the_same_folds(name, tmp_path):
+    """``pipeline split`` reads train.csv from disk (multilabel labels as text, "" read as empty, groups as text)."""
+    data = mle.MLEBENCH[name](tmp_path / "public", limit=100)
+    _download(data, tmp_path / "data")
+    before = pd.read_csv(tmp_path / "data" / "folds.csv")
+    r = invoke("split", "--data-dir", tmp_path / "data")
+    assert r.exit_code == 0, r.output
+    after = pd.read_csv(tmp_path / "data" / "folds.csv")
+    assert after.equals(before)
