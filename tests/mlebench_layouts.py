@@ -425,6 +425,47 @@ def invasive(root, size: int = 32, limit: int | None = None) -> CompetitionData:
                            _frame(test_ids, [BINARY[int(d >= 5)] for d in te_y]), train, positive="1")
 
 
+IWILDCAM_CATEGORIES = [0, 2, 3, 4, 6, 7, 8, 9, 10, 372]  # digit d -> category IWILDCAM_CATEGORIES[d] (0: empty)
+
+
+def iwildcam(root, size: int = 32, limit: int | None = None) -> CompetitionData:
+    """``iwildcam-2020-fgvc7``::
+
+        iwildcam2020_train_annotations.json  {"images": [{"id", "file_name": "<id>.jpg", "location", ...}],
+                                              "annotations": [{"id", "image_id", "category_id"}], "categories": [...]}
+                                             one annotation per image (two, the same, for every seventh)
+        iwildcam2020_test_information.json   {"images": [...], "categories": [...]}
+        train/<id>.jpg, test/<id>.jpg (ids: 36-character UUID-like), sample_submission.csv (Id,Category = 0)
+
+    Locations (camera traps, the groups): runs of 2-4 consecutive training images.
+    """
+    import json
+
+    def uuid(prefix, n):
+        return [f"{h[:8]}-{h[8:12]}-11ea-{h[12:16]}-{h[16:28]}" for h in _hex_ids(prefix, n, 28)]
+
+    root, tr_x, tr_y, te_x, te_y, train_ids, test_ids = _layout(root, limit, "iwildcam", uuid)
+    _images(root / "train", [f"{i}.jpg" for i in train_ids], tr_x, size, 0)
+    _images(root / "test", [f"{i}.jpg" for i in test_ids], te_x, size, 1)
+    locations = [int(p[1:]) for p in _patients(len(tr_y), "L")]
+    categories = [{"id": c, "name": f"species {c}", "count": 1} for c in IWILDCAM_CATEGORIES]
+    images = [{"id": i, "file_name": f"{i}.jpg", "location": loc, "seq_id": f"s{k}", "width": size, "height": size}
+              for k, (i, loc) in enumerate(zip(train_ids, locations, strict=True))]
+    notes = [{"id": f"a{k}-{n}", "image_id": i, "category_id": IWILDCAM_CATEGORIES[d], "count": 1}
+             for k, (i, d) in enumerate(zip(train_ids, tr_y, strict=True)) for n in range(1 + (k % 7 == 0))]
+    (root / "iwildcam2020_train_annotations.json").write_text(json.dumps(
+        {"images": images, "annotations": notes, "categories": categories, "info": {"version": "digits"}}))
+    (root / "iwildcam2020_test_information.json").write_text(json.dumps(
+        {"images": [{"id": i, "file_name": f"{i}.jpg", "location": 900} for i in test_ids], "categories": categories}))
+    sample = _sample(root, test_ids, {"Id": None, "Category": 0})
+    classes = sorted(str(c) for c in IWILDCAM_CATEGORIES)
+    return CompetitionData("iwildcam-2020-fgvc7", root, [root], classes,
+                           _frame(test_ids, [str(IWILDCAM_CATEGORIES[d]) for d in te_y]),
+                           _frame([f"{i}.jpg" for i in train_ids], [str(IWILDCAM_CATEGORIES[d]) for d in tr_y]),
+                           sample_submission=sample, groups={f"{i}.jpg": str(loc) for i, loc in
+                                                             zip(train_ids, locations, strict=True)})
+
+
 def kaggle_zip(data: CompetitionData, out_dir: Path) -> CompetitionData:
     """The layout as ``kaggle competitions download -c SLUG`` delivers it: one ``<slug>.zip`` holding every file of
     the folder at its top level (the folder's files are left in place)."""
@@ -443,4 +484,4 @@ MLEBENCH = {"aptos2019-blindness-detection": aptos, "histopathologic-cancer-dete
             "plant-pathology-2021-fgvc8": plant_pathology_2021, "petfinder-pawpularity-score": petfinder,
             "leaf-classification": leaf, "whale-categorization-playground": whale, "imet-2020-fgvc7": imet,
             "paddy-disease-classification": paddy, "aerial-cactus-identification": aerial_cactus,
-            "invasive-species-monitoring": invasive}
+            "invasive-species-monitoring": invasive, "iwildcam-2020-fgvc7": iwildcam}

@@ -132,7 +132,7 @@ def _check_values(comp: Competition, bad) -> None:
             raise bad(f"field {where}", f"must be one of {', '.join(allowed)}, got {value!r}")
     if comp.classes is None and comp.classes_from not in ("labels", "folders") and target_classes(comp) is None:
         raise bad("field 'classes'", "is missing: list the classes, or set classes_from = 'labels' or 'folders'")
-    if comp.train.labels in ("csv", "pixels"):
+    if comp.train.labels in ("csv", "pixels", "coco"):
         if not comp.train.csv:
             raise bad("field train.csv", f"is missing: labels = {comp.train.labels!r} needs the labels file's name")
         if not comp.train.label_column:
@@ -140,7 +140,7 @@ def _check_values(comp: Competition, bad) -> None:
     for where, name in (("train.csv", comp.train.csv), ("test.csv", comp.test.csv)):
         if name and (name.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", name)):
             raise bad(f"field {where}", f"must be a file's name in the download, got {name!r}")
-    if comp.train.labels == "csv":
+    if comp.train.labels in ("csv", "coco"):
         _check_template(comp.train.file, bad)
     if comp.test.id == "csv":
         if not comp.test.csv or not comp.test.id_column:
@@ -203,7 +203,7 @@ def _check_target(comp: Competition, bad) -> None:
         raise bad("field target.low", f"must be below target.high, got {t.low} and {t.high}")
     if t.kind == "topk" and t.k < 1:
         raise bad("field target.k", f"must be 1 or more, got {t.k}")
-    if comp.train.labels not in ("csv",) and (t.group or t.kind not in ("single",)):
+    if comp.train.labels not in ("csv", "coco") and (t.group or t.kind not in ("single",)):
         raise bad("field target.group" if t.group else "field target.kind", "needs a labels file (train.labels = "
                   "'csv'): only a labels file's rows carry a group or a target other than one class")
     clash = set(t.ignore) & ({*t.columns, comp.train.label_column, comp.train.id_column, t.group} - {None})

@@ -25,7 +25,9 @@ SPECS_DIR = Path(__file__).resolve().parent / "specs"
 # the metrics a competition is scored by, computed as MLE-bench's graders compute them (pipeline.metrics)
 METRICS = ("accuracy", "log_loss", "roc_auc", "mean_roc_auc", "f1_micro", "f1_macro", "qwk", "rmse", "map_at_k")
 TARGET_KINDS = ("single", "multilabel", "ordinal", "regression", "topk")  # what a training image's target is
-LABELS_FROM = ("name", "folder", "csv", "pixels")  # how a training image gets its label
+# how a training image gets its label: its name, its folder, a labels CSV, a pixel CSV, or COCO-style JSON annotations
+# (iWildCam: "images" and "annotations" joined into one row per annotation, read as a labels CSV is)
+LABELS_FROM = ("name", "folder", "csv", "pixels", "coco")
 # how a test image gets its id: its file name as a number, its stem, its name, its row of a pixel file, or the ids a
 # test CSV lists (test.csv's id_column; the image file is test.file made from the id)
 TEST_IDS = ("number", "stem", "name", "row", "csv")
@@ -67,7 +69,7 @@ class TrainLayout:
 
     labels: str = "name"
     images: str = "**/*"  # a glob of the training images under the unpacked data
-    csv: str | None = None  # csv, pixels: the labels file, found anywhere in the data
+    csv: str | None = None  # csv, pixels, coco: the labels file, found anywhere in the data
     id_column: str = "id"
     label_column: str = "label"
     file: str = "{id}"  # csv: an id's image file name

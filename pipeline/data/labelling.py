@@ -8,6 +8,7 @@ Class names are compared in Unicode NFC, whichever form the files spell them in 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -45,7 +46,7 @@ class Labeller:
         self.groups: dict[str, str] = {}  # file name -> its group (target.group), kept in one fold
         self.conflicts: dict[str, str] = {}  # file name -> the different labels the labels CSV gives it
         self.test_files: dict[str, str] = {}  # test.id = "csv": file name -> the test id the test CSV lists
-        if comp.train.labels in ("csv", "pixels"):
+        if comp.train.labels in ("csv", "pixels", "coco"):
             self.table = self._labels_table()
         if comp.test.id == "csv":
             self.test_files = self._test_table()
@@ -102,6 +103,23 @@ class Labeller:
                                 f"competition's spec names it as {field}.")
         return frame
 
+    def _read_coco(self, path: Path, columns: dict[str, str]) -> pd.DataFrame:
+        """COCO-style annotations (``images``, ``annotations`` with ``image_id``) as one text row per annotation: the
+        annotation's fields beside its image's (``file_name``, ``location``, ...), with the spec's columns present."""
+        try:
+            coco = json.loads(path.read_text(encoding="utf-8"))
+            images = pd.DataFrame(coco["images"]).astype(str).rename(columns={"id": "image_id"})
+            notes = pd.DataFrame(coco["annotations"]).astype(str).drop(columns="id", errors="ignore")
+            frame = notes.merge(images, on="image_id", how="inner", suffixes=("", "_image"))
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path} cannot be read as COCO annotations (images, annotations with image_id): "
+                            f"{type(exc).__name__}: {exc}.") from None
+        for column, field in columns.items():
+            if column not in frame.columns:
+                raise DataError(f"{path} has no field {column!r} in its images or annotations (they have "
+                                f"{', '.join(frame.columns)}): the competition's spec names it as {field}.")
+        return frame
+
     def _labels_table(self) -> dict[str, str]:
         """file name -> its target as written (a class name, a grade, a value, names joined by the separator, or a
         multilabel target's 0/1 cells joined by spaces), from the labels CSV (pixels: the PNGs written from it)."""
@@ -112,7 +130,7 @@ class Labeller:
         columns = {t.id_column: "train.id_column"} | dict.fromkeys(target.columns, "target.columns")
         columns |= {} if target.columns else {t.label_column: "train.label_column"}
         columns |= {target.group: "target.group"} if target.group else {}
-        labels = self._read_csv(csv, columns)
+        labels = self._read_coco(csv, columns) if t.labels == "coco" else self._read_csv(csv, columns)
         value = (labels[list(target.columns)].agg(" ".join, axis=1) if target.columns
                  else labels[t.label_column].map(nfc))
         pairs = pd.DataFrame({"file": [t.file.format(id=i) for i in labels[t.id_column]], "label": value,
