@@ -160,6 +160,9 @@ def _drop_first(csv: Path, column: str, folder: Path, template: str) -> str:
     ("siim-isic-melanoma-classification",
      lambda r: pd.concat([pd.read_csv(r / "test.csv")] * 2).to_csv(r / "test.csv", index=False),
      "test.csv lists the test id 'ISIC_"),
+    ("iwildcam-2020-fgvc7", lambda r: (r / "iwildcam2020_train_annotations.json").write_text('{"images": []}'),
+     "iwildcam2020_train_annotations.json cannot be read as COCO annotations (images, annotations with image_id): "
+     "KeyError: 'annotations'."),
 ])
 def test_a_broken_download_is_one_line_and_writes_nothing(name, breaks, said, tmp_path):
     data = mle.MLEBENCH[name](tmp_path / "public", limit=100)
