@@ -137,10 +137,11 @@ def test_the_kaggle_zip_and_the_mlebench_folder_give_the_same_catalogue(name, tm
 
 
 # ---- broken inputs: one line each, nothing written ------------------------------------------------------------------
-def _drop_first(csv: Path, column: str, folder: Path, template: str) -> str:
-    """Remove the image of the first id ``csv`` lists; return that id."""
+def _drop_first(csv: Path, column: str, folder: Path, template: str, keep: Path | None = None) -> str:
+    """Remove the image of the first id ``csv`` lists (or move it into ``keep``); return that id."""
     first = str(pd.read_csv(csv, dtype=str)[column].iloc[0])
-    (folder / template.format(id=first)).unlink()
+    image = folder / template.format(id=first)
+    image.rename(keep / image.name) if keep else image.unlink()
     return first
 
 
@@ -160,6 +161,12 @@ def _drop_first(csv: Path, column: str, folder: Path, template: str) -> str:
     ("siim-isic-melanoma-classification",
      lambda r: pd.concat([pd.read_csv(r / "test.csv")] * 2).to_csv(r / "test.csv", index=False),
      "test.csv lists the test id 'ISIC_"),
+    ("leaf-classification", lambda r: pd.read_csv(r / "test.csv").rename(columns={"id": "Id"}).to_csv(
+        r / "test.csv", index=False), "test.csv has no column 'id' (it has Id, margin1,"),
+    ("leaf-classification",  # the image is there, but not where the spec's glob looks
+     lambda r: _drop_first(r / "test.csv", "id", r / "images", "{id}.jpg", keep=r),
+     "test.csv lists 1 test image(s) that the download does not hold (such as {first}.jpg, looked for as "
+     "**/images/*.jpg)"),
     ("iwildcam-2020-fgvc7", lambda r: (r / "iwildcam2020_train_annotations.json").write_text('{"images": []}'),
      "iwildcam2020_train_annotations.json cannot be read as COCO annotations (images, annotations with image_id): "
      "KeyError: 'annotations'."),

@@ -193,14 +193,15 @@ class Labeller:
     def missing(self, paths: Iterable[Path]) -> str:
         """Why the download lacks images its CSVs list ("" when it holds every one): a training image of the labels
         file, or a test image of the test ids file, with no file among ``paths``."""
-        names = {Path(p).name for p in paths}
-        for listed, csv, where, glob in ((self.table, self.comp.train.csv, "training", self.comp.train.images),
-                                         (self.test_files, self.comp.test.csv, "test", self.comp.test.images)):
+        paths = [Path(p) for p in paths]
+        for listed, csv, where, glob in ((self.table, self.comp.train.csv, "training", self.train_glob),
+                                         (self.test_files, self.comp.test.csv, "test", self.test_glob)):
+            names = {p.name for p in paths if glob.match(self._relative(p))} if listed else set()
             gone = [f for f in listed if f not in names]
             if gone:
                 return (f"{csv} lists {len(gone)} {where} image(s) that the download does not hold (such as {gone[0]}, "
-                        f"looked for as {glob}): pass the archive or folder that holds them with --from, or fix the "
-                        "spec's file names.")
+                        f"looked for as {glob.pattern}): pass the archive or folder that holds them with --from, or "
+                        "fix the spec's file names.")
         return ""
 
     def test_id(self, path: Path) -> int | str | None:
