@@ -290,3 +290,19 @@ def test_split_reads_the_catalogue_back_and_makes_the_same_folds(name, tmp_path)
     assert r.exit_code == 0, r.output
     after = pd.read_csv(tmp_path / "data" / "folds.csv")
     assert after.equals(before)
+
+
+def test_the_download_command_says_each_kinds_target_and_the_groups_kept_together(tmp_path):
+    ranzcr = mle.ranzcr(tmp_path / "ranzcr", limit=100)
+    r = invoke("download", "--competition", ranzcr.competition, "--from", ranzcr.root, "--data-dir",
+               tmp_path / "d1", "--no-progress")
+    assert r.exit_code == 0, r.output
+    patients = len(set(ranzcr.groups.values()))
+    assert "(11 labels)" in r.output and f"{patients} PatientID groups kept together" in r.output
+    assert "8 Swan Ganz Catheter Present" in r.output  # the images of digit 9
+    pet = mle.petfinder(tmp_path / "pet", limit=100)
+    r = invoke("download", "--competition", pet.competition, "--from", pet.root, "--data-dir", tmp_path / "d2",
+               "--no-progress")
+    assert r.exit_code == 0, r.output
+    low, high = min(pet.train.label), max(pet.train.label)
+    assert "(a value, Pawpularity)" in r.output and f"train: 80 images (values {low:g} to {high:g})" in r.output

@@ -160,6 +160,10 @@ def download(*, competition: str | Path | None = None, source: str | None = None
                "problems": len(catalog.problems), "skipped": catalog.skipped,
                "train_csv": paths["train"], "test_csv": paths["test"], "problems_csv": paths["problems"],
                "folds": n_folds}
+    t = comp.target
+    summary.update(kind=t.kind, group_column=t.group, groups=int(catalog.train.group.nunique()) if t.group else 0,
+                   values=(float(catalog.train.label.min()), float(catalog.train.label.max()))
+                   if t.kind == "regression" else None)
     summary.update(dup_groups=int((folds.duplicate.value_counts() > 1).sum()), folds_csv=paths["folds"],
                    grouping=folds.attrs.get("grouping", ""))
     return summary
