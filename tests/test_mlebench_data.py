@@ -306,3 +306,28 @@ def test_the_download_command_says_each_kinds_target_and_the_groups_kept_togethe
     assert r.exit_code == 0, r.output
     low, high = min(pet.train.label), max(pet.train.label)
     assert "(a value, Pawpularity)" in r.output and f"train: 80 images (values {low:g} to {high:g})" in r.output
+
+
+@pytest.mark.parametrize(("spec", "edit", "said"), [
+    ("aptos2019-blindness-detection", ("grades = 5", "grades = 1"), "field target.grades must be 2 or more"),
+    ("plant-pathology-2021-fgvc8", ('separator = " "', ""),
+     "field target.columns or target.separator (one of the two)"),
+    ("petfinder-pawpularity-score", ("high = 100", "high = 1"), "field target.low must be below target.high"),
+    ("whale-categorization-playground", ("k = 5", "k = 0"), "field target.k must be 1 or more"),
+    ("siim-isic-melanoma-classification", ('"sex", ', '"target", '), "field target.ignore names 'target'"),
+    ("leaf-classification", ('file = "{id}.jpg"\n\n[submission]', 'file = "{name}.jpg"\n\n[submission]'),
+     "field test.file must be a file name made from the labels file's id"),
+    ("leaf-classification", ('csv = "test.csv"\n', ""), "field test.csv is missing: test.id = 'csv' needs"),
+    ("course", ("[train]", '[target]\ngroup = "patient"\n\n[train]'), "field target.group needs a labels file"),
+])
+def test_a_wrong_target_or_test_ids_field_is_one_line_at_spec_load(spec, edit, said, tmp_path):
+    from pipeline.competitions.spec import builtin_competitions, load_competition
+    from pipeline.errors import ConfigError
+
+    text = builtin_competitions()[spec].read_text()
+    assert edit[0] in text
+    path = tmp_path / "spec.toml"
+    path.write_text(text.replace(edit[0], edit[1]))
+    with pytest.raises(ConfigError, match="^Competition spec .*") as caught:
+        load_competition(path)
+    assert said in str(caught.value) and "\n" not in str(caught.value)

@@ -205,7 +205,7 @@ def _check_target(comp: Competition, bad) -> None:
         raise bad("field target.k", f"must be 1 or more, got {t.k}")
     if comp.train.labels not in ("csv", "coco") and (t.group or t.kind not in ("single",)):
         raise bad("field target.group" if t.group else "field target.kind", "needs a labels file (train.labels = "
-                  "'csv'): only a labels file's rows carry a group or a target other than one class")
+                  "'csv' or 'coco'): only a labels file's rows carry a group or a target other than one class")
     clash = set(t.ignore) & ({*t.columns, comp.train.label_column, comp.train.id_column, t.group} - {None})
     if clash:
         raise bad("field target.ignore", f"names {sorted(clash)[0]!r}, which the spec reads as a target, id or group")
