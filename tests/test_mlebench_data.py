@@ -331,3 +331,16 @@ def test_a_wrong_target_or_test_ids_field_is_one_line_at_spec_load(spec, edit, s
     with pytest.raises(ConfigError, match="^Competition spec .*") as caught:
         load_competition(path)
     assert said in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_pipeline_competitions_lists_each_ones_target_kind_and_metric():
+    r = invoke("competitions")
+    assert r.exit_code == 0, r.output
+    lines = {line.split(" ")[0]: line for line in r.output.splitlines()}
+    for name, shown in {"aptos2019-blindness-detection": "(ordinal, qwk, 5 grades)",
+                        "ranzcr-clip-catheter-line-classification": "(multilabel, mean_roc_auc, 11 labels)",
+                        "plant-pathology-2021-fgvc8": "(multilabel, f1_micro, labels from the labels)",
+                        "petfinder-pawpularity-score": "(regression, rmse, a value of Pawpularity)",
+                        "whale-categorization-playground": "(topk, map_at_k, classes from the labels)",
+                        "histopathologic-cancer-detection": "(single, roc_auc, 2 classes)"}.items():
+        assert lines[name].startswith(f"{name} {shown}: Kaggle "), lines[name]
