@@ -65,6 +65,9 @@ class CompetitionData:
     train: pd.DataFrame  # id,label of every training image
     positive: str | None = None  # binary competitions: the class that counts as positive
     sample_submission: Path | None = field(default=None)  # the competition's sample submission, where it has one
+    kind: str = "single"  # the target kind (Target.kind); a label is then a grade (ordinal, as its class name), a
+    # number (regression) or a tuple of label names in class order (multilabel)
+    groups: dict | None = None  # training id -> its group (the spec's target.group: a patient), where it has one
 
     @property
     def test_ids(self) -> list:

@@ -57,7 +57,7 @@ def split(data_dir: DataDir = Path("data"), folds: FoldsOption = 5, seed: SeedOp
     f = write_folds(data_dir, folds, seed, dup_threshold)
     sizes = ", ".join(str(n) for n in f.fold.value_counts().sort_index())
     console.print(f"{len(f)} images in {folds} folds ({sizes}); "
-                  f"{int((f.group.value_counts() > 1).sum())} duplicate groups -> {data_dir / 'folds.csv'}")
+                  f"{int((f.duplicate.value_counts() > 1).sum())} duplicate groups -> {data_dir / 'folds.csv'}")
 
 
 def _print_catalog(s: dict) -> None:
@@ -66,7 +66,14 @@ def _print_catalog(s: dict) -> None:
     plural = set(per_class) == {"cat", "dog"}  # "800 cats"; other class names are shown as the data spells them
     counts = ", ".join(f"{n} {c}s" if plural else f"{n} {c}" for c, n in list(per_class.items())[:12])
     more = f" and {len(per_class) - 12} more classes" if len(per_class) > 12 else ""
-    console.print(f"competition: {s['competition']} ({len(per_class)} classes)", highlight=False)
+    kind = s.get("kind", "single")
+    unit = {"multilabel": "labels", "ordinal": "grades"}.get(kind, "classes")
+    if s.get("values"):  # regression: the range of the target
+        low, high = s["values"]
+        said, counts, more = f"a value, {next(iter(per_class))}", f"values {low:g} to {high:g}", ""
+    else:
+        said = f"{len(per_class)} {unit}"
+    console.print(f"competition: {s['competition']} ({said})", highlight=False)
     console.print(f"train: {s['train']} images ({counts}{more}) -> {paths['train_csv']}")
     console.print(f"test:  {s['test']} images -> {paths['test_csv']}")
     if s.get("no_test"):
@@ -80,7 +87,9 @@ def _print_catalog(s: dict) -> None:
                       f"{paths['problems_csv']}[/]")
     grouping = f" (near-duplicates: {s['grouping']})" if "lowered" in s.get("grouping", "") or \
         s.get("grouping", "").startswith("off:") else ""
-    console.print(f"folds: {s['folds']} folds, {s['dup_groups']} duplicate groups{grouping} -> {paths['folds_csv']}")
+    kept = f", {s['groups']} {escape(s['group_column'])} groups kept together" if s.get("group_column") else ""
+    console.print(f"folds: {s['folds']} folds, {s['dup_groups']} duplicate groups{grouping}{kept} -> "
+                  f"{paths['folds_csv']}")
 
 
 @command(STAGE_DATA)
@@ -91,7 +100,10 @@ def competitions():
 
     for name, path in builtin_competitions().items():
         comp = load_competition(path)
-        kind = f"{len(comp.classes)} classes" if comp.classes else f"classes from the {comp.classes_from}"
-        console.print(f"[bold]{name}[/] ({comp.metric}, {kind}): {spec_summary(path)}", highlight=False)
+        unit = {"multilabel": "labels", "ordinal": "grades"}.get(comp.target.kind, "classes")
+        kind = (f"{len(comp.classes)} {unit}" if comp.classes else f"{unit} from the {comp.classes_from}") \
+            if comp.target.kind != "regression" else f"a value of {comp.classes[0]}"
+        console.print(f"[bold]{name}[/] ({comp.target.kind}, {comp.metric}, {kind}): {spec_summary(path)}",
+                      highlight=False)
     console.print("A spec of your own: copy one (pipeline/competitions/specs/) and pass the file with --competition.",
                   highlight=False)

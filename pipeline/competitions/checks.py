@@ -77,6 +77,9 @@ def check_spec(raw: dict, source: str) -> Competition:
                                        for k, v in raw.get("submission", {}).items()}),
         augment=Augment(**raw.get("augment", {})))
     _check_values(comp, bad)
+    _check_target(comp, bad)
+    if comp.classes is None and target_classes(comp) is not None:
+        comp = dataclasses.replace(comp, classes=target_classes(comp))
     check_classes(comp, bad)
     if comp.classes is not None:  # a binary model's one output is P(label 1): the positive class goes second
         comp = comp.with_classes(comp.class_order(comp.classes, keep=True), check=False)
@@ -127,9 +130,9 @@ def _check_values(comp: Competition, bad) -> None:
     for where, value, allowed in choices:
         if value not in allowed:
             raise bad(f"field {where}", f"must be one of {', '.join(allowed)}, got {value!r}")
-    if comp.classes is None and comp.classes_from not in ("labels", "folders"):
+    if comp.classes is None and comp.classes_from not in ("labels", "folders") and target_classes(comp) is None:
         raise bad("field 'classes'", "is missing: list the classes, or set classes_from = 'labels' or 'folders'")
-    if comp.train.labels in ("csv", "pixels"):
+    if comp.train.labels in ("csv", "pixels", "coco"):
         if not comp.train.csv:
             raise bad("field train.csv", f"is missing: labels = {comp.train.labels!r} needs the labels file's name")
         if not comp.train.label_column:
@@ -137,8 +140,13 @@ def _check_values(comp: Competition, bad) -> None:
     for where, name in (("train.csv", comp.train.csv), ("test.csv", comp.test.csv)):
         if name and (name.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", name)):
             raise bad(f"field {where}", f"must be a file's name in the download, got {name!r}")
-    if comp.train.labels == "csv":
+    if comp.train.labels in ("csv", "coco"):
         _check_template(comp.train.file, bad)
+    if comp.test.id == "csv":
+        if not comp.test.csv or not comp.test.id_column:
+            raise bad("field test.csv", "is missing: test.id = 'csv' needs the test ids file's name (and its "
+                      "test.id_column)")
+        _check_template(comp.test.file, bad, "test.file")
     if comp.train.side < 1:
         raise bad("field train.side", f"must be a number of pixels, got {comp.train.side}")
     if comp.train.labels == "pixels" and (comp.test.id != "row" or not comp.test.csv):
@@ -148,31 +156,69 @@ def _check_values(comp: Competition, bad) -> None:
     if comp.submission.format is not None and comp.submission.format not in ("course", "kaggle", "redux"):
         raise bad("field submission.format", f"must be course, kaggle or redux, got {comp.submission.format!r}")
     columns = comp.submission.columns
-    if not columns or (comp.submission.label != "probabilities" and len(columns) != 2):
+    if not columns or (comp.submission.label not in ("probabilities", "columns") and len(columns) != 2):
         raise bad("field submission.columns", "must name the id column and the label column")
     if not all(columns) or len(set(columns)) != len(columns):
         raise bad("field submission.columns", f"must name different, non-empty columns, got {list(columns)}")
 
 
-def _check_template(template: str, bad) -> None:
-    """``train.file`` names an image from its id: ``{id}`` (as it is) in a file name, nothing else in braces."""
+def _check_template(template: str, bad, where: str = "train.file") -> None:
+    """``train.file`` (``test.file``) names an image from its id: ``{id}`` (as it is) in a file name, nothing else in
+    braces."""
     why = "must be a file name made from the labels file's id, such as '{id}.png' ('{{' for a brace)"
     try:
         fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
     except ValueError:
-        raise bad("field train.file", f"{why}, got {template!r} (unbalanced braces)") from None
+        raise bad(f"field {where}", f"{why}, got {template!r} (unbalanced braces)") from None
     wrong = [f"{{{f}{'!' + c if c else ''}{':' + s if s else ''}}}" for f, s, c in fields if f != "id" or s or c]
     if wrong or not fields or "/" in template or "\\" in template:
         said = f" ({', '.join(wrong)} is not {{id}})" if wrong else ""
-        raise bad("field train.file", f"{why}, got {template!r}{said}")
+        raise bad(f"field {where}", f"{why}, got {template!r}{said}")
+
+
+def target_classes(comp: Competition) -> tuple[str, ...] | None:
+    """The classes a target kind fixes without reading the data (None: the spec lists them or the data gives them):
+    ordinal: the grades "0".."G-1"; multilabel with 0/1 columns: the columns; regression: the target column."""
+    t = comp.target
+    if t.kind == "ordinal" and t.grades:
+        return tuple(str(g) for g in range(t.grades))
+    if t.kind == "multilabel" and t.columns:
+        return t.columns
+    if t.kind == "regression":
+        return (comp.train.label_column,)
+    return None
+
+
+def _check_target(comp: Competition, bad) -> None:
+    """The [target] table's fields that the data side reads: grades, label columns, range, group, k."""
+    t = comp.target
+    if t.kind == "ordinal" and t.grades < 2 and not comp.classes:
+        raise bad("field target.grades", f"must be 2 or more for an ordinal target (grades 0..G-1), got {t.grades}")
+    if t.kind == "multilabel" and bool(t.columns) == bool(t.separator):
+        raise bad("field target.columns", "or target.separator (one of the two) must say where a multilabel target's "
+                  "labels are: one 0/1 column per label, or names joined by a separator in train.label_column")
+    if t.kind != "multilabel" and (t.columns or t.separator):
+        raise bad("field target.columns", f"and target.separator are for multilabel targets, not {t.kind!r}")
+    if t.low is not None and t.high is not None and not t.low < t.high:
+        raise bad("field target.low", f"must be below target.high, got {t.low} and {t.high}")
+    if t.kind == "topk" and t.k < 1:
+        raise bad("field target.k", f"must be 1 or more, got {t.k}")
+    if comp.train.labels not in ("csv", "coco") and (t.group or t.kind not in ("single",)):
+        raise bad("field target.group" if t.group else "field target.kind", "needs a labels file (train.labels = "
+                  "'csv' or 'coco'): only a labels file's rows carry a group or a target other than one class")
+    clash = set(t.ignore) & ({*t.columns, comp.train.label_column, comp.train.id_column, t.group} - {None})
+    if clash:
+        raise bad("field target.ignore", f"names {sorted(clash)[0]!r}, which the spec reads as a target, id or group")
 
 
 def check_classes(comp: Competition, bad) -> None:
     """The checks a spec's classes must pass: at spec load when it lists them, again when they are read off the
     data (``classes_from``)."""
     classes, sub = comp.classes, comp.submission
-    if classes is not None and (len(classes) < 2 or len(set(classes)) != len(classes) or not all(classes)):
-        raise bad("field 'classes'", f"must list two or more different class names, got {list(classes)}")
+    least = 1 if comp.target.kind == "regression" else 2
+    if classes is not None and (len(classes) < least or len(set(classes)) != len(classes) or not all(classes)):
+        raise bad("field 'classes'", f"must list {'two' if least == 2 else 'one'} or more different class names, got "
+                  f"{list(classes)}")
     marked = [c for c in classes or () if VIEW_MARK in c]
     if marked:
         raise bad("field 'classes'", f"holds {marked[0]!r}: class names cannot contain {VIEW_MARK!r}, which marks a "

@@ -25,8 +25,12 @@ SPECS_DIR = Path(__file__).resolve().parent / "specs"
 # the metrics a competition is scored by, computed as MLE-bench's graders compute them (pipeline.metrics)
 METRICS = ("accuracy", "log_loss", "roc_auc", "mean_roc_auc", "f1_micro", "f1_macro", "qwk", "rmse", "map_at_k")
 TARGET_KINDS = ("single", "multilabel", "ordinal", "regression", "topk")  # what a training image's target is
-LABELS_FROM = ("name", "folder", "csv", "pixels")  # how a training image gets its label
-TEST_IDS = ("number", "stem", "name", "row")  # how a test image gets its id
+# how a training image gets its label: its name, its folder, a labels CSV, a pixel CSV, or COCO-style JSON annotations
+# (iWildCam: "images" and "annotations" joined into one row per annotation, read as a labels CSV is)
+LABELS_FROM = ("name", "folder", "csv", "pixels", "coco")
+# how a test image gets its id: its file name as a number, its stem, its name, its row of a pixel file, or the ids a
+# test CSV lists (test.csv's id_column; the image file is test.file made from the id)
+TEST_IDS = ("number", "stem", "name", "row", "csv")
 # how a submission writes its label(s): 01 (binary decision), probability (P(positive)), class (a class name),
 # probabilities (one column per class), columns (multilabel: one probability per label column), names (multilabel:
 # the label names over their thresholds, space-separated; topk: the k best names, best first), integer (ordinal:
@@ -65,7 +69,7 @@ class TrainLayout:
 
     labels: str = "name"
     images: str = "**/*"  # a glob of the training images under the unpacked data
-    csv: str | None = None  # csv, pixels: the labels file, found anywhere in the data
+    csv: str | None = None  # csv, pixels, coco: the labels file, found anywhere in the data
     id_column: str = "id"
     label_column: str = "label"
     file: str = "{id}"  # csv: an id's image file name
@@ -78,7 +82,9 @@ class TestLayout:
 
     images: str = "**/*"
     id: str = "number"
-    csv: str | None = None  # pixels: the test pixels file (ids are its rows, from 1)
+    csv: str | None = None  # pixels: the test pixels file (ids are its rows, from 1); id = "csv": the test ids file
+    id_column: str = "id"  # id = "csv": the test CSV's column of ids (Leaf Classification's id, APTOS's id_code)
+    file: str = "{id}"  # id = "csv": an id's image file name ("{id}.jpg"); train and test may share one folder
 
     @property
     def numeric(self) -> bool:

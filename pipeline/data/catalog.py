@@ -23,7 +23,7 @@ import pandas as pd
 from PIL import Image, ImageFile
 
 from pipeline.competitions.spec import Competition, load_competition
-from pipeline.data.labelling import Labeller
+from pipeline.data.labelling import Labeller, Why
 from pipeline.errors import DataError
 from pipeline.fileio import write_csv
 from pipeline.progress import track
@@ -41,8 +41,9 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 @dataclass
 class Catalog:
-    """What the catalogue stage found. ``train``: path,label,width,height,phash; ``test``: id,path,width,
-    height,readable (every test id, readable or not)."""
+    """What the catalogue stage found. ``train``: path,label,width,height,phash (and group, the spec's
+    target.group, when it names one); ``test``: id,path,width,height,readable (every test id, readable or not).
+    The label is the competition's target kind's (see :class:`pipeline.competitions.spec.Target`)."""
 
     train: pd.DataFrame
     test: pd.DataFrame
@@ -159,13 +160,16 @@ def scan(roots: Iterable[Path], *, competition: Competition | None = None, cache
         raise DataError(f"No images found under {', '.join(str(r) for r in roots)}; check the download.")
     comp = competition or load_competition("course")
     labeller = Labeller(comp, roots, paths)
+    missing = labeller.missing(paths)
+    if missing:
+        raise DataError(missing)
     verified = _verify_all(paths, cache_csv, workers or os.cpu_count() or 1, progress)
     train, test, problems = [], [], []
     for r in verified.itertuples(index=False):
         p = Path(r.path)
         label = labeller.train_label(p)
         tid = labeller.test_id(p) if label is None else None
-        if isinstance(label, str):  # a training image without a usable label
+        if isinstance(label, Why):  # a training image without a usable label
             problems.append({"path": r.path, "reason": f"label unknown: {label}"})
         elif tid is not None and not r.ok:
             test.append({"id": tid, "path": r.path, "width": 0, "height": 0, "readable": False})
@@ -175,12 +179,14 @@ def scan(roots: Iterable[Path], *, competition: Competition | None = None, cache
         elif not r.ok:
             problems.append({"path": r.path, "reason": f"unreadable image ({r.error})"})
         elif label is not None:
-            train.append({"path": r.path, "label": label, "width": r.width, "height": r.height, "phash": r.phash})
+            train.append({"path": r.path, "label": label, "width": r.width, "height": r.height, "phash": r.phash,
+                          "group": labeller.group(p)})
         elif tid is not None:
             test.append({"id": tid, "path": r.path, "width": r.width, "height": r.height, "readable": True})
         else:
             problems.append({"path": r.path, "reason": labeller.unlabelled()})
-    train_df = pd.DataFrame(train, columns=["path", "label", "width", "height", "phash"])
+    columns = ["path", "label", "width", "height", "phash", "group"]
+    train_df = pd.DataFrame(train, columns=columns)[columns if comp.target.group else columns[:-1]]
     test_df = pd.DataFrame(test, columns=TEST_COLUMNS).sort_values("id", kind="stable")
     dup = test_df["id"][test_df["id"].duplicated()]
     if len(dup):

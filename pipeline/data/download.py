@@ -15,13 +15,15 @@ from pipeline.competitions.spec import DEFAULT, RECORD, load_competition
 from pipeline.data.archives import archive_stem, extract_archive, is_archive
 from pipeline.data.catalog import scan, write_problems
 from pipeline.data.fetch import fetch, url_filename
-from pipeline.data.folds import assign_folds, duplicate_report
+from pipeline.data.folds import assign_folds, class_counts, duplicate_report
 from pipeline.data.pixels import drop_other_images, pixel_images, resolve_pixels
 from pipeline.data.sources import Source, get_source
 from pipeline.errors import ConfigError, DataError, DownloadError, ExtractError
 from pipeline.fileio import atomic_path
 
 _logger = logging.getLogger(__name__)
+
+SAMPLE = "sample_submission.csv"  # the competition's sample submission, copied into the data folder
 
 
 def acquire(*, source: str | Source | None = None, urls: list[str] = (), from_paths: list[Path] = (),
@@ -56,8 +58,9 @@ def acquire(*, source: str | Source | None = None, urls: list[str] = (), from_pa
         if not is_archive(url_filename(u)):
             raise DownloadError(f"{u} does not end in .zip, .tar, .tar.gz, .tgz or .7z: pass the URL of an archive, "
                                 "or download the files by hand and pass their folder with --from.")
+    packed = [p for p in from_paths if not p.is_dir() and is_archive(p)] + _archives_inside(from_paths)
     names = ([f"{src.kaggle_competition}.zip"] if src and src.kaggle_competition else [])
-    names += [url_filename(u) for u, _ in downloads] + [p.name for p in from_paths if not p.is_dir() and is_archive(p)]
+    names += [url_filename(u) for u, _ in downloads] + [p.name for p in packed]
     stems = [archive_stem(n) for n in names]
     clash = next((s for s in stems if stems.count(s) > 1), None)
     if clash is not None:
@@ -67,9 +70,26 @@ def acquire(*, source: str | Source | None = None, urls: list[str] = (), from_pa
     archives = [kaggle.download(src.kaggle_competition, raw_dir, progress=progress)] if src and \
         src.kaggle_competition else []
     archives += [fetch(u, raw_dir, sha256=sha, progress=progress) for u, sha in downloads]
-    archives += [p for p in from_paths if not p.is_dir() and is_archive(p)]
+    archives += packed
     roots = [extract_archive(a, Path(extract_dir) / archive_stem(a.name)) for a in archives]
     return roots + [p for p in from_paths if p.is_dir() or not is_archive(p)]
+
+
+def _archives_inside(from_paths: list[Path]) -> list[Path]:
+    """The archives inside the folders given with --from (MLE-bench's ``public/`` may hold a competition's original
+    zips beside its CSVs), but for one already unpacked beside itself (``train.zip`` next to a ``train/`` folder)."""
+    return [a for p in from_paths if p.is_dir() for a in sorted(p.rglob("*"))
+            if a.is_file() and is_archive(a.name) and not a.with_name(archive_stem(a.name)).is_dir()]
+
+
+def _sample_submission(comp, roots: list[Path]) -> bytes | None:
+    """The bytes of the competition's sample submission (submission.sample), when the download holds it."""
+    name = comp.submission.sample
+    if not name:
+        return None
+    found = [p for r in roots for p in (sorted(r.rglob(name)) if r.is_dir() else [r] if r.name == name else [])
+             if p.is_file()]
+    return found[0].read_bytes() if found else None
 
 
 def download(*, competition: str | Path | None = None, source: str | None = None, urls: list[str] = (),
@@ -85,7 +105,8 @@ def download(*, competition: str | Path | None = None, source: str | None = None
         urls, from_paths: archives to fetch, or local archives, folders and files, instead of the default ones.
 
     Returns counts and output paths for the CLI to print. The catalogue (train.csv, test.csv,
-    catalog_problems.csv), the folds (folds.csv, duplicates.csv) and the competition record are written
+    catalog_problems.csv), the folds (folds.csv, duplicates.csv), the competition record and its sample submission
+    (sample_submission.csv, copied when the spec names one and the download holds it) are written
     together, after every check has passed: a refused download (too few photos of a class for the folds)
     leaves the earlier ones as they were. When not one labelled training photo is found, only
     catalog_problems.csv is written and a DataError says why.
@@ -118,29 +139,37 @@ def download(*, competition: str | Path | None = None, source: str | None = None
     if catalog.train.empty:
         raise _no_training_photo(catalog, write_problems(catalog, data_dir), comp)
     comp = comp.with_classes(list(catalog.classes))
-    folds = assign_folds(catalog.train, n_folds, seed, dup_threshold, comp.classes)
+    folds = assign_folds(catalog.train, n_folds, seed, dup_threshold, comp.classes, comp.target.kind)
     paths = {name: data_dir / f"{name}.csv" for name in ("train", "test", "folds", "duplicates")}
     paths["problems"] = data_dir / "catalog_problems.csv"
+    sample = _sample_submission(comp, roots)
     _write_together({paths["train"]: catalog.train, paths["test"]: catalog.test, paths["problems"]: catalog.problems,
                      paths["folds"]: folds, paths["duplicates"]: duplicate_report(folds),
-                     data_dir / RECORD: json.dumps(comp.to_dict(), indent=2, default=str) + "\n"})
+                     data_dir / RECORD: json.dumps(comp.to_dict(), indent=2, default=str) + "\n",
+                     **({data_dir / SAMPLE: sample} if sample is not None else {})})
+    if sample is None:  # a sample of an earlier download is not this competition's
+        (data_dir / SAMPLE).unlink(missing_ok=True)
     if pixels is not None:
         drop_other_images(pixels)
     counts = catalog.train.label.value_counts()
     summary = {"competition": comp.name, "classes": list(comp.classes), "train": len(catalog.train),
-               "per_class": {c: int(counts.get(i, 0)) for i, c in enumerate(comp.classes)},
+               "per_class": class_counts(catalog.train, comp.classes, comp.target.kind),
                "cats": int(counts.get(0, 0)), "dogs": int(counts.get(1, 0)), "test": len(catalog.test),
                "test_unreadable": int((~catalog.test.readable.astype(bool)).sum()),
                "no_test": catalog.no_test if src is None or src.has_test else "",
                "problems": len(catalog.problems), "skipped": catalog.skipped,
                "train_csv": paths["train"], "test_csv": paths["test"], "problems_csv": paths["problems"],
                "folds": n_folds}
-    summary.update(dup_groups=int((folds.group.value_counts() > 1).sum()), folds_csv=paths["folds"],
+    t = comp.target
+    summary.update(kind=t.kind, group_column=t.group, groups=int(catalog.train.group.nunique()) if t.group else 0,
+                   values=(float(catalog.train.label.min()), float(catalog.train.label.max()))
+                   if t.kind == "regression" else None)
+    summary.update(dup_groups=int((folds.duplicate.value_counts() > 1).sum()), folds_csv=paths["folds"],
                    grouping=folds.attrs.get("grouping", ""))
     return summary
 
 
-def _write_together(contents: dict[Path, pd.DataFrame | str]) -> None:
+def _write_together(contents: dict[Path, pd.DataFrame | str | bytes]) -> None:
     """Write every file into a temporary one beside it, then rename them all: an error while writing leaves every
     earlier file as it was (and no temporary one behind)."""
     with contextlib.ExitStack() as stack:
@@ -148,6 +177,8 @@ def _write_together(contents: dict[Path, pd.DataFrame | str]) -> None:
             tmp = stack.enter_context(atomic_path(path))
             if isinstance(content, str):
                 tmp.write_text(content, encoding="utf-8")
+            elif isinstance(content, bytes):
+                tmp.write_bytes(content)
             else:
                 content.to_csv(tmp, index=False)
 

@@ -1,4 +1,6 @@
-"""Stratified, grouped k-fold assignment: near-duplicate photos never straddle a split."""
+"""Stratified, grouped k-fold assignment: near-duplicate photos, and a group's images (a patient's), never straddle
+a split; stratified as the target kind reads (iterative-stratification's MultilabelStratifiedKFold for multilabel,
+binned values for regression)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
@@ -56,42 +59,121 @@ MAX_GROUP_FLOOR = 10
 
 
 def assign_folds(train: pd.DataFrame, n_folds: int = 5, seed: int = 0, dup_threshold: int = 4,
-                 classes: tuple[str, ...] = ("cat", "dog")) -> pd.DataFrame:
-    """Return ``path,label,fold,group``: stratified by label, grouped by near-duplicate cluster.
+                 classes: tuple[str, ...] = ("cat", "dog"), kind: str = "single") -> pd.DataFrame:
+    """Return ``path,label,fold,group,duplicate``: stratified by the target, grouped by near-duplicate cluster and by
+    the catalogue's ``group`` column (the spec's target.group: a patient's images) together.
+
+    ``group`` is what stays in one fold (near-duplicates and a group's images, joined: two patients sharing a
+    near-duplicate photo are one group); ``duplicate`` the near-duplicate cluster alone. Stratified by the label for
+    single, ordinal and topk targets (topk: identities with fewer images than folds share one stratum), by the
+    target's quantile bin for regression, and for multilabel by iterative stratification
+    (``MultilabelStratifiedKFold``) over the groups, a group carrying every label one of its images has (group
+    sizes are not weighed: a fold's image count varies with the groups it gets).
 
     On small, plain images (digit scans, 32 px tiles) perceptual hashes collide widely and near-duplicate
     groups swallow a data set; when the largest group holds more than MAX_GROUP_SHARE of the photos the
     threshold is lowered until none does (or grouping is turned off), and ``folds.attrs["grouping"]`` says so.
 
     Args:
-        train: the catalogue (``path``, ``label``, ``phash``).
+        train: the catalogue (``path``, ``label``, ``phash``, optional ``group``).
         n_folds: number of folds K (at least 2).
         seed: shuffling seed; the same seed gives the same folds.
         dup_threshold: Hamming distance under which two photos count as the same (-1 turns grouping off).
         classes: the class names (label i is classes[i]), for the messages.
+        kind: the target kind (Target.kind): how the label column reads.
     """
     if n_folds < 2:
         raise DataError(f"--folds must be at least 2, got {n_folds}.")
-    counts = train["label"].value_counts()
-    few = [i for i in range(len(classes)) if counts.get(i, 0) < n_folds]
-    if few:
-        raise DataError(_too_few(classes, counts, few, n_folds))
-    groups, note = _groups(train, dup_threshold)
-    folds = np.full(len(train), -1, dtype=int)
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(train)), train["label"], groups)):
-        folds[val_idx] = k
+    if kind in ("single", "ordinal"):
+        counts = train["label"].value_counts()
+        few = [i for i in range(len(classes)) if counts.get(i, 0) < n_folds]
+        if few:
+            raise DataError(_too_few(classes, counts, few, n_folds))
+    duplicates, note = _groups(train, dup_threshold)
+    groups = _join(duplicates, train["group"] if "group" in train.columns else None)
+    if groups.max(initial=-1) + 1 < n_folds:
+        raise DataError(f"{n_folds} folds need at least {n_folds} groups of images (a group stays in one fold); the "
+                        f"catalogue has {groups.max(initial=-1) + 1} ({len(train)} images): give more images, or fewer "
+                        "--folds.")
+    folds = _split(kind, train["label"], groups, n_folds, seed, len(classes))
     out = train[["path", "label"]].copy()
     out["fold"] = folds
     out["group"] = groups
+    out["duplicate"] = duplicates
     out.attrs["grouping"] = note
-    one_fold = out.groupby("label").fold.nunique()
+    one_fold = out.groupby("label").fold.nunique() if kind in ("single", "ordinal") else pd.Series(dtype=int)
     for label in one_fold.index[one_fold == 1]:
         name = classes[label] if 0 <= label < len(classes) else str(label)
         _logger.warning("every photo of class %r is in fold %d (near-duplicates are kept together): that fold's model "
                         "never sees the class, and the other folds never score it; give more distinct photos of it, "
                         "or a lower --dup-threshold", name, out.fold[out.label == label].iloc[0])
     return out
+
+
+def _join(duplicates: np.ndarray, group: pd.Series | None) -> np.ndarray:
+    """The fold groups: near-duplicate clusters and the catalogue's groups joined (connected), numbered 0..G-1. An
+    empty group value is a group of its own."""
+    if group is None:
+        return duplicates
+    text = group.fillna("").astype(str).to_numpy()
+    codes = pd.factorize(text)[0]
+    empty = text == ""
+    codes[empty] = codes.max(initial=-1) + 1 + np.arange(empty.sum())
+    n, d = len(duplicates), duplicates.max(initial=-1) + 1
+    rows = np.concatenate([np.arange(n), np.arange(n)])
+    cols = np.concatenate([n + duplicates, n + d + codes])
+    size = n + d + codes.max(initial=-1) + 1
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(size, size))
+    return pd.factorize(connected_components(graph, directed=False)[1][:n])[0]
+
+
+def _split(kind: str, labels: pd.Series, groups: np.ndarray, n_folds: int, seed: int, n_classes: int) -> np.ndarray:
+    """The fold of every image, stratified as the target kind reads (see assign_folds)."""
+    folds = np.full(len(labels), -1, dtype=int)
+    if kind == "multilabel":
+        sets = label_sets(labels)
+        owned = np.zeros((groups.max() + 1, max(n_classes, 1)), dtype=int)
+        for g, s in zip(groups, sets, strict=True):
+            owned[g, s] = 1
+        splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        for k, (_, val_groups) in enumerate(splitter.split(np.zeros(len(owned)), owned)):
+            folds[np.isin(groups, val_groups)] = k
+        return folds
+    if kind == "regression":
+        values = pd.to_numeric(labels, errors="coerce")
+        bins = min(10, max(2, len(labels) // (2 * n_folds)))
+        strata = pd.qcut(values.rank(method="first"), q=bins, labels=False).to_numpy()
+    elif kind == "topk":  # identities with fewer images than folds (most whales) share one stratum
+        counts = labels.map(labels.value_counts())
+        strata = np.where(counts >= n_folds, labels, -1)
+    else:
+        strata = labels.to_numpy()
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(labels)), strata, groups)):
+        folds[val_idx] = k
+    return folds
+
+
+def label_sets(labels: pd.Series) -> list[list[int]]:
+    """A multilabel catalogue's labels as lists of indices ("0 2" -> [0, 2]; "" or empty -> []), however a CSV
+    reader typed the column (a lone "3" read as 3 or 3.0)."""
+    def one(value) -> list[int]:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return []
+        return [int(float(v)) for v in str(value).split()]
+
+    return [one(v) for v in labels]
+
+
+def class_counts(train: pd.DataFrame, classes: tuple[str, ...], kind: str = "single") -> dict[str, int]:
+    """Images per class (multilabel: images carrying each label; regression: every image under the target's name)."""
+    if kind == "regression":
+        return {classes[0]: len(train)}
+    if kind == "multilabel":
+        counts = np.bincount([i for s in label_sets(train["label"]) for i in s], minlength=len(classes))
+        return {c: int(counts[i]) for i, c in enumerate(classes)}
+    counts = train["label"].value_counts()
+    return {c: int(counts.get(i, 0)) for i, c in enumerate(classes)}
 
 
 def _too_few(classes: tuple[str, ...], counts: pd.Series, few: list[int], n_folds: int) -> str:
@@ -123,8 +205,9 @@ def _groups(train: pd.DataFrame, threshold: int) -> tuple[np.ndarray, str]:
 
 
 def duplicate_report(folds: pd.DataFrame) -> pd.DataFrame:
-    """Groups with more than one photo: ``group, size, labels`` (mixed labels hint at label noise)."""
-    g = folds.groupby("group")
+    """Near-duplicate clusters with more than one photo: ``group, size, labels`` (mixed labels hint at label
+    noise)."""
+    g = folds.groupby("duplicate" if "duplicate" in folds.columns else "group")
     sizes = g.size()
     multi = sizes[sizes > 1].index
     rows = [{"group": int(k), "size": int(sizes[k]),
@@ -136,7 +219,8 @@ def duplicate_report(folds: pd.DataFrame) -> pd.DataFrame:
 def write_folds(data_dir: Path, n_folds: int = 5, seed: int = 0, dup_threshold: int = 4) -> pd.DataFrame:
     """Read data/train.csv, assign folds and write data/folds.csv (and data/duplicates.csv)."""
     data_dir = Path(data_dir)
-    folds = assign_folds(read_train(data_dir), n_folds, seed, dup_threshold, data_competition(data_dir).classes)
+    comp = data_competition(data_dir)
+    folds = assign_folds(read_train(data_dir), n_folds, seed, dup_threshold, comp.classes, comp.target.kind)
     write_csv(data_dir / "folds.csv", folds)
     write_csv(data_dir / "duplicates.csv", duplicate_report(folds))
     return folds
