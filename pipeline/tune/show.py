@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def trials_frame(study) -> pd.DataFrame:
                                                      if t.intermediate_values else math.nan)
         rows.append({"trial": t.number, "state": STATES.get(t.state.name, t.state.name.lower()), "value": value,
                      "epochs": len(t.intermediate_values), "seconds": seconds, "run": t.user_attrs.get("run"),
-                     **t.params})
+                     "baseline": bool(t.user_attrs.get("baseline")), **t.params})
     return pd.DataFrame(rows)
 
 
@@ -167,7 +168,10 @@ def write_page(study, frame: pd.DataFrame, metric: str, out: Path, recipe_file: 
     try:
         import optuna
 
-        importances = optuna.importance.get_param_importances(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the forest's notes on few trials; the figure says what it found
+            importances = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     except (RuntimeError, ValueError) as exc:  # fewer than two complete trials, or no parameter that varied
         parts.append(f"<p>No parameter importances yet ({html.escape(str(exc))}).</p>")
     else:

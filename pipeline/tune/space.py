@@ -46,6 +46,12 @@ class Param:
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
+    def contains(self, value) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high \
+            and (not self.integer or float(value).is_integer())
+
     def extremes(self) -> list:
         """The values every sample lies among or between: each choice, or both ends."""
         return list(self.choices) if self.choices is not None else [self.low, self.high]
@@ -62,6 +68,11 @@ class Space:
     def suggest(self, trial) -> dict:
         """The recipe fields of one trial: the fixed ones and one sample of each sampled one."""
         return self.fixed | {name: p.suggest(trial) for name, p in self.params.items()}
+
+    def recipe_point(self, recipe: str | Path) -> dict:
+        """The sampled fields' values in ``recipe`` itself, those the space holds (the study's first trial)."""
+        own = Recipe(**load_recipe_file(recipe) | self.fixed).resolved().to_dict()
+        return {name: own[name] for name, p in self.params.items() if p.contains(own[name])}
 
 
 def default_space_file(recipe: str | Path) -> Path:

@@ -139,9 +139,15 @@ def open_study(job: TuneJob):
 
 
 def check_job(job: TuneJob) -> Space:
-    """Everything a worker needs, checked once before any starts: the space, the storage, the study."""
-    open_study(job)  # first: a storage that does not answer is one line before the slower checks
-    return load_space(job.space, job.recipe)
+    """Everything a worker needs, checked once before any starts: the storage, the study, the space. A new study's
+    first trial is the recipe's own values (where the space holds them): the yardstick the others are read against.
+    """
+    study = open_study(job)  # first: a storage that does not answer is one line before the slower checks
+    space = load_space(job.space, job.recipe)
+    if not study.get_trials(deepcopy=False) and not study.user_attrs.get("baseline"):
+        study.set_user_attr("baseline", True)
+        study.enqueue_trial(space.recipe_point(job.recipe), user_attrs={"baseline": True})
+    return space
 
 
 def run_worker(job: TuneJob, on_trial: Callable[[dict], None] | None = None, started: float | None = None) -> int:
