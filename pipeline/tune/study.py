@@ -142,8 +142,8 @@ def check_job(job: TuneJob) -> Space:
     """Everything a worker needs, checked once before any starts: the storage, the study, the space. A new study's
     first trial is the recipe's own values (where the space holds them): the yardstick the others are read against.
     """
-    study = open_study(job)  # first: a storage that does not answer is one line before the slower checks
-    space = load_space(job.space, job.recipe)
+    space = load_space(job.space, job.recipe)  # first: a refused space leaves no study behind
+    study = open_study(job)
     if not study.get_trials(deepcopy=False) and not study.user_attrs.get("baseline"):
         study.set_user_attr("baseline", True)
         study.enqueue_trial(space.recipe_point(job.recipe), user_attrs={"baseline": True})
