@@ -45,10 +45,11 @@ def tune(
     runs_dir: Annotated[Path, Option(help="Where the trials' run folders live.", rich_help_panel=OUTPUT)] = Path(
         "runs"),
 ):
-    """Search a recipe's fields with Optuna: each trial is a run (tune-<study>-<n>), pruned when it falls behind.
+    """Search a recipe's fields with Optuna; each trial is a run.
 
-    TPE samples the space; a median pruner reads the competition's metric after every epoch. Workers on several
-    machines share a study through --storage postgresql://...; `pipeline tune --study NAME --show` shows it.
+    Each trial trains the run tune-<study>-<n>, and is pruned when it falls behind. TPE samples the space; a
+    median pruner reads the competition's metric after every epoch. Workers on several machines share a study
+    through --storage postgresql://...; `pipeline tune --study NAME --show` shows it.
     """
     import time
 
