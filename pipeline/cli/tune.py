@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from typer import Option
@@ -106,7 +107,8 @@ def _show(name: str, url: str, runs_dir: Path) -> None:
         table.add_column(str(col), justify="left" if col in ("state", "run") else "right")
     for row in result.frame.itertuples(index=False):
         table.add_row(*[cell(v) for v in row])
-    console.print(table)
+    # piped (not a terminal): the table at its natural width, one line per trial, for grep and files
+    (console if console.is_terminal else Console(file=console.file, width=1000)).print(table)
     if result.best:
         console.print(f"best: trial {result.best['trial']} ({result.best['value']:.4f}), run {result.best['run']}; "
                       f"its recipe: {escape(str(result.recipe_file))} (`pipeline train --recipe FILE`)",
