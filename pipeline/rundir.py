@@ -16,6 +16,7 @@
     test_probs.csv     after ``predict``: id, the probability columns and each fold's (+ test_probs.json)
     report/            the HTML report and its figures
     tensorboard/       TensorBoard event files, one folder per fold (with --tracker tensorboard)
+    trial.json         a `pipeline tune` trial's study, number, state (complete, pruned, failed) and why
     failed.txt         the error a process of a multi-process job stopped on (removed when the run resumes)
     .lock              held by the process that trains the run (an advisory file lock)
 
@@ -141,6 +142,19 @@ class RunDir:
     def failed_path(self) -> Path:
         """Written by a process of a ``--parallel folds`` job that stopped on an error, so the others stop too."""
         return self.path / "failed.txt"
+
+    @property
+    def trial_path(self) -> Path:
+        """Written by ``pipeline tune`` when the trial this run is ends: its study, number, state and value."""
+        return self.path / "trial.json"
+
+    def trial_state(self) -> str | None:
+        """The state of the tune trial this run is (``complete``, ``pruned``, ``failed``); None for a plain run."""
+        try:
+            trial = self._json(self.trial_path) if self.trial_path.exists() else {}
+        except RunUnreadable:  # cut off: the run's own files still say how far it got
+            return None
+        return trial.get("state") if isinstance(trial, dict) else None
 
     # ---- config --------------------------------------------------------------------------
     def exists(self) -> bool:

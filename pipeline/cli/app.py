@@ -69,6 +69,7 @@ RECIPE = "Recipe: what is learned"
 PREDICTION = "Prediction: what is blended"
 SETTINGS = "Settings: where and how it runs"
 OUTPUT = "Output: what is written and shown"
+SEARCH = "Search: the study and its trials"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Image-classification competitions, from the data to a checked submission.\n\n"

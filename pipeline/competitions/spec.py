@@ -11,17 +11,16 @@ Hand-written: no library describes a competition's file layout and submission fo
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
-
 from pipeline.choices import TTA_POLICIES, VIEWS
 from pipeline.errors import ConfigError
+from pipeline.tomlfiles import NamedFiles
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
+SPECS = NamedFiles(SPECS_DIR, "competition", "Competition spec", "a spec file", "pipeline competitions")
 # the metrics a competition is scored by, computed as MLE-bench's graders compute them (pipeline.metrics)
 METRICS = ("accuracy", "log_loss", "roc_auc", "mean_roc_auc", "f1_micro", "f1_macro", "qwk", "rmse", "map_at_k")
 TARGET_KINDS = ("single", "multilabel", "ordinal", "regression", "topk")  # what a training image's target is
@@ -245,7 +244,7 @@ def tta_name(views) -> str:
 # ---- loading a spec ---------------------------------------------------------------------------------------------
 def builtin_competitions() -> dict[str, Path]:
     """The competitions shipped with the package, by name."""
-    return {p.stem: p for p in sorted(SPECS_DIR.glob("*.toml"))}
+    return SPECS.builtin()
 
 
 def spec_summary(path: Path) -> str:
@@ -265,20 +264,7 @@ def load_competition(name_or_path: str | Path) -> Competition:
         ConfigError: an unknown name or file, a TOML error, an unknown field, a wrong value, a missing field;
             one line naming the field.
     """
-    named = builtin_competitions()
-    if str(name_or_path) in named:
-        path = named[str(name_or_path)]
-    else:
-        path = Path(name_or_path)
-        if not path.is_file():
-            close = difflib.get_close_matches(str(name_or_path), named, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"No competition {str(name_or_path)!r}{hint}: give a spec file or one of "
-                              f"{', '.join(named)} (`pipeline competitions` lists them).")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Competition spec {path} is not valid TOML ({exc}).") from None
+    path, raw = SPECS.load(name_or_path)
     from pipeline.competitions.checks import check_spec
 
     return check_spec(raw, str(path))

@@ -46,7 +46,13 @@ def _run_row(run: RunDir) -> dict:
             "img_size": c.get("img_size"), "epochs": c.get("epochs"), "folds": folds,
             **{k: _nan_if_none(overall.get(k)) for k in ("accuracy", "log_loss", "roc_auc")},
             "seconds": _nan_if_none(cv.get("seconds")), "test_probs": run.test_probs_path.exists(),
-            "created": config.get("created"), "status": "done" if finished else "unfinished"}
+            "created": config.get("created"), "status": _status(run, finished)}
+
+
+def _status(run: RunDir, finished: bool) -> str:
+    """done, unfinished, or what stopped a tune trial (pruned, failed)."""
+    state = None if finished else run.trial_state()
+    return state if state in ("pruned", "failed") else "done" if finished else "unfinished"
 
 
 def list_runs(runs_dir: str | Path, sort: str = "logloss") -> pd.DataFrame:

@@ -17,12 +17,12 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomllib
-
 from pipeline.choices import AUGMENT_PRESETS, AVERAGES, OPTIMIZERS, SCHEDULES
 from pipeline.errors import ConfigError
+from pipeline.tomlfiles import NamedFiles
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+RECIPES = NamedFiles(RECIPES_DIR, "recipe", "Recipe", listing="pipeline recipes")
 MAX_SEED = 4_000_000  # seed * 1000 + fold seeds numpy, whose seeds end at 2**32 - 1
 MAX_IMG_SIZE = 1024  # the competitions' photos are at most ~1,050 px; more only upsamples
 DEFAULT_RECIPE = "lenet"  # what a run without --recipe starts from: the defaults below, spelled out in lenet.toml
@@ -129,7 +129,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 
 def named_recipes() -> dict[str, Path]:
     """The recipes shipped with the package, by name."""
-    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.toml"))}
+    return RECIPES.builtin()
 
 
 def recipe_summary(path: Path) -> str:
@@ -175,25 +175,12 @@ def check_fields(fields: dict, source: str) -> dict:
 
 def recipe_file(name_or_path: str | Path) -> Path:
     """The TOML file of a named recipe (``finetune``), or the file given; ConfigError with close names otherwise."""
-    path = Path(name_or_path)
-    named = named_recipes()
-    if str(name_or_path) in named:
-        return named[str(name_or_path)]
-    if not path.is_file():
-        close = difflib.get_close_matches(str(name_or_path), named, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"No recipe {str(name_or_path)!r}{hint}: give a file or one of {', '.join(named)} "
-                          "(`pipeline recipes` lists them).")
-    return path
+    return RECIPES.path(name_or_path)
 
 
 def load_recipe_file(name_or_path: str | Path) -> dict:
     """The fields of a named recipe (``finetune``) or of a TOML file, checked."""
-    path = recipe_file(name_or_path)
-    try:
-        fields = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Recipe {path} is not valid TOML ({exc}).") from None
+    path, fields = RECIPES.load(name_or_path)
     return check_fields(fields, f"recipe {path}")
 
 

@@ -63,6 +63,7 @@ class TrainRequest:
     job: str | None = None  # the launcher's job id (torchrun's is TORCHELASTIC_RUN_ID)
     pseudo: str | None = None  # a submission's note or a run: its confident test predictions join the training
     pseudo_threshold: float = PSEUDO_THRESHOLD
+    keep: bool = False  # keep the run folder of a run that fails before its first epoch (a tune trial's, listed failed)
 
 def environment(rt: Runtime, processes: int) -> dict:
     import albumentations

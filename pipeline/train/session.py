@@ -30,6 +30,7 @@ from pipeline.progress import clock, say
 from pipeline.rundir import RunDir
 from pipeline.train.budget import oof_passes, plan_epochs
 from pipeline.train.display import Display, Estimate, RunClock
+from pipeline.train.engine import Callback
 from pipeline.train.fold import time_fold, train_fold
 from pipeline.train.recipe import Recipe
 from pipeline.train.request import TrainRequest, end_session, prepare_run, requested_settings, run_seconds
@@ -48,7 +49,8 @@ from pipeline.train.tracking import Tracker, make_tracker
 _logger = logging.getLogger(__name__)
 
 
-def train(request: TrainRequest, resume: bool | None = None, *, report: Callable[[Path], Path] | None = None) -> dict:
+def train(request: TrainRequest, resume: bool | None = None, *, report: Callable[[Path], Path] | None = None,
+          callbacks: tuple[Callback, ...] = ()) -> dict:
     """Train every selected fold; write oof.csv and cv.json. Returns the cv.json content.
 
     Args:
@@ -57,6 +59,7 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
         report: ``report(run folder) -> page`` writes the run's report when the run finishes (with the
             ``report`` setting on; the main process only); ``pipeline.report.build_report`` is the one
             the command line passes.
+        callbacks: more engine callbacks for every fold, after the run's own (``pipeline tune``'s pruning).
     """
     if resume is not None:
         request = dataclasses.replace(request, resume=resume)
@@ -78,11 +81,11 @@ def train(request: TrainRequest, resume: bool | None = None, *, report: Callable
         if rt.is_main and not request.attach:  # the launcher's workers: the launcher said it
             announce(processes_line(rt.world, gpu_names() if rt.device.type == "cuda" else [], local_processes()),
                      settings.progress)
-        cv = _train(run_dir, rt, report, request.started)
+        cv = _train(run_dir, rt, report, request.started, callbacks)
         ok = True
         return cv
     except PipelineError:
-        if created and rt.is_main and run_dir is not None and run_dir.discard_if_untrained():
+        if created and rt.is_main and run_dir is not None and not request.keep and run_dir.discard_if_untrained():
             run_dir = None  # a refused run leaves no folder: its name stays free
         raise
     finally:
@@ -105,7 +108,8 @@ def announce(line: str, progress: bool) -> None:
         _logger.info(line)
 
 
-def _train(run: RunDir, rt: Runtime, report: Callable[[Path], Path] | None, started: float) -> dict:
+def _train(run: RunDir, rt: Runtime, report: Callable[[Path], Path] | None, started: float,
+           callbacks: tuple[Callback, ...] = ()) -> dict:
     recipe, settings = Recipe.of_run(run), RunSettings.of_run(run)
     folds, selected = run.read_folds(), run.selected_folds()
     mode = parallel_mode(settings.parallel, len(selected), rt.world)
@@ -129,7 +133,7 @@ def _train(run: RunDir, rt: Runtime, report: Callable[[Path], Path] | None, star
     tracker = make_tracker(settings.tracker, run, recipe, main=rt.is_main)
     try:
         try:
-            _train_folds(run, rt, fold_rt, mine, recipe, settings, folds, cache, tracker)
+            _train_folds(run, rt, fold_rt, mine, recipe, settings, folds, cache, tracker, callbacks)
         except PipelineError as exc:
             if rt.distributed and mode == "folds":  # tell the processes waiting for this one's folds
                 write_text(run.failed_path, f"process {rt.rank}: {exc}\n")
@@ -183,7 +187,8 @@ def _fit_time_limit(run: RunDir, rt: Runtime, recipe: Recipe, settings: RunSetti
 
 
 def _train_folds(run: RunDir, rt: Runtime, fold_rt: Runtime, mine: list[int], recipe: Recipe,
-                 settings: RunSettings, folds: pd.DataFrame, cache, tracker: Tracker) -> None:
+                 settings: RunSettings, folds: pd.DataFrame, cache, tracker: Tracker,
+                 callbacks: tuple[Callback, ...] = ()) -> None:
     """Train this process's folds (skipping finished ones), showing their progress on the main process."""
     todo = [k for k in mine if not run.fold_oof(k).exists()]
     for k in sorted(set(mine) - set(todo)):
@@ -202,7 +207,7 @@ def _train_folds(run: RunDir, rt: Runtime, fold_rt: Runtime, mine: list[int], re
                 shown.append(Estimate(clock, display.say, len(todo), passes, lambda: run_seconds(run.config()),
                                       patience=recipe.patience))
             try:
-                result = train_fold(run, k, fold_rt, recipe, settings, folds, cache, shown, tracker)
+                result = train_fold(run, k, fold_rt, recipe, settings, folds, cache, [*shown, *callbacks], tracker)
             except KeyboardInterrupt:
                 how = f" --nproc {rt.world}" if rt.distributed else ""
                 raise Interrupted(f"Interrupted during fold {k}; finished epochs are saved. Continue with "

@@ -1,0 +1,1 @@
+"""``pipeline tune``: a hyper-parameter search on Optuna whose trials are runs."""
