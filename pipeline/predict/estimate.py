@@ -1,0 +1,72 @@
+"""How long predicting a test set will take, said before the long part (``pipeline predict --test-dir``).
+
+A rough figure from this machine: a few of the test photos decoded, and one batch through each run's model on the
+device, scaled to every photo, fold and test-time view. It leaves out start-up and the image cache's first build,
+so take it as a lower bound within a factor of two.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline.competitions.spec import run_competition
+from pipeline.data.catalog import read_test
+from pipeline.data.images import base_size_for, decode_resized
+from pipeline.models import build_model
+from pipeline.rundir import RunDir
+from pipeline.train.recipe import Recipe
+from pipeline.train.runtime import resolve_device
+
+SAMPLE = 8  # photos decoded, and the batch timed
+
+
+@dataclass
+class Estimate:
+    """``seconds`` for ``images`` photos through ``passes`` model passes each (folds x views, over the runs)."""
+
+    seconds: float
+    images: int
+    passes: int
+    device: str
+
+
+def estimate(run_dirs: list[Path], test_csv: Path, tta: str | None, device: str = "auto") -> Estimate:
+    """The time to predict ``test_csv`` with ``run_dirs`` (see the module's note).
+
+    Args:
+        run_dirs: the runs (their finished folds predict).
+        test_csv: the test catalogue.
+        tta: the TTA policy; ``auto`` or None: the most views the competition allows (an upper bound).
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+    dev = resolve_device(device)
+    test = read_test(test_csv)
+    paths = test.path[test.readable].head(SAMPLE).tolist()
+    seconds_per_image, passes = 0.0, 0
+    for r in run_dirs:
+        run = RunDir(r)
+        recipe, comp = Recipe.of_run(run), run_competition(run.config())
+        views = comp.allowed_views() if tta in (None, "auto") else comp.tta_views(tta)
+        if paths:
+            start = time.perf_counter()
+            for p in paths:
+                decode_resized(p, base_size_for(recipe.img_size))
+            seconds_per_image += (time.perf_counter() - start) / len(paths)
+        model = build_model(recipe.arch, recipe.img_size, num_classes=comp.outputs).to(dev).eval()
+        batch = torch.zeros(SAMPLE, 3, recipe.img_size, recipe.img_size, device=dev)
+        with torch.inference_mode():
+            model(batch)  # the first pass sets up kernels
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(batch)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+        run_passes = len(run.finished_folds()) * (1 + len(views))
+        seconds_per_image += (time.perf_counter() - start) / SAMPLE * run_passes
+        passes += run_passes
+    return Estimate(seconds=seconds_per_image * len(test), images=len(test), passes=passes, device=dev.type)
