@@ -44,6 +44,10 @@ def export(
     """
     from pipeline.export.bundle import export as run_export
 
+    if push:  # no CLI, token or user: one line, before anything is written
+        from pipeline.export.push import kaggle_ready
+
+        kaggle_ready(run, runs_dir, owner)
     done = run_export(runs=run, out=out, runs_dir=runs_dir, owner=owner, name=name, gpu=gpu, tta=tta,
                       ensemble=ensemble.value, calibrate=calibrate.value, force=force)
     from pipeline.fileio import human_size

@@ -106,9 +106,6 @@ def export(*, runs: list, out: Path, runs_dir: Path = Path("runs"), owner: str |
                 shutil.copy2(p, target)
         missing = missing_on_kaggle()
         wheels = build_wheels(staging / "dataset" / "wheels", missing)
-        size = sum(p.stat().st_size for p in (staging / "dataset").rglob("*") if p.is_file())
-        if size > limit:
-            raise ExportError(_too_big(size, limit))
         dataset_id, kernel_id = f"{owner}/{slug}", f"{owner}/{kernel_slug}"
         options = ["--tta", tta, "--ensemble", ensemble, "--calibrate", calibrate]
         _write_json(staging / "dataset" / "dataset-metadata.json",
@@ -116,6 +113,9 @@ def export(*, runs: list, out: Path, runs_dir: Path = Path("runs"), owner: str |
         _write_json(staging / "dataset" / "bundle.json",
                     {"competition": comp.kaggle, "runs": names, "predict_options": options,
                      "wheels": [w.name for w in wheels], "missing_on_kaggle": missing})
+        size = sum(p.stat().st_size for p in (staging / "dataset").rglob("*") if p.is_file())
+        if size > limit:
+            raise ExportError(_too_big(size, limit))
         nb = notebook(competition=comp.kaggle, dataset=slug, runs=names, options=options, title=kernel_slug)
         meta = kernel_metadata(kernel_id=kernel_id, title=kernel_slug, code_file=f"{kernel_slug}.ipynb",
                                dataset_id=dataset_id, competition=comp.kaggle, gpu=gpu)

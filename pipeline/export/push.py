@@ -30,6 +30,23 @@ class Pushed:
     status: str
 
 
+def kaggle_ready(runs: list, runs_dir, owner: str | None) -> None:
+    """Before anything is written: the kaggle CLI and credentials are there, and a Kaggle user names the ids.
+
+    Raises:
+        ExportError: one line saying what to set up.
+    """
+    from pipeline.competitions.spec import run_competition
+    from pipeline.export.bundle import kaggle_username
+    from pipeline.rundir import find_run
+
+    comp = run_competition(find_run(runs_dir, str(runs[0])).config()) if runs else None
+    kaggle.command(comp.kaggle or comp.name if comp else "the competition", ExportError)
+    if not (owner or kaggle_username()):
+        raise ExportError("No Kaggle user for the dataset and kernel ids: pass --owner USER (or put your username in "
+                          "~/.kaggle/kaggle.json).")
+
+
 def push(done: Exported, *, message: str = "pipeline export", wait_s: float = 600, poll_s: float = 10) -> Pushed:
     """Create (or version) the dataset, wait until Kaggle has it ready, push the kernel, read its status.
 
