@@ -263,7 +263,7 @@ def _digits(root: Path) -> tuple[Path, Path, Path]:
     data = root / "data"
     download(competition="digit-recognizer", from_paths=layout.files, data_dir=data, n_folds=3, progress=False,
              workers=1)
-    train(tiny_config(data, root / "runs", run_name="digits", epochs=1, img_size=28))
+    train(tiny_config(data, root / "runs", run_name="digits", epochs=1))
     return layout.root, data, root / "runs" / "digits"
 
 
