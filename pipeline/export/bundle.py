@@ -35,7 +35,8 @@ from pipeline.export.wheels import build_wheels, missing_on_kaggle
 from pipeline.fileio import human_size
 from pipeline.rundir import RunDir, find_run
 
-# Kaggle's limit on one dataset (kaggle.com/docs/datasets, "Technical specifications": 100 GB a dataset)
+# Kaggle's limit on one dataset: 100 GB, as kaggle.com/docs/datasets ("Technical specifications") gives it; the
+# reference search here could not reach that page to check it again, so it is one constant to change
 KAGGLE_DATASET_LIMIT = 100 * 1000**3
 SKIPPED = ("last.pt", "report", "tensorboard", "test_probs.csv", "test_probs.json", ".lock", ".lock.owner",
            ".metrics.lock", "failed.txt")
