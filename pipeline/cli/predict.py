@@ -149,7 +149,7 @@ def _catalogued(runs: list[Path], runs_dir: Path, test_dir: Path, work_dir: Path
     guess = estimate(run_dirs, test, tta, device)
     console.print(f"catalogued {guess.images} test photos of {escape(str(test_dir))} into {escape(str(test))}; "
                   f"predicting them will take about {clock(guess.seconds)} on the {guess.device.upper()} "
-                  f"({'up to ' if tta == 'auto' else ''}{guess.passes} model passes a photo)", highlight=False)
+                  f"({guess.passes} model passes a photo)", highlight=False)
     return test, run_dirs
 
 

@@ -35,9 +35,10 @@ command = [sys.executable, "-m", "pipeline", "predict", *run_options, "--test-di
            "--work-dir", f"{{working_dir}}/pipeline", "--out", f"{{working_dir}}/{submission}", "--force",
            "--device", device, "--no-progress", {options}]
 print("predicting on the", device.upper(), "with", ", ".join(runs))
+plain = {{k: v for k, v in os.environ.items() if "COLOR" not in k}} | {{"COLUMNS": "200", "TERM": "dumb"}}  # no styles
 # the command says how long it will take once the test images are catalogued, before the long part
 with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                      env=os.environ | {{"COLUMNS": "200", "NO_COLOR": "1"}}) as job:
+                      env=plain) as job:
     for line in job.stdout:
         print(line, end="", flush=True)
 if job.returncode:

@@ -41,7 +41,8 @@ def estimate(run_dirs: list[Path], test_csv: Path, tta: str | None, device: str 
     Args:
         run_dirs: the runs (their finished folds predict).
         test_csv: the test catalogue.
-        tta: the TTA policy; ``auto`` or None: the most views the competition allows (an upper bound).
+        tta: the TTA policy; ``auto`` or None: the one ``pipeline predict`` chooses on the out-of-fold predictions
+            (with the competition's metric and a fitted blend).
         device: ``auto``, ``cpu`` or ``cuda``.
     """
     dev = resolve_device(device)
@@ -51,7 +52,7 @@ def estimate(run_dirs: list[Path], test_csv: Path, tta: str | None, device: str 
     for r in run_dirs:
         run = RunDir(r)
         recipe, comp = Recipe.of_run(run), run_competition(run.config())
-        views = comp.allowed_views() if tta in (None, "auto") else comp.tta_views(tta)
+        views = comp.tta_views(_policy(run_dirs, comp, tta))
         if paths:
             start = time.perf_counter()
             for p in paths:
@@ -72,3 +73,16 @@ def estimate(run_dirs: list[Path], test_csv: Path, tta: str | None, device: str 
         seconds_per_image += min(took) / SAMPLE * run_passes  # the least: other work on the machine only adds
         passes += run_passes
     return Estimate(seconds=seconds_per_image * len(test), images=len(test), passes=passes, device=dev.type)
+
+
+def _policy(run_dirs: list[Path], comp, tta: str | None) -> str:
+    """The TTA policy predict will use: ``tta``, or for ``auto`` the one it chooses (the competition's own for runs
+    without out-of-fold predictions)."""
+    if tta not in (None, "auto"):
+        return tta
+    if not all(RunDir(r).oof_path.exists() for r in run_dirs):
+        return comp.augment.tta
+    from pipeline.predict.formats import format_for
+    from pipeline.predict.tta import choose_tta
+
+    return choose_tta(run_dirs, comp, format_for(comp).metric).policy
