@@ -116,3 +116,12 @@ def test_a_run_made_before_photos_were_keyed_still_loads_and_blends(place_a, pla
     r = invoke("predict", "--run", old, "--run", run_b, "--test", data_a / "test.csv", "--tta", "none",
                "--out", tmp_path / "blend.csv", "--no-progress")
     assert r.exit_code == 0, r.output
+
+
+def test_a_working_folder_inside_the_competition_folder_is_refused_in_one_line(place_a, tmp_path):
+    competition = Path(shutil.copytree(SAMPLE, tmp_path / "input"))
+    before = snapshot(competition)
+    r = invoke("predict", "--run", place_a[1], "--test-dir", competition, "--work-dir", competition / "work",
+               "--no-progress")
+    assert r.exit_code == 1 and "lies inside --test-dir" in r.output and len(r.output.strip().splitlines()) == 1
+    assert snapshot(competition) == before
