@@ -2,16 +2,19 @@
 
 ::
 
-    config.json        the competition, the resolved recipe and run settings, the folds, versions, device, resumes
-    folds.csv          the folds this run trains on (its own copy: a later re-split does not touch it)
-    pseudo.csv         with --pseudo: the pseudo-labelled test photos and their soft labels (fixed at the start)
+    config.json        the competition (its classes), the resolved recipe and run settings, the folds, versions,
+                       device, resumes, and ``photo_root``: the data folder the photos are keyed in
+    folds.csv          the folds this run trains on (its own copy: a later re-split does not touch it); photos keyed
+                       by their place in the data folder (``extracted/train/cat.1.jpg``), so the run is portable
+    pseudo.csv         with --pseudo: the pseudo-labelled test photos (keyed so too) and their soft labels
     metrics.csv        one row per fold and epoch
     fold<k>/last.pt    full state after the last finished epoch (model, optimizer, scheduler, ...)
     fold<k>/best.pt    the weights with the lowest validation loss (an epoch's, the EMA's or an average's), with
                        epoch, metrics and recipe
     fold<k>/oof.csv    that fold's validation predictions from best.pt; its presence marks the fold done
-    oof.csv            path,label,fold and the probability columns (prob_dog, or prob_<class> per class), plain
-                       and under each TTA view (prob_dog@hflip, ...), for every training image of the trained folds
+    oof.csv            path (the photo's key),label,fold and the probability columns (prob_dog, or prob_<class> per
+                       class), plain and under each TTA view (prob_dog@hflip, ...), for every training image of the
+                       trained folds
     cv.json            accuracy, log-loss and ROC-AUC (K classes: macro F1) per fold and overall
     test_probs.csv     after ``predict``: id, the probability columns and each fold's (+ test_probs.json)
     report/            the HTML report and its figures
@@ -22,6 +25,9 @@
 
 Training, inference, the report and the CLI ask this module for paths and facts; none spells a
 file name itself.
+
+Runs made before photos were keyed hold the paths the catalogue held (absolute, or relative to where training ran);
+they are read as they are, and keyed on reading where they lie in the run's data folder.
 """
 
 from __future__ import annotations
@@ -116,7 +122,11 @@ class RunDir:
         return self.path / "pseudo.csv"
 
     def read_pseudo(self) -> pd.DataFrame | None:
-        return pd.read_csv(self.pseudo_path) if self.pseudo_path.exists() else None
+        """The pseudo-labelled test photos, their ``path`` where the photos are now (see :meth:`photo_paths`)."""
+        if not self.pseudo_path.exists():
+            return None
+        pseudo = pd.read_csv(self.pseudo_path)
+        return pseudo.assign(path=self.photo_paths(pseudo.path))
 
     @property
     def report_dir(self) -> Path:
@@ -213,11 +223,34 @@ class RunDir:
         return not self.missing_folds()
 
     def read_folds(self) -> pd.DataFrame:
-        """The run's own folds (path,label,fold): the truth for this run, whatever data/folds.csv says now."""
+        """The run's own folds (path,label,fold): the truth for this run, whatever data/folds.csv says now; ``path``
+        where each photo is now (see :meth:`photo_paths`)."""
         if not self.folds_path.exists():
             raise DataError(f"Run {self.name} has no folds.csv; it was not created completely: delete "
                             f"{self.path} and train again.")
-        return pd.read_csv(self.folds_path)
+        folds = pd.read_csv(self.folds_path)
+        return folds.assign(path=self.photo_paths(folds.path))
+
+    # ---- photos: keyed by their place in the data folder -------------------------------------------------------
+    def photo_root(self) -> str:
+        """The data folder this run's photos are keyed in (``photo_root`` in config.json; a run made before photos
+        were keyed: its ``data_dir`` setting)."""
+        config = self.config()
+        return config.get("photo_root") or config["settings"].get("data_dir", "data")
+
+    def photo_keys(self, paths: pd.Series) -> pd.Series:
+        """``paths`` as keys: relative to the run's data folder where they lie in it (a run trained in one place
+        and one trained in another name a photo alike), else as they are."""
+        return photo_keys(paths, self.photo_root())
+
+    def photo_paths(self, keys: pd.Series) -> pd.Series:
+        """Where keyed photos are now: in the data folder the run recorded while it exists, else in the run's
+        ``data_dir`` setting (a resume may give another). A run made before photos were keyed: its paths."""
+        config = self.config()
+        if not config.get("photo_root"):
+            return keys
+        root = config["photo_root"] if Path(config["photo_root"]).is_dir() else config["settings"]["data_dir"]
+        return keys.map(lambda k: k if os.path.isabs(k) else os.path.join(root, k))
 
     def read_metrics(self) -> pd.DataFrame:
         return pd.read_csv(self.metrics_path) if self.metrics_path.exists() else pd.DataFrame(columns=METRIC_COLUMNS)
@@ -228,7 +261,9 @@ class RunDir:
                               f"(`pipeline train --run-name {self.name} --resume`).")
         oof = pd.read_csv(self.oof_path)
         # runs made before competitions named a view's column prob_dog_hflip
-        return oof.rename(columns={"prob_dog_hflip": "prob_dog@hflip"})
+        oof = oof.rename(columns={"prob_dog_hflip": "prob_dog@hflip"})
+        keys = self.photo_keys(oof.path)  # the same photo has one key in every run, wherever it was trained
+        return oof.assign(path=self.photo_paths(keys), key=keys)
 
     def read_cv(self) -> dict | None:
         if not self.cv_path.exists():
@@ -284,6 +319,25 @@ class RunDir:
                           f"finish or stop it, or pick another --run-name.") from None
         (self.path / ".lock.owner").write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
         return lock
+
+
+def photo_keys(paths: pd.Series, root: str | os.PathLike) -> pd.Series:
+    """Photo paths as keys relative to the data folder ``root`` (POSIX, ``extracted/train/cat.1.jpg``) where they
+    lie in it (as written, or both made absolute from here), else as they are.
+
+    Args:
+        paths: photo paths as the catalogue holds them.
+        root: the data folder.
+    """
+    forms = {os.path.normpath(str(root)), os.path.abspath(str(root))}
+
+    def key(path: str) -> str:
+        for form in (os.path.normpath(path), os.path.abspath(path)):
+            for base in forms:
+                if os.path.isabs(form) == os.path.isabs(base) and form.startswith(base.rstrip(os.sep) + os.sep):
+                    return Path(os.path.relpath(form, base)).as_posix()
+        return path
+    return paths.astype(str).map(key)
 
 
 def config_problem(config) -> str | None:

@@ -261,7 +261,7 @@ def test_pseudo_labelled_photos_join_every_training_fold_and_never_a_validation_
     assert ((pseudo.prob_dog >= t) | (pseudo.prob_dog <= 1 - t)).all()  # confident, and soft
     assert pseudo.prob_dog.between(0, 1).all() and not pseudo.prob_dog.isin([0, 1]).all()
 
-    oof = pd.read_csv(run.oof_path)  # every training photo exactly once, no test photo
+    oof = run.read_oof()  # every training photo exactly once, no test photo
     assert sorted(oof.path) == sorted(folds.path) and cv["overall"]["n"] == len(folds)
 
     comp = load_competition("course")

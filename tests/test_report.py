@@ -15,6 +15,7 @@ from PIL import Image
 from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import most_confident_wrong
 from pipeline.report import RUN_COLUMNS, THUMBNAIL, build_comparison, build_report, comparison_path, list_runs
+from pipeline.rundir import RunDir
 
 PNGS = ["curves.png", "confusion.png", "roc.png", "calibration.png"]
 PAGE_BOUND = 400_000  # bytes: the report of the tiny run (16 wrong photos) stays under it
@@ -151,7 +152,7 @@ def test_reliability_diagram_and_what_a_temperature_would_do(tiny_run, tmp_path,
 
 
 def test_most_confident_wrong_order_and_in_the_report(tiny_run, tmp_path):
-    real = pd.read_csv(tiny_run / "oof.csv").path.tolist()
+    real = RunDir(tiny_run).read_oof().path.tolist()  # the photos (oof.csv keys them in the data folder)
     gone = str(tmp_path / "gone.jpg")  # a file deleted since training: listed, left out of the gallery
     rows = [  # path, label, prob_dog
         (real[0], 1, 0.10),  # wrong by 0.90

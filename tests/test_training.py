@@ -25,7 +25,7 @@ def test_run_folder_is_complete_and_consistent(tiny_run, sample_data):
     assert list(metrics.columns) == METRIC_COLUMNS
     assert sorted(zip(metrics.fold, metrics.epoch, strict=True)) == [(k, e) for k in range(3) for e in range(2)]
     assert (metrics.images_per_s > 0).all()
-    oof = pd.read_csv(tiny_run / "oof.csv")
+    oof = RunDir(tiny_run).read_oof()  # its path: where each photo is (oof.csv keys it in the data folder)
     assert sorted(oof.path) == sorted(folds.path)  # every training image exactly once
     assert oof.set_index("path").fold.equals(folds.set_index("path").fold.loc[oof.path])
     assert oof.prob_dog.between(0, 1).all()

@@ -8,7 +8,7 @@ import importlib
 
 from pipeline.cli.app import app
 
-for _stage in ("data", "train", "tune", "predict", "runs"):
+for _stage in ("data", "train", "tune", "predict", "export", "runs"):
     importlib.import_module(f"pipeline.cli.{_stage}")
 
 __all__ = ["app"]

@@ -63,6 +63,15 @@ def predict(
     progress: Annotated[bool, Option(help="Show progress bars.", rich_help_panel=OUTPUT)] = True,
     test: Annotated[Path, Option(help="The test catalogue (id,path).", rich_help_panel=SETTINGS)
                     ] = Path("data/test.csv"),
+    test_dir: Annotated[Path | None, Option(help="Instead of --test: a competition's folder (read, never written; "
+                                            "/kaggle/input/<competition>), whose test images are catalogued into "
+                                            "--work-dir; the runs are read, never written.",
+                                            rich_help_panel=SETTINGS)] = None,
+    competition: Annotated[str | None, Option(metavar="NAME|FILE", help="With --test-dir: the competition spec "
+                                              "\\[default: the one the run recorded]", rich_help_panel=SETTINGS)
+                           ] = None,
+    work_dir: Annotated[Path, Option(help="With --test-dir: where the catalogue, the image cache and (without --out) "
+                                     "the submission go.", rich_help_panel=SETTINGS)] = Path("work"),
     device: Annotated[Device, Option(help="auto picks CUDA when present.", rich_help_panel=SETTINGS)] = Device.auto,
     batch_size: Annotated[int | None, Option(help="Images per batch.", rich_help_panel=SETTINGS)] = None,
     runs_dir: Annotated[Path, Option(help="Where run folders live.", rich_help_panel=SETTINGS)] = Path("runs"),
@@ -74,10 +83,14 @@ def predict(
     """
     from pipeline.predict.predict import predict as run_predict
 
+    if test_dir is not None:
+        test, run = _catalogued(run or [], runs_dir, test_dir, work_dir, competition, tta, device.value, progress)
     result = run_predict(runs=run or [], test_csv=test, tta=tta, ensemble=ensemble.value,
                          fmt=format.value if format else None, threshold=threshold, eps=eps,
                          calibrate=calibrate.value, out=out, force=force, partial=partial, device=device.value,
-                         batch_size=batch_size, runs_dir=runs_dir, progress=progress)
+                         batch_size=batch_size, runs_dir=runs_dir, progress=progress,
+                         submissions_dir=work_dir if test_dir is not None else Path("submissions"),
+                         save_runs=test_dir is None)
     tta_used = result["tta"]
     for u in result["used"]:
         console.print(f"run {escape(u['run'])} ({u['chosen']}): {_folds_used(u)}, {_tta_words(tta_used)}",
@@ -122,6 +135,22 @@ def predict(
                       f"{cal.oof_log_loss_before:.4f} -> {cal.oof_log_loss_after:.4f}")
     console.print(f"wrote {result['path']} ({result['rows']} rows, format {result['format']}); it passes "
                   f"`pipeline validate`. Upload it to the competition site. Notes: {result['note']}")
+
+
+def _catalogued(runs: list[Path], runs_dir: Path, test_dir: Path, work_dir: Path, competition: str | None, tta: str,
+                device: str, progress: bool) -> tuple[Path, list[Path]]:
+    """``--test-dir``: the folder's test images catalogued into ``work_dir`` and the time the prediction will take,
+    said before it starts; the catalogue and the run folders."""
+    from pipeline.predict.estimate import estimate
+    from pipeline.predict.testset import prepare_test
+    from pipeline.progress import clock
+
+    test, run_dirs = prepare_test(runs, runs_dir, test_dir, work_dir, competition, progress=progress)
+    guess = estimate(run_dirs, test, tta, device)
+    console.print(f"catalogued {guess.images} test photos of {escape(str(test_dir))} into {escape(str(test))}; "
+                  f"predicting them will take about {clock(guess.seconds)} on the {guess.device.upper()} "
+                  f"({guess.passes} model passes a photo)", highlight=False)
+    return test, run_dirs
 
 
 def _folds_used(u: dict) -> str:

@@ -49,13 +49,14 @@ def aligned_oof(run_dirs: list[Path], tta: str = "none", with_folds: bool = Fals
         with_folds: also return each row's fold.
     """
     comps = [run_competition(RunDir(r).config()) for r in run_dirs]
-    oofs = [load_oof(r).sort_values("path", kind="stable").reset_index(drop=True) for r in run_dirs]
+    # photos by their key in the data folder: runs trained in two places (or moved since) align photo by photo
+    oofs = [load_oof(r).sort_values("key", kind="stable").reset_index(drop=True) for r in run_dirs]
     ref = oofs[0]
     for run, oof, comp in zip(run_dirs[1:], oofs[1:], comps[1:], strict=True):
         if comp.classes != comps[0].classes:
             raise ConfigError(f"Runs {run_dirs[0].name} and {run.name} were trained for other classes; blend only "
                               "runs of one competition.")
-        if len(oof) != len(ref) or not (oof.path.equals(ref.path) and oof.fold.equals(ref.fold)):
+        if len(oof) != len(ref) or not (oof.key.equals(ref.key) and oof.fold.equals(ref.fold)):
             raise ConfigError(f"Runs {run_dirs[0].name} and {run.name} were not trained on the same folds "
                               "(or not on the same folds' images); blend only runs made from one folds.csv.")
     missing = [c for group in comps[0].policy_columns(tta) for c in group if c not in ref.columns]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def usable_folds(run: RunDir, partial: bool = False) -> list[int]:
 
 def predict_run(run_dir: Path, test_csv: Path, *, tta: str | None = None, device: str = "auto",
                 batch_size: int | None = None, workers: int | None = None, progress: bool = False,
-                reuse: bool = True, partial: bool = False) -> pd.DataFrame:
+                reuse: bool = True, partial: bool = False, save: bool = True) -> pd.DataFrame:
     """Average the test-set probabilities of every fold checkpoint of a run.
 
     Writes ``test_probs.csv`` (``id``, the prediction columns of the run's competition: ``prob_dog`` for two
@@ -75,6 +76,8 @@ def predict_run(run_dir: Path, test_csv: Path, *, tta: str | None = None, device
         progress: show progress bars (cache build).
         reuse: return the saved predictions when the test set, TTA and checkpoints are unchanged.
         partial: predict with the finished folds of an unfinished run (see :func:`usable_folds`).
+        save: keep the predictions in the run (False, or a run folder that cannot be written: nothing is written
+            into it, as for runs read from a Kaggle dataset).
     """
     run, test_csv = RunDir(run_dir), Path(test_csv)
     comp = run_competition(run.config())
@@ -98,7 +101,7 @@ def predict_run(run_dir: Path, test_csv: Path, *, tta: str | None = None, device
     readable = test[test.readable]
     if len(readable):
         probs = _predict_folds(run, comp, ckpts, readable.path, tta=tta, device=device, batch_size=batch_size,
-                               workers=workers, progress=progress)
+                               workers=workers, progress=progress, cache_dir=test_csv.parent)
         for k, (rows, p) in probs.items():
             for column, values in zip(fold_columns(k, columns), p.T if p.ndim == 2 else [p], strict=True):
                 result.loc[readable.index[rows], column] = values
@@ -111,8 +114,9 @@ def predict_run(run_dir: Path, test_csv: Path, *, tta: str | None = None, device
         _logger.warning("%d test photo(s) could not be read (ids %s); they get a neutral prediction (%.2f) so the "
                         "submission still covers every id", len(unreadable), ", ".join(map(str, unreadable[:10]))
                         + (" ..." if len(unreadable) > 10 else ""), neutral)
-    write_csv(run.test_probs_path, result)
-    write_json(run.test_note_path, note)
+    if save and os.access(run.path, os.W_OK):
+        write_csv(run.test_probs_path, result)
+        write_json(run.test_note_path, note)
     return result
 
 
@@ -146,8 +150,9 @@ def fold_columns(k: int, columns: list[str]) -> list[str]:
 
 
 def _predict_folds(run: RunDir, comp, ckpts: dict[int, Path], paths: pd.Series, *, tta: str, device: str,
-                   batch_size: int | None, workers: int | None, progress: bool) -> dict:
-    """``{fold: (row indices into paths, probabilities)}`` from each fold's best.pt, averaged over the TTA views."""
+                   batch_size: int | None, workers: int | None, progress: bool, cache_dir: Path) -> dict:
+    """``{fold: (row indices into paths, probabilities)}`` from each fold's best.pt, averaged over the TTA views
+    (the decoded test photos cached in ``cache_dir``: the test catalogue's folder, never the run's data folder)."""
     recipe, settings = Recipe.of_run(run), RunSettings.of_run(run)
     dev = resolve_device(device)
     # the device setup training used (cuDNN, TF32, precision, channels_last by the GPU's capability)
@@ -155,10 +160,10 @@ def _predict_folds(run: RunDir, comp, ckpts: dict[int, Path], paths: pd.Series, 
                                         channels_last=settings.channels_last, deterministic=settings.deterministic)
     rt = Runtime(dev, dtype, channels_last=channels_last)
     base = base_size_for(recipe.img_size)
-    full = settings.cache and cache_shortfall(settings.data_dir, paths, base)
+    full = settings.cache and cache_shortfall(cache_dir, paths, base)
     if full:
         _logger.warning(full)
-    cache = open_cache(settings.data_dir, paths, base, enabled=settings.cache and not full, progress=progress)
+    cache = open_cache(cache_dir, paths, base, enabled=settings.cache and not full, progress=progress)
     dataset = ImageDataset(paths, None, base, build_eval_transform(recipe.img_size), cache)
     loader = make_loader(dataset, recipe.batch_size * 2 if batch_size is None else batch_size, shuffle=False,
                          seed=0, workers=workers if workers is not None else default_workers(dev), runtime=rt,

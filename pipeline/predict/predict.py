@@ -34,7 +34,8 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str | None = None, ensembl
             fmt: str | None = None,
             threshold: float = 0.5, eps: float = 0.005, calibrate: str = "auto", out: Path | None = None,
             force: bool = False, partial: bool = False, device: str = "auto", batch_size: int | None = None,
-            runs_dir: Path = Path("runs"), progress: bool = False, submissions_dir: Path = Path("submissions")) -> dict:
+            runs_dir: Path = Path("runs"), progress: bool = False, submissions_dir: Path = Path("submissions"),
+            save_runs: bool = True) -> dict:
     """Predict with each run, blend them, calibrate, and write a validated submission with a note.
 
     ``tta``: a policy, views joined by ``+``, or ``auto`` (the default): the views that lower the out-of-fold
@@ -53,6 +54,7 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str | None = None, ensembl
     "submitted_oof"}``; ``blend`` is None when no out-of-fold predictions exist (a partial run); ``used`` says,
     per run, which folds predicted and whether the run was named or picked as the newest finished one
     (:func:`runs_used`); ``submitted_oof`` scores the out-of-fold predictions made exactly as the submission is.
+    ``save_runs`` False: nothing is written into the run folders (runs read from a Kaggle dataset).
     """
     if calibrate not in CALIBRATIONS:
         raise ConfigError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}, got {calibrate!r}.")
@@ -73,7 +75,7 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str | None = None, ensembl
         choice = choose_tta(run_dirs, comp, spec.metric, ensemble) if has_oof else None
         tta = choice.policy if choice else comp.augment.tta
     preds = [predict_run(r, test_csv, tta=tta, device=device, batch_size=batch_size, progress=progress,
-                         partial=partial) for r in run_dirs]
+                         partial=partial, save=save_runs) for r in run_dirs]
     blend = blend_runs(run_dirs, ensemble, tta) if has_oof else None
     columns = comp.prob_columns()
     method = ("temperature" if spec.probability else "none") if calibrate == "auto" else calibrate

@@ -194,7 +194,7 @@ def _out_of_fold(run: RunDir, fold: int, rt: Runtime, m: FoldModel, data: FoldDa
         columns |= dict(zip(comp.prob_columns(view), _columns(viewed.probs), strict=True))
     oof = oof.assign(**columns)
     if rt.is_main:
-        write_csv(run.fold_oof(fold), oof)
+        write_csv(run.fold_oof(fold), oof.assign(path=run.photo_keys(oof.path)))  # keyed as folds.csv is
         if tracker is not None:
             tracker.fold_done(fold, oof)
     rt.barrier()

@@ -24,7 +24,7 @@ from pipeline.data.folds import read_folds
 from pipeline.errors import ConfigError, DataError
 from pipeline.fileio import write_csv
 from pipeline.models import check_weights
-from pipeline.rundir import SCHEMA, RunDir, all_runs, find_run
+from pipeline.rundir import SCHEMA, RunDir, all_runs, find_run, photo_keys
 from pipeline.train.preflight import check_fits, check_pretrained, recipe_warnings
 from pipeline.train.pseudo import pseudo_labels
 from pipeline.train.recipe import build_recipe, check_fields, load_recipe_file
@@ -199,10 +199,11 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processe
     if run.exists():
         lock.release()
         raise ConfigError(f"Run {run.path} exists already; add --resume to continue it or pick another --run-name.")
-    write_csv(run.folds_path, folds[["path", "label", "fold"]])
+    root = str(settings.data_dir)  # the photos are keyed by their place in it: the run can move, and blend
+    write_csv(run.folds_path, folds[["path", "label", "fold"]].assign(path=photo_keys(folds.path, root)))
     if pseudo is not None:
-        write_csv(run.pseudo_path, pseudo)
-    run.write_config({"schema": SCHEMA, "competition": comp.to_dict(), "recipe": recipe.to_dict(),
+        write_csv(run.pseudo_path, pseudo.assign(path=photo_keys(pseudo.path, root)))
+    run.write_config({"schema": SCHEMA, "competition": comp.to_dict(), "photo_root": root, "recipe": recipe.to_dict(),
                       **({"pseudo": pseudo_info} if pseudo_info else {}),
                       "settings": dataclasses.asdict(settings),
                       "folds": selected, "n_folds": n_folds,
