@@ -82,8 +82,19 @@ def predict(
     for u in result["used"]:
         console.print(f"run {escape(u['run'])} ({u['chosen']}): {_folds_used(u)}, {_tta_words(tta_used)}",
                       highlight=False)
-    blend = result["blend"]
-    if blend is not None and len(blend.runs) > 1:
+    blend, metric = result["blend"], result["metric"]
+    if blend is not None and not result["one_label"]:  # the competition's metric, then what was fitted on it
+        rows = [(name, w, blend.run_scores[name]) for name, w in zip(blend.runs, blend.weights, strict=True)]
+        shown = "; ".join(f"{name} (weight {w:.3f}) {_value(s, metric)}" for name, w, s in rows) + "; " \
+            if len(rows) > 1 else ""
+        console.print(f"out-of-fold {metric} ({_tta_words(tta_used)}, as the test set is predicted): {shown}"
+                      f"{'blend ' if rows[1:] else ''}{_value(blend.blend_score, metric)}", highlight=False)
+        fitted = result["fitted"]
+        if fitted is not None:
+            said = "fitted" if fitted.applied else "not kept (no better)"
+            console.print(f"{fitted.method} {said} on the out-of-fold predictions: {metric} "
+                          f"{fitted.oof_metric_before:.4f} -> {fitted.oof_metric_after:.4f}", highlight=False)
+    elif blend is not None and len(blend.runs) > 1:
         table = Table(title=f"out-of-fold scores ({blend.method} blend; {_tta_words(tta_used)}, as the test set is "
                             "predicted)")
         for col in ("run", "weight", "accuracy", "log-loss"):
@@ -124,6 +135,13 @@ def predict(
                   f"`pipeline validate`. Upload it to the competition site. Notes: {result['note']}")
 
 
+def _value(scores: dict, metric: str) -> str:
+    from pipeline.metrics import metric_value
+
+    value = metric_value(scores, metric)
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _folds_used(u: dict) -> str:
     """``the models of folds 0-4 of 5``, with ``(a run of 2 of the split's 5 folds)`` or
     ``(partial: folds 2, 3 unfinished)`` where that is so."""
@@ -161,7 +179,7 @@ def validate(
     from pipeline.predict.predict import submission_format
     from pipeline.predict.validation import check_submission
 
-    spec = submission_format(data_competition(test.parent), format.value if format else None)
+    spec = submission_format(data_competition(test.parent), format.value if format else None, test.parent)
     result = check_submission(submission, read_test_ids(test, numeric=spec.numeric_ids), spec)
     for w in result.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)

@@ -127,7 +127,11 @@ def _check_values(comp: Competition, bad) -> None:
     for where, value, allowed in choices:
         if value not in allowed:
             raise bad(f"field {where}", f"must be one of {', '.join(allowed)}, got {value!r}")
-    if comp.classes is None and comp.classes_from not in ("labels", "folders"):
+    if comp.submission.format is None and comp.submission.label not in comp.kind.label_kinds:
+        raise bad("field submission.label", f"{comp.submission.label!r} does not write a {comp.target.kind} "
+                  f"target; use {' or '.join(map(repr, comp.kind.label_kinds))}")
+    if comp.classes is None and comp.classes_from not in ("labels", "folders") and \
+            comp.target.kind in ("single", "topk"):
         raise bad("field 'classes'", "is missing: list the classes, or set classes_from = 'labels' or 'folders'")
     if comp.train.labels in ("csv", "pixels"):
         if not comp.train.csv:
@@ -148,7 +152,7 @@ def _check_values(comp: Competition, bad) -> None:
     if comp.submission.format is not None and comp.submission.format not in ("course", "kaggle", "redux"):
         raise bad("field submission.format", f"must be course, kaggle or redux, got {comp.submission.format!r}")
     columns = comp.submission.columns
-    if not columns or (comp.submission.label != "probabilities" and len(columns) != 2):
+    if not columns or (comp.submission.label not in ("probabilities", "columns") and len(columns) != 2):
         raise bad("field submission.columns", "must name the id column and the label column")
     if not all(columns) or len(set(columns)) != len(columns):
         raise bad("field submission.columns", f"must name different, non-empty columns, got {list(columns)}")
@@ -171,7 +175,8 @@ def check_classes(comp: Competition, bad) -> None:
     """The checks a spec's classes must pass: at spec load when it lists them, again when they are read off the
     data (``classes_from``)."""
     classes, sub = comp.classes, comp.submission
-    if classes is not None and (len(classes) < 2 or len(set(classes)) != len(classes) or not all(classes)):
+    fewest = 1 if comp.target.kind in ("multilabel", "regression") else 2
+    if classes is not None and (len(classes) < fewest or len(set(classes)) != len(classes) or not all(classes)):
         raise bad("field 'classes'", f"must list two or more different class names, got {list(classes)}")
     marked = [c for c in classes or () if VIEW_MARK in c]
     if marked:

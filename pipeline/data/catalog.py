@@ -27,6 +27,7 @@ from pipeline.data.labelling import Labeller
 from pipeline.errors import DataError
 from pipeline.fileio import write_csv
 from pipeline.progress import track
+from pipeline.targets.base import LabelSet
 
 _logger = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def scan(roots: Iterable[Path], *, competition: Competition | None = None, cache
         p = Path(r.path)
         label = labeller.train_label(p)
         tid = labeller.test_id(p) if label is None else None
-        if isinstance(label, str):  # a training image without a usable label
+        if isinstance(label, str) and not isinstance(label, LabelSet):  # a training image without a usable label
             problems.append({"path": r.path, "reason": f"label unknown: {label}"})
         elif tid is not None and not r.ok:
             test.append({"id": tid, "path": r.path, "width": 0, "height": 0, "readable": False})

@@ -118,7 +118,7 @@ def download(*, competition: str | Path | None = None, source: str | None = None
     if catalog.train.empty:
         raise _no_training_photo(catalog, write_problems(catalog, data_dir), comp)
     comp = comp.with_classes(list(catalog.classes))
-    folds = assign_folds(catalog.train, n_folds, seed, dup_threshold, comp.classes)
+    folds = comp.kind.fold_folds(assign_folds, catalog.train, n_folds, seed, dup_threshold)
     paths = {name: data_dir / f"{name}.csv" for name in ("train", "test", "folds", "duplicates")}
     paths["problems"] = data_dir / "catalog_problems.csv"
     _write_together({paths["train"]: catalog.train, paths["test"]: catalog.test, paths["problems"]: catalog.problems,

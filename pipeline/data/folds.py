@@ -136,7 +136,7 @@ def duplicate_report(folds: pd.DataFrame) -> pd.DataFrame:
 def write_folds(data_dir: Path, n_folds: int = 5, seed: int = 0, dup_threshold: int = 4) -> pd.DataFrame:
     """Read data/train.csv, assign folds and write data/folds.csv (and data/duplicates.csv)."""
     data_dir = Path(data_dir)
-    folds = assign_folds(read_train(data_dir), n_folds, seed, dup_threshold, data_competition(data_dir).classes)
+    folds = data_competition(data_dir).kind.fold_folds(assign_folds, read_train(data_dir), n_folds, seed, dup_threshold)
     write_csv(data_dir / "folds.csv", folds)
     write_csv(data_dir / "duplicates.csv", duplicate_report(folds))
     return folds

@@ -40,16 +40,17 @@ class Labeller:
     def __init__(self, comp: Competition, roots: Iterable[Path], files: Iterable[Path] = ()):
         self.comp, self.roots = comp, [Path(r).resolve() for r in roots]
         self.train_glob, self.test_glob = Glob.of(comp.train.images), Glob.of(comp.test.images)
+        self.kind = comp.kind  # reads its target off the labels file (pipeline.targets)
         self.table: dict[str, str] = {}
         self.conflicts: dict[str, str] = {}  # file name -> the different labels the labels CSV gives it
         if comp.train.labels in ("csv", "pixels"):
             self.table = self._labels_table()
         classes = tuple(map(nfc, comp.classes)) if comp.classes else comp.classes
-        if classes is None and comp.classes_from == "labels":
-            classes = comp.class_order(self.table.values())
+        if classes is None and (comp.classes_from == "labels" or comp.target.kind != "single"):
+            classes = self.kind.classes_found(self.table.values())
         if classes is None and comp.classes_from == "folders":
             classes = comp.class_order(nfc(Path(f).parent.name) for f in files if self._is_train(Path(f)))
-        if not classes or len(classes) < 2:
+        if not classes or len(classes) < self.kind.min_classes:
             raise DataError(f"Competition {comp.name} found fewer than two classes in the data ({list(classes or [])}):"
                             " check that the download holds its training images and labels.")
         self.classes = tuple(classes)
@@ -88,13 +89,13 @@ class Labeller:
             labels = pd.read_csv(found[0], dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise DataError(f"{found[0]} cannot be read as a CSV ({exc}).") from None
-        missing = [c for c in (t.id_column, t.label_column) if c not in labels.columns]
+        missing = [c for c in (t.id_column, *self.kind.needed_columns()) if c not in labels.columns]
         if missing:
             raise DataError(f"{found[0]} has no column {missing[0]!r} (it has {', '.join(labels.columns)}): the "
                             f"competition's spec names it as train.{'id' if missing[0] == t.id_column else 'label'}"
                             "_column.")
         pairs = pd.DataFrame({"file": [t.file.format(id=i) for i in labels[t.id_column]],
-                              "label": labels[t.label_column].map(nfc)}).drop_duplicates()
+                              "label": self.kind.row_labels(labels, nfc)}).drop_duplicates()
         clash = pairs.file.duplicated(keep=False)
         self.conflicts = pairs[clash].groupby("file").label.agg(lambda s: ", ".join(sorted(s))).to_dict()
         if len(pairs) < len(labels):
@@ -126,7 +127,7 @@ class Labeller:
             return f"{self.comp.train.csv} lists it more than once with different labels ({self.conflicts[path.name]})"
         if label is None:
             return f"it is not listed in {self.comp.train.csv}"
-        return self.index.get(label, f"its label {label!r} is not one of the classes")
+        return self.kind.catalogue_label(label, self.index)
 
     def test_id(self, path: Path) -> int | str | None:
         """The test id of an image, or None when it is no test image."""

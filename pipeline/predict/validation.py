@@ -34,7 +34,7 @@ from sklearn.metrics import f1_score, log_loss, roc_auc_score
 from pipeline.errors import SubmissionError
 from pipeline.fileio import write_text
 from pipeline.metrics import score
-from pipeline.predict.formats import HEADER, SubmissionFormat, csv_text, get_format, listing
+from pipeline.predict.formats import HEADER, SINGLE_LABELS, SubmissionFormat, csv_text, get_format, listing
 
 _INTEGER = re.compile(r"[0-9]+")
 _PADDED = re.compile(r"0[0-9]+")
@@ -172,6 +172,8 @@ def _id_problems(ids: pd.Series, spec: SubmissionFormat, problems: list[str], ex
 
 
 def _label_problems(cells: pd.DataFrame, spec: SubmissionFormat) -> list[str]:
+    if spec.label not in SINGLE_LABELS:  # another target kind's cells: its own checks (pipeline.targets)
+        return spec.comp.kind.cell_problems(cells, spec)
     labels = cells[1]
     if spec.label == "01":
         bad = labels[(labels != "") & ~labels.isin(["0", "1"])]
