@@ -21,6 +21,7 @@ from sklearn.preprocessing import MultiLabelBinarizer
 
 from pipeline.competitions.spec import data_competition
 from pipeline.data.download import download
+from pipeline.report import build_report
 from pipeline.train.session import train
 from tests import competition_data as layouts
 from tests.conftest import tiny_config
@@ -143,7 +144,8 @@ def check_file(kind: str, sub: pd.DataFrame, truth: pd.DataFrame) -> float:
     if kind == "multilabel-columns":
         values = sub[list(LABELS)].to_numpy(float)
         assert ((values >= 0) & (values <= 1)).all()
-        return float(np.mean([roc_auc_score([LABELS[n](d) for d in digits], sub[n]) for n in LABELS]))
+        scored = [n for n in LABELS if sub[n].nunique() > 1 or n != "prime"]
+        return float(np.mean([roc_auc_score([LABELS[n](d) for d in digits], sub[n]) for n in scored]))
     if kind == "multilabel-names":
         predicted = sub["labels"].str.split(" ").tolist()
         assert all(set(p) <= set(LABELS) and p for p in predicted)
@@ -176,14 +178,24 @@ def test_each_target_kind_trains_predicts_and_writes_a_well_scored_file(kind, tm
     download(competition=spec, from_paths=[files], data_dir=data_dir, progress=False, workers=1)
     comp = data_competition(data_dir)
     assert comp.target.kind == kind.split("-")[0]
-    cv = train(tiny_config(data_dir, runs, run_name="short", epochs=3, folds=[0]))
+    sample = None
+    if kind == "multilabel-columns":  # as RANZCR's: fewer columns than the labels, its own row order
+        sample = truth[["image_id"]].sample(frac=1, random_state=1).assign(even=0.5, round=0.5, big=0.5)
+        sample.to_csv(data_dir / "sample_submission.csv", index=False)
+    cv = train(tiny_config(data_dir, runs, run_name="short", epochs=3, folds=[0], report=True), report=build_report)
     assert next(iter(cv["overall"])) == comp.metric  # the competition's metric first
+    assert comp.metric in (runs / "short" / "report" / "report.html").read_text()
     epochs = pd.read_csv(runs / "short" / "metrics.csv")
     assert epochs.val_metric.notna().all()  # every epoch row holds the metric it was chosen on
     out = tmp_path / "submission.csv"
     r = invoke("predict", "--test", data_dir / "test.csv", "--runs-dir", runs, "--out", out, "--no-progress")
     assert r.exit_code == 0, r.output
-    got = check_file(kind, pd.read_csv(out, dtype=str, keep_default_na=False), truth)
+    written = pd.read_csv(out, dtype=str, keep_default_na=False)
+    if sample is not None:  # exactly the sample's columns, in its order, and its rows in its order
+        assert list(written.columns) == ["image_id", "even", "round", "big"]
+        assert written.image_id.tolist() == sample.image_id.tolist()
+        written = written.assign(prime=0.5)  # the sample leaves it out; scored on the other three below
+    got = check_file(kind, written, truth)
     floor = FLOORS[kind]
     assert got <= floor if kind == "regression" else got >= floor, got
     note = json.loads(out.with_suffix(".json").read_text())
@@ -192,3 +204,70 @@ def test_each_target_kind_trains_predicts_and_writes_a_well_scored_file(kind, tm
         assert fitted["metric"] == comp.metric and fitted["oof_metric_after"] >= fitted["oof_metric_before"]
     r = invoke("validate", out, "--test", data_dir / "test.csv")
     assert r.exit_code == 0, r.output
+
+
+# ---- the metrics, each against a computation by hand on a case small enough to check on paper ---------------------
+def test_log_loss_rescales_rows_and_clips_as_the_graders_do():
+    from pipeline.metrics import log_loss
+
+    # rows (2, 2) and (1, 3) rescale to (0.5, 0.5) and (0.25, 0.75); true classes 0 and 1
+    assert log_loss([0, 1], np.array([[2.0, 2.0], [1.0, 3.0]])) == pytest.approx(-(np.log(0.5) + np.log(0.75)) / 2)
+    # a certain mistake is clipped at 1e-15, not infinite: -log(1e-15) / 2
+    assert log_loss([0, 1], np.array([[1.0, 0.0], [1.0, 0.0]])) == pytest.approx(-np.log(1e-15) / 2, rel=1e-6)
+    assert log_loss([1, 0], np.array([0.8, 0.4])) == pytest.approx(-(np.log(0.8) + np.log(0.6)) / 2)
+
+
+def test_mean_column_wise_roc_auc_is_the_mean_of_each_columns_auc():
+    from pipeline.metrics import mean_roc_auc, roc_auc
+
+    truth = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    probs = np.array([[0.9, 0.2], [0.1, 0.3], [0.8, 0.1], [0.7, 0.4]])
+    # column 0: positives 0.9, 0.8 over negatives 0.1, 0.7: all 4 pairs right -> 1; column 1: positives 0.3, 0.1 over
+    # negatives 0.2, 0.4: (0.3 > 0.2) only -> 1/4
+    assert roc_auc(truth[:, 0], probs[:, 0]) == 1.0
+    assert mean_roc_auc(truth, probs) == pytest.approx((1 + 0.25) / 2)
+
+
+def test_quadratic_weighted_kappa_of_whole_grades():
+    from pipeline.metrics import qwk
+
+    # two grades 0/1, one miss: observed disagreement weight 1 of 4 rows; expected from the margins (2, 2) and
+    # (3, 1): P(0,1) = 2/4 * 1/4 + P(1,0) = 2/4 * 3/4 = 1/2 -> kappa = 1 - (1/4) / (1/2) = 0.5
+    assert qwk([0, 0, 1, 1], [0, 0, 0, 1]) == pytest.approx(0.5)
+    assert qwk([0, 1, 2], [0, 1, 2]) == 1.0
+    with pytest.raises(ValueError, match="whole grades"):
+        qwk([0, 1], [0.5, 1])
+
+
+def test_micro_and_macro_f1_of_one_label_and_of_label_sets():
+    from pipeline.metrics import f1, names_f1
+
+    # one label: micro F1 is accuracy (2 of 3); macro: class 0 F1 = 1, class 1 precision 1/2 recall 1 -> 2/3, class 2
+    # never predicted -> 0: mean 5/9
+    assert f1([0, 1, 2], [0, 1, 1], "micro", 3) == pytest.approx(2 / 3)
+    assert f1([0, 1, 2], [0, 1, 1], "macro", 3) == pytest.approx((1 + 2 / 3 + 0) / 3)
+    # label sets: true {a b}, {c}; predicted {a}, {c d}: tp 2 (a, c), fp 1 (d), fn 1 (b) -> micro 2*2 / (4 + 1 + 1)
+    assert names_f1(["a b", "c"], ["a", "c d"]) == pytest.approx(4 / 6)
+    assert f1(np.array([[1, 1, 0, 0], [0, 0, 1, 0]]), np.array([[1, 0, 0, 0], [0, 0, 1, 1]]), "micro", 4) == \
+        pytest.approx(4 / 6)
+
+
+def test_rmse_and_map_at_5():
+    from pipeline.metrics import map_at_k, rmse
+
+    assert rmse([1, 2, 3], [1, 2, 6]) == pytest.approx(np.sqrt(9 / 3))
+    # ranks 1, 3, absent, and a repeat that does not count twice (rank 2 among distinct names)
+    rows = [["a", "b"], ["x", "y", "b"], ["x"], ["x", "x", "c"]]
+    assert map_at_k(["a", "b", "c", "c"], rows, 5) == pytest.approx((1 + 1 / 3 + 0 + 1 / 2) / 4)
+    assert map_at_k(["f"], [["a", "b", "c", "d", "e", "f"]], 5) == 0.0  # the sixth name is past k
+
+
+def test_the_metric_chooses_the_epoch_where_it_is_not_accuracy_or_log_loss_of_one_label():
+    from pipeline.competitions.spec import load_competition
+    from pipeline.metrics import selection
+
+    course = load_competition("course")  # accuracy: the validation loss, as every run so far
+    assert selection(course)({"val_loss": 0.3, "val_metric": 0.9}) == 0.3
+    cactus = load_competition("aerial-cactus-identification")  # ROC-AUC, higher is better: its negative
+    assert selection(cactus)({"val_loss": 0.3, "val_metric": 0.9}) == -0.9
+    assert selection(cactus)({"val_loss": 0.3, "val_metric": None}) == 1e9  # one class in the fold: the worst

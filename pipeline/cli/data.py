@@ -91,7 +91,8 @@ def competitions():
 
     for name, path in builtin_competitions().items():
         comp = load_competition(path)
-        kind = f"{len(comp.classes)} classes" if comp.classes else f"classes from the {comp.classes_from}"
-        console.print(f"[bold]{name}[/] ({comp.metric}, {kind}): {spec_summary(path)}", highlight=False)
+        classes = f"{len(comp.classes)} classes" if comp.classes else f"classes from the {comp.classes_from}"
+        console.print(f"[bold]{name}[/] ({comp.target.kind} target, {comp.metric}, {classes}): {spec_summary(path)}",
+                      highlight=False)
     console.print("A spec of your own: copy one (pipeline/competitions/specs/) and pass the file with --competition.",
                   highlight=False)

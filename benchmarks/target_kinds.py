@@ -1,0 +1,136 @@
+"""The target kinds on real handwritten digits (tests/test_target_kinds.py's layouts), in one process:
+
+- each kind's CV metric (out-of-fold, fold 0) and held-out metric (the 360 test digits, computed independently);
+- the loss of one number (``pipeline.targets.scalar.LOSS``): binary cross-entropy on the target scaled to [0, 1]
+  against the squared error of the sigmoid, for regression (RMSE) and ordinal (kappa); and ordinal as 5-class
+  classification (kappa of the most likely grade, and of the expected grade rounded);
+- the training speed of a multi-label head (4 sigmoids, BCE) against the single-label one (10-way softmax) on the
+  same images, images/s over the epochs.
+
+    python benchmarks/target_kinds.py                 # about 6 minutes on 2 loaded cores
+    python benchmarks/target_kinds.py --epochs 3 --only speed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.data.download import download  # noqa: E402
+from pipeline.predict.predict import predict  # noqa: E402
+from pipeline.targets import scalar  # noqa: E402
+from pipeline.train.session import train  # noqa: E402
+from tests.conftest import tiny_config  # noqa: E402
+from tests.test_target_kinds import COMMON, KINDS, check_file, write_layout  # noqa: E402
+
+# ordinal as classification: the same grades as five classes, written as probabilities
+CLASSES_SPEC = """name = "digits-grade-classes"
+metric = "accuracy"
+classes_from = "labels"
+[submission]
+columns = ["image_id"]
+label = "probabilities"
+sort = "text"
+""" + COMMON.format(column="diagnosis")
+# the digits themselves, ten classes (the single-label head of the speed comparison)
+DIGITS_SPEC = """name = "digits-ten"
+metric = "accuracy"
+classes_from = "labels"
+[submission]
+columns = ["image_id", "digit"]
+label = "class"
+sort = "text"
+""" + COMMON.format(column="digit")
+
+
+def run(root: Path, kind: str, epochs: int, spec_text: str | None = None, make=None) -> dict:
+    """Download, train (fold 0), predict; the CV metric, the held-out file and the training speed."""
+    spec, files, truth = write_layout(root, kind)
+    if spec_text is not None:
+        spec.write_text(spec_text)
+        train_csv = pd.read_csv(files / "train.csv")
+        digits = pd.Series(train_csv.image_id).map(dict(zip(*_train_digits(), strict=True)))
+        pd.DataFrame({"image_id": train_csv.image_id, **make(digits)}).to_csv(files / "train.csv", index=False)
+    data, runs = root / "data", root / "runs"
+    download(competition=spec, from_paths=[files], data_dir=data, progress=False, workers=1)
+    t0 = time.perf_counter()
+    cv = train(tiny_config(data, runs, run_name="r", epochs=epochs, folds=[0]))
+    seconds = time.perf_counter() - t0
+    epochs_log = pd.read_csv(runs / "r" / "metrics.csv")
+    out = root / "sub.csv"
+    predict(runs=[], test_csv=data / "test.csv", out=out, runs_dir=runs)
+    sub = pd.read_csv(out, dtype=str, keep_default_na=False)
+    note = json.loads(out.with_suffix(".json").read_text())
+    return {"cv": cv["overall"][cv["metric"]], "metric": cv["metric"], "sub": sub, "truth": truth,
+            "seconds": seconds, "images_per_s": float(epochs_log.images_per_s.mean()), "fitted": note["fitted"]}
+
+
+def _train_digits():
+    from tests import competition_data as layouts
+
+    _, tr_y, _, _ = layouts.split()
+    return [f"tr{i:04d}" for i in range(len(tr_y))], list(tr_y)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--only", choices=["kinds", "loss", "speed"], default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.only in (None, "kinds"):
+            print(f"kind                 metric        CV (fold 0)  held-out  seconds  ({args.epochs} epochs, LeNet "
+                  "32 px)")
+            for kind in KINDS:
+                r = run(tmp / kind, kind, args.epochs)
+                held = check_file(kind, r["sub"], r["truth"])
+                fitted = r["fitted"]
+                said = f"  fitted {fitted['method']}: OOF {fitted['oof_metric_before']:.4f} -> " \
+                    f"{fitted['oof_metric_after']:.4f}" if fitted else ""
+                print(f"{kind:20s} {r['metric']:12s} {r['cv']:11.4f} {held:9.4f} {r['seconds']:8.1f}{said}",
+                      flush=True)
+        if args.only in (None, "loss"):
+            print("loss of one number (CV on fold 0 / held-out):")
+            for kind in ("regression", "ordinal"):
+                for loss in ("bce", "mse"):
+                    scalar.LOSS[kind] = loss
+                    r = run(tmp / f"{kind}-{loss}", kind, args.epochs)
+                    held = check_file(kind, r["sub"], r["truth"])
+                    print(f"  {kind:10s} {loss}: {r['metric']} {r['cv']:.4f} / {held:.4f}", flush=True)
+                scalar.LOSS[kind] = "bce"
+            from sklearn.metrics import cohen_kappa_score
+
+            r = run(tmp / "grade-classes", "ordinal", args.epochs, CLASSES_SPEC,
+                    lambda digits: {"diagnosis": (digits // 2).to_numpy()})
+            sub = r["sub"].set_index("image_id").loc[r["truth"].image_id]
+            p = sub[[str(g) for g in range(5)]].to_numpy(float)
+            grades = r["truth"].digit.to_numpy() // 2
+            argmax = cohen_kappa_score(grades, p.argmax(axis=1), weights="quadratic")
+            expected = cohen_kappa_score(grades, np.clip(np.rint(p @ np.arange(5)), 0, 4).astype(int),
+                                         weights="quadratic")
+            print(f"  ordinal as 5 classes: held-out kappa of the likeliest grade {argmax:.4f}, of the expected "
+                  f"grade rounded {expected:.4f}", flush=True)
+        if args.only in (None, "speed"):
+            single = run(tmp / "speed-single", "multilabel-columns", args.epochs, DIGITS_SPEC,
+                         lambda digits: {"digit": digits.to_numpy()})
+            multi = run(tmp / "speed-multi", "multilabel-columns", args.epochs)
+            print(f"training speed, same images, same process: single-label head (10 classes) "
+                  f"{single['images_per_s']:.0f} images/s, multi-label head (4 labels) {multi['images_per_s']:.0f} "
+                  f"images/s ({multi['images_per_s'] / single['images_per_s']:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
