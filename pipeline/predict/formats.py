@@ -78,24 +78,35 @@ class SubmissionFormat:
         return [f"prob_{self.positive}"] if len(self.classes) == 2 else [f"prob_{c}" for c in self.classes]
 
 
-FORMATS: dict[str, SubmissionFormat] = {
-    f.name: f
-    for f in (
-        SubmissionFormat("course", "猫狗大战 course competition: id,label with 1 = dog, 0 = cat"),
-        SubmissionFormat("kaggle", 'Kaggle "Dogs vs. Cats" (2013): id,label with 1 = dog, 0 = cat', strips_bom=True),
-        SubmissionFormat("redux", 'Kaggle "Dogs vs. Cats Redux": id,label with label = P(dog), clipped',
-                         label="probability", strips_bom=True, metric="log_loss"),
-    )
-}
+def _named_formats() -> dict[str, SubmissionFormat]:
+    """The formats the built-in specs name (``submission.format``: course, kaggle, redux), by that name."""
+    from pipeline.competitions.spec import builtin_competitions, load_competition
+
+    named = {c.submission.format: format_for(c) for c in map(load_competition, builtin_competitions().values())
+             if c.submission.format}
+    return dict(sorted(named.items()))
+
+
+def _as_named(comp):
+    """A competition recorded (data/competition.json) before the cats-versus-dogs formats were read off their
+    specs held the format's name alone: it gets the submission layout of the built-in spec of that name."""
+    import dataclasses
+
+    from pipeline.competitions.spec import builtin_competitions, load_competition
+
+    sub = comp.submission
+    if sub.format is None or sub.positive is not None:
+        return comp
+    named = [c for c in map(load_competition, builtin_competitions().values()) if c.submission.format == sub.format]
+    return dataclasses.replace(comp, submission=named[0].submission) if named else comp
 
 
 def format_for(comp, data_dir: str | Path | None = None) -> SubmissionFormat:
     """The submission format of a competition (:class:`pipeline.competitions.Competition`): with ``data_dir``, its
     sample submission there (``sample_submission.csv``), when the competition ships one, fixes the header and the
     rows' order (RANZCR's sample has 9 of the 11 training columns: exactly those are written)."""
+    comp = _as_named(comp)
     sub = comp.submission
-    if sub.format is not None:
-        return FORMATS[sub.format]
     if sub.label in ("01", "probability") and comp.n_classes != 2:  # a record written before the classes were checked
         raise SubmissionError(f"Competition {comp.name} writes one {sub.label!r} label per image, which is for two "
                               f"classes, but it has {comp.n_classes}: set submission.label to 'class' or "
@@ -115,7 +126,9 @@ def format_for(comp, data_dir: str | Path | None = None) -> SubmissionFormat:
         raise SubmissionError(f"Competition {comp.name}'s submission has the column {unknown[0]!r}, which is not one "
                               f"of its labels ({listing(list(comp.classes))}): check the spec's target.columns.")
     positive = comp.positive if len(comp.classes) > 1 else comp.classes[0]
-    return SubmissionFormat(name=comp.name, description=f"{comp.title}: {header}", label=sub.label, strips_bom=True,
+    # Kaggle's checker strips a byte-order mark; the course site's (no Kaggle slug) may not
+    return SubmissionFormat(name=sub.format or comp.name, description=f"{comp.title}: {header}", label=sub.label,
+                            strips_bom=comp.kaggle is not None or sub.format is None,
                             columns=columns, classes=tuple(comp.classes), positive=positive,
                             sort=sub.sort, numeric_ids=comp.test.numeric, metric=comp.metric, comp=comp, order=order)
 
@@ -132,6 +145,9 @@ def _sample(comp, data_dir) -> pd.DataFrame | None:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise SubmissionError(f"{path} cannot be read as a CSV ({exc}); copy the competition's sample submission "
                               "again or remove it.") from None
+
+
+FORMATS: dict[str, SubmissionFormat] = _named_formats()  # course, kaggle, redux: read off their specs
 
 
 def get_format(name: str | SubmissionFormat) -> SubmissionFormat:
