@@ -271,3 +271,68 @@ def test_the_metric_chooses_the_epoch_where_it_is_not_accuracy_or_log_loss_of_on
     cactus = load_competition("aerial-cactus-identification")  # ROC-AUC, higher is better: its negative
     assert selection(cactus)({"val_loss": 0.3, "val_metric": 0.9}) == -0.9
     assert selection(cactus)({"val_loss": 0.3, "val_metric": None}) == 1e9  # one class in the fold: the worst
+
+
+# ---- writers and validators, without training ---------------------------------------------------------------------
+def _competition(tmp_path, kind: str, classes=None):
+    from pipeline.competitions.spec import load_competition
+
+    spec = tmp_path / f"{kind}.toml"
+    spec.write_text(KINDS[kind][0] + COMMON.format(column=KINDS[kind][1]))
+    comp = load_competition(spec)
+    return comp.with_classes(classes or comp.kind.classes_found([]), check=True)
+
+
+def test_a_sample_submission_fixes_the_columns_and_validate_checks_a_file_against_it(tmp_path):
+    from pipeline.predict.formats import format_for, make_submission
+    from pipeline.predict.validation import check_submission
+
+    comp = _competition(tmp_path, "multilabel-columns")
+    pd.DataFrame({"image_id": ["b", "a"], "round": [0.5, 0.5], "even": [0.5, 0.5]}).to_csv(
+        tmp_path / "sample_submission.csv", index=False)
+    fmt = format_for(comp, tmp_path)
+    assert fmt.header == ["image_id", "round", "even"]
+    probs = pd.DataFrame({"id": ["a", "b"], "prob_even": [0.9, 0.2], "prob_big": [0.1, 0.8], "prob_round": [0.3, 0.4],
+                          "prob_prime": [0.5, 0.6]})
+    sub = make_submission(probs, fmt)
+    assert sub.columns.tolist() == ["image_id", "round", "even"] and sub.image_id.tolist() == ["b", "a"]
+    assert sub.even.tolist() == [0.2, 0.9]
+    assert check_submission(sub, ["a", "b"], fmt).problems == []
+    every_column = make_submission(probs, format_for(comp))  # the spec's four columns: not the sample's three
+    assert check_submission(every_column, ["a", "b"], fmt).problems == [
+        "The file has 5 columns; it needs 3: image_id,round,even."]
+    out_of_range = sub.assign(even=[0.2, 1.5])
+    assert "not probabilities in [0, 1]" in check_submission(out_of_range, ["a", "b"], fmt).problems[0]
+
+
+def test_ordinal_and_regression_cells_are_whole_grades_and_clipped_numbers(tmp_path):
+    from pipeline.predict.formats import format_for, make_submission
+    from pipeline.predict.validation import check_submission
+
+    grades = _competition(tmp_path, "ordinal")
+    fmt = format_for(grades)
+    sub = make_submission(pd.DataFrame({"id": ["a", "b", "c"], "prob_grade": [0.0, 0.4, 0.99]}), fmt)
+    assert sub.diagnosis.tolist() == [0, 2, 4]  # 0.4 x 4 = 1.6 rounds to 2; 3.96 to 4
+    assert check_submission(sub, ["a", "b", "c"], fmt).problems == []
+    assert "not whole numbers from 0 to 4" in check_submission(sub.assign(diagnosis=[0, 2.3, 4]), ["a", "b", "c"],
+                                                               fmt).problems[0]
+    paw = _competition(tmp_path, "regression", ["Pawpularity"])
+    fmt = format_for(paw)
+    sub = make_submission(pd.DataFrame({"id": ["a", "b"], "prob_Pawpularity": [0.0, 1.0]}), fmt)
+    assert sub.Pawpularity.tolist() == [1.0, 100.0]  # the range's ends
+    assert "not numbers in [1, 100]" in check_submission(sub.assign(Pawpularity=[0.5, 50]), ["a", "b"],
+                                                         fmt).problems[0]
+
+
+def test_the_new_class_threshold_is_fitted_on_out_of_fold_predictions_and_places_it_in_the_five_names(tmp_path):
+    comp = _competition(tmp_path, "topk", ["new_whale", "w1", "w2", "w3", "w4", "w5", "w6"])
+    kind = comp.kind
+    # three unsure rows whose truth is the new class (index 0, never the likeliest) and two sure rows of w1
+    probs = np.array([[0.10, 0.30, 0.20, 0.15, 0.12, 0.08, 0.05]] * 3 + [[0.01, 0.9, 0.03, 0.02, 0.02, 0.01, 0.01]] * 2)
+    labels = np.array([0, 0, 0, 1, 1])
+    fitted = kind.fit(labels, probs, "map_at_k")
+    # unfitted: new_whale ranks 5th (1/5) on the unsure rows; fitted: first where nothing reaches the threshold
+    assert fitted.oof_metric_before == pytest.approx((3 * 1 / 5 + 2) / 5)
+    assert fitted.oof_metric_after == pytest.approx(1.0)
+    rows = kind.ranked(probs, fitted.params["threshold"])
+    assert rows[0][0] == "new_whale" and rows[3][:2] == ["w1", "new_whale"] and all(len(r) == 5 for r in rows)
