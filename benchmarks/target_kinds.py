@@ -103,14 +103,20 @@ def main() -> None:
                 print(f"{kind:20s} {r['metric']:12s} {r['cv']:11.4f} {held:9.4f} {r['seconds']:8.1f}{said}",
                       flush=True)
         if args.only in (None, "loss"):
-            print("loss of one number (CV on fold 0 / held-out):")
-            for kind in ("regression", "ordinal"):
+            print("loss of one number, and the ordinal head (CV on fold 0 / held-out):")
+            for kind, head in (("regression", None), ("ordinal", "regression")):
                 for loss in ("bce", "mse"):
                     scalar.LOSS[kind] = loss
+                    scalar.ORDINAL_HEAD = head or scalar.ORDINAL_HEAD
                     r = run(tmp / f"{kind}-{loss}", kind, args.epochs)
                     held = check_file(kind, r["sub"], r["truth"])
-                    print(f"  {kind:10s} {loss}: {r['metric']} {r['cv']:.4f} / {held:.4f}", flush=True)
+                    print(f"  {kind:10s} {'one sigmoid, ' if head else ''}{loss}: {r['metric']} {r['cv']:.4f} / "
+                          f"{held:.4f}", flush=True)
                 scalar.LOSS[kind] = "bce"
+            scalar.ORDINAL_HEAD = "classes"
+            r = run(tmp / "ordinal-classes", "ordinal", args.epochs)
+            print(f"  ordinal    softmax, expected grade cut: qwk {r['cv']:.4f} / "
+                  f"{check_file('ordinal', r['sub'], r['truth']):.4f}", flush=True)
             from sklearn.metrics import cohen_kappa_score
 
             r = run(tmp / "grade-classes", "ordinal", args.epochs, CLASSES_SPEC,

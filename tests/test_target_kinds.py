@@ -204,6 +204,13 @@ def test_each_target_kind_trains_predicts_and_writes_a_well_scored_file(kind, tm
         assert fitted["metric"] == comp.metric and fitted["oof_metric_after"] >= fitted["oof_metric_before"]
     r = invoke("validate", out, "--test", data_dir / "test.csv")
     assert r.exit_code == 0, r.output
+    solution = tmp_path / "solution.csv"  # the held-out truth in the competition's own columns
+    make = KINDS[kind][2]
+    pd.DataFrame([{"image_id": i, **make(int(d))} for i, d in zip(truth.image_id, truth.digit, strict=True)]).to_csv(
+        solution, index=False)
+    r = invoke("score", out, solution, "--test", data_dir / "test.csv")
+    assert r.exit_code == 0, r.output
+    assert f"{comp.metric} {got:.4f} on {len(truth)} images" in r.output  # the pipeline's grader agrees
 
 
 # ---- the metrics, each against a computation by hand on a case small enough to check on paper ---------------------
@@ -311,8 +318,9 @@ def test_ordinal_and_regression_cells_are_whole_grades_and_clipped_numbers(tmp_p
 
     grades = _competition(tmp_path, "ordinal")
     fmt = format_for(grades)
-    sub = make_submission(pd.DataFrame({"id": ["a", "b", "c"], "prob_grade": [0.0, 0.4, 0.99]}), fmt)
-    assert sub.diagnosis.tolist() == [0, 2, 4]  # 0.4 x 4 = 1.6 rounds to 2; 3.96 to 4
+    p = np.array([[1, 0, 0, 0, 0], [0, 0.4, 0.6, 0, 0], [0, 0, 0, 0.04, 0.96]])  # expected grades 0, 1.6, 3.96
+    sub = make_submission(pd.DataFrame({"id": ["a", "b", "c"], **{f"prob_{g}": p[:, g] for g in range(5)}}), fmt)
+    assert sub.diagnosis.tolist() == [0, 2, 4]  # the expected grades rounded
     assert check_submission(sub, ["a", "b", "c"], fmt).problems == []
     assert "not whole numbers from 0 to 4" in check_submission(sub.assign(diagnosis=[0, 2.3, 4]), ["a", "b", "c"],
                                                                fmt).problems[0]

@@ -213,7 +213,10 @@ def score_cmd(
     from pipeline.predict.validation import score_submission
 
     comp = data_competition(test.parent)
-    s = score_submission(submission, solution, None if comp.submission.format else format_for(comp))
+    s = score_submission(submission, solution, None if comp.submission.format else format_for(comp, test.parent))
+    if "accuracy" not in s:  # another target than one label: its metric alone
+        console.print(f"{submission}: {comp.metric} {s[comp.metric]:.4f} on {s['n']} images")
+        return
     more = "".join(f", {name} {s[key]:.4f}" for key, name in (("log_loss", "log-loss"), ("roc_auc", "ROC-AUC"),
                                                                  ("f1_macro", "macro F1")) if s.get(key) is not None)
     console.print(f"{submission}: accuracy {s['accuracy']:.4f} on {s['n']} images{more}")

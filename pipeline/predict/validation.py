@@ -230,6 +230,8 @@ def score_submission(sub: str | Path | pd.DataFrame, solution: str | Path | pd.D
             accepted, and log-loss is reported when any label lies strictly between 0 and 1.
     """
     spec = get_format(fmt or "redux")
+    if spec.label not in SINGLE_LABELS:
+        return _kind_score(sub, solution, spec)
     truth = read_solution(solution, spec)
     problems = validate_submission(sub, truth.id.tolist(), spec)
     if problems:
@@ -252,6 +254,43 @@ def score_submission(sub: str | Path | pd.DataFrame, solution: str | Path | pd.D
                 "f1_macro": float(f1_score(y, predicted, average="macro", labels=list(range(len(classes))),
                                            zero_division=0))}
     return {k: v for k, v in score(y, pred[classes].to_numpy(float)).items() if v is not None}
+
+
+def _kind_score(sub, solution, spec: SubmissionFormat) -> dict:
+    """The competition's metric of a submission of another target than one label, against a solution in the
+    competition's own header (0/1 label columns, names, grades or values), as MLE-bench's graders compute it."""
+    from pipeline.metrics import map_at_k, mean_roc_auc, names_f1, qwk, rmse
+
+    where = "The solution" if isinstance(solution, pd.DataFrame) else f"The solution {solution}"
+    try:
+        truth = _text_cells(solution if isinstance(solution, pd.DataFrame) else
+                            Path(solution).read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise SubmissionError(f"{where} cannot be read as a CSV ({' '.join(str(exc).split())}).") from None
+    header = spec.header
+    if [c for c in header if c not in truth.columns]:
+        raise SubmissionError(f"{where} has the header {','.join(truth.columns)!r}; it must hold the competition's "
+                              f"own columns {','.join(header)}.")
+    ids = truth[header[0]].astype(int) if spec.numeric_ids else truth[header[0]]
+    problems = validate_submission(sub, ids.tolist(), spec)
+    if problems:
+        raise SubmissionError(f"The submission does not match the solution: {' '.join(problems)}")
+    cells = _text_cells(sub if isinstance(sub, pd.DataFrame) else Path(sub).read_text(encoding="utf-8-sig"))
+    pred = cells.set_index(cells[header[0]].astype(int) if spec.numeric_ids else cells[header[0]]).loc[ids]
+    y, p, kind = truth[header[1]], pred[header[1]], spec.comp.target.kind
+    if spec.label == "columns":
+        value = mean_roc_auc(truth[header[1:]].astype(float).to_numpy(), pred[header[1:]].astype(float).to_numpy())
+    elif spec.label == "integer":
+        value = qwk(y.astype(int), p.astype(int))
+    elif spec.label == "number":
+        value = rmse(y.astype(float), p.astype(float))
+    elif kind == "topk":
+        value = map_at_k(y.tolist(), p.str.split(" ").tolist(), spec.comp.target.k)
+    else:
+        sep = spec.comp.target.separator or " "
+        value = names_f1([t.replace(sep, " ") for t in y], [t.replace(sep, " ") for t in p],
+                         "macro" if spec.metric == "f1_macro" else "micro")
+    return {"n": len(truth), spec.metric: value}
 
 
 def read_solution(solution: str | Path | pd.DataFrame, fmt: str | SubmissionFormat) -> pd.DataFrame:

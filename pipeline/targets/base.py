@@ -38,6 +38,7 @@ class Kind:
     name = ""
     min_classes = 2  # the fewest classes a competition of this kind may have
     label_kinds: tuple[str, ...] = ()  # the submission label kinds (spec.LABEL_KINDS) it writes
+    class_indices = False  # its training targets are class indices (soft (n, K) rows for pseudo-labels and mixup)
 
     def __init__(self, comp):
         self.comp, self.target = comp, comp.target

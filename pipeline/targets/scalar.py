@@ -18,6 +18,7 @@ from pipeline.metrics import qwk, rmse
 from pipeline.targets.base import Fitted, Kind, keep_better
 
 LOSS = {"regression": "bce", "ordinal": "bce"}  # bce | mse, per kind (measured: see the module notes)
+ORDINAL_HEAD = "classes"  # classes (softmax, expected grade) | regression (one sigmoid): measured, module notes
 
 
 class ScalarTask:
@@ -139,6 +140,11 @@ class Regression(Scalar):
 
 
 class Ordinal(Scalar):
+    """Grades 0..G-1. The head (``ORDINAL_HEAD``): ``classes``, one softmax output per grade trained with
+    cross-entropy (label smoothing and mixup as for classes), read as the expected grade; or ``regression``, one
+    sigmoid on the grade scaled to [0, 1]. Either way the grade written is the expected one cut at points fitted on
+    the out-of-fold predictions for the metric."""
+
     name = "ordinal"
     label_kinds = ("integer",)
 
@@ -148,6 +154,26 @@ class Ordinal(Scalar):
             raise ConfigError(f"Competition {comp.name}: an ordinal target needs target.grades, the number of "
                               f"grades (2 or more), got {comp.target.grades}.")
         self.grades = comp.target.grades
+        self.head = ORDINAL_HEAD if self.grades > 2 else "regression"  # two grades: one logit either way
+        self.class_indices = self.head == "classes"
+
+    @property
+    def outputs(self) -> int:
+        return self.grades if self.class_indices else 1
+
+    def task(self):
+        if not self.class_indices:
+            return super().task()
+        from pipeline.train.task import Task
+
+        return Task(self.grades)
+
+    def mix(self, recipe):
+        if not self.class_indices:
+            return super().mix(recipe)
+        from pipeline.train.mixing import make_mix
+
+        return make_mix(self.grades, recipe.mixup, recipe.cutmix, recipe.mix_prob, recipe.label_smoothing)
 
     def classes_found(self, values) -> tuple[str, ...]:
         return tuple(str(g) for g in range(self.grades))
@@ -162,13 +188,26 @@ class Ordinal(Scalar):
         return int(grade)
 
     def names(self) -> list[str]:
-        return ["grade"]
+        return list(self.comp.classes) if self.class_indices else ["grade"]
 
     def encode(self, labels) -> np.ndarray:
+        if self.class_indices:
+            return self.truth(labels)
         return (self.truth(labels) / (self.grades - 1)).astype(np.float32)
 
     def value(self, p) -> np.ndarray:
-        return np.asarray(p, dtype=np.float64).reshape(-1) * (self.grades - 1)
+        """The expected grade (classes head), or the scaled grade back in grades."""
+        p = np.asarray(p, dtype=np.float64)
+        if p.ndim == 2 and p.shape[1] == self.grades:
+            return (p / p.sum(axis=1, keepdims=True)) @ np.arange(self.grades)
+        return p.reshape(-1) * (self.grades - 1)
+
+    def blend_loss(self, labels, probs) -> float:
+        if not self.class_indices:
+            return super().blend_loss(labels, probs)
+        from pipeline.metrics import log_loss
+
+        return log_loss(self.truth(labels), probs)
 
     def default_cuts(self) -> np.ndarray:
         return np.arange(self.grades - 1) + 0.5

@@ -14,6 +14,7 @@ from pipeline.targets.base import Fitted, Kind, keep_better
 class Single(Kind):
     name = "single"
     label_kinds = ("01", "probability", "class", "probabilities")
+    class_indices = True
 
     @property
     def binary(self) -> bool:

@@ -74,7 +74,7 @@ def targets(labels: pd.Series, pseudo: pd.DataFrame | None, comp: Competition) -
     """The training targets of the catalogue's labels (and of the pseudo-labelled photos after them): the class
     indices of one label (:func:`pipeline.train.pseudo.soft_labels`), else the target kind's encoding (label
     indicators, the scaled grade or value) followed by the pseudo-labels' prediction columns."""
-    if comp.target.kind in ("single", "topk"):
+    if comp.kind.class_indices:  # one label (or an ordinal grade as a class)
         return soft_labels(labels, pseudo, comp)
     encoded = comp.kind.encode(labels.to_numpy())
     if pseudo is None:
