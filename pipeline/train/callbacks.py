@@ -183,10 +183,7 @@ class WeightAverage(Callback):
     def __init__(self, kind: str, n: int, validate):
         self.kind, self.n, self.validate = kind, n, validate
         self.kept: list[dict] = []  # {"epoch", "val_loss", "weights"} (weights on the CPU; val_loss: state.select's)
-        self.select = None
-
-    def on_fit_start(self, state: FitState) -> None:
-        self.select = state.select  # the validation loss, or the competition's metric as a figure to minimise
+        self.select = None  # the validation loss, or the competition's metric as a figure to minimise
 
     def on_epoch_end(self, state: FitState) -> None:
         if self.kind == "swa" and state.epoch < state.epochs - self.n:
@@ -199,6 +196,7 @@ class WeightAverage(Callback):
     def on_fit_end(self, state: FitState) -> None:
         if len(self.kept) < 2:
             return
+        self.select = state.select
         model = evaluation_copy(state.model)
         if self.kind == "swa":
             members = self.kept
