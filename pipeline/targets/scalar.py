@@ -1,9 +1,14 @@
 """One number per image: ``regression`` (a value in [low, high]: Pawpularity 1-100, RMSE) and ``ordinal`` (a grade
-0..G-1: APTOS, quadratic weighted kappa). Both train one output on the target scaled to [0, 1] through a sigmoid;
-an ordinal grade is written by cut points fitted on the out-of-fold predictions, a value clipped to the range.
+0..G-1: APTOS, quadratic weighted kappa). A value trains one output on the target scaled to [0, 1] through a sigmoid
+and is written clipped to the range; a grade is read as the expected grade of a softmax over the grades (or, with
+``ORDINAL_HEAD = "regression"``, one sigmoid as for a value) and written whole, cut at points fitted on the
+out-of-fold predictions.
 
-The loss (``LOSS``) was measured on the digits (benchmarks/target_kinds.py; the figures are in its notes): binary
-cross-entropy on the scaled target against the squared error of the sigmoid.
+Measured on the digits (benchmarks/target_kinds.py, LeNet, 4 epochs, fold 0; CV / held-out): regression with binary
+cross-entropy on the scaled target RMSE 11.58 / 11.66, with the squared error of the sigmoid 11.69 / 11.72 (BCE
+kept); ordinal (grade = digit // 2) with one sigmoid kappa 0.848 / 0.867 (BCE), 0.826 / 0.868 (MSE), with the softmax
+and the expected grade 0.903 / 0.920 (kept). The digits' grades do not look ordinal (a 1 and a 7 are alike), which
+favours the classes: measure again on real graded photos.
 """
 
 from __future__ import annotations
