@@ -344,3 +344,18 @@ def test_the_new_class_threshold_is_fitted_on_out_of_fold_predictions_and_places
     assert fitted.oof_metric_after == pytest.approx(1.0)
     rows = kind.ranked(probs, fitted.params["threshold"])
     assert rows[0][0] == "new_whale" and rows[3][:2] == ["w1", "new_whale"] and all(len(r) == 5 for r in rows)
+
+
+def test_blend_weights_of_another_kind_are_chosen_on_its_metric(tmp_path):
+    from pipeline.predict.ensemble import fit_weights
+
+    comp = _competition(tmp_path, "regression", ["Pawpularity"])
+    rng = np.random.default_rng(0)
+    values = rng.uniform(1, 100, 200)
+    good = (values - 1) / 99 + rng.normal(0, 0.02, 200)  # scaled predictions, close to the truth
+    noise = rng.uniform(0, 1, 200)
+    weights = fit_weights(values, np.column_stack([noise, good]), comp)
+    assert weights[1] > 0.9 and weights.sum() == pytest.approx(1)
+    rmse_of = {tuple(w): comp.kind.score(values, np.column_stack([noise, good]) @ w)["rmse"]
+               for w in (np.array([0.0, 1.0]), np.array([0.5, 0.5]), weights)}
+    assert rmse_of[tuple(weights)] <= min(rmse_of.values()) + 1e-9  # never worse than the good run alone

@@ -261,12 +261,7 @@ def _kind_score(sub, solution, spec: SubmissionFormat) -> dict:
     competition's own header (0/1 label columns, names, grades or values), as MLE-bench's graders compute it."""
     from pipeline.metrics import map_at_k, mean_roc_auc, names_f1, qwk, rmse
 
-    where = "The solution" if isinstance(solution, pd.DataFrame) else f"The solution {solution}"
-    try:
-        truth = _text_cells(solution if isinstance(solution, pd.DataFrame) else
-                            Path(solution).read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise SubmissionError(f"{where} cannot be read as a CSV ({' '.join(str(exc).split())}).") from None
+    where, truth = _solution_cells(solution)
     header = spec.header
     if [c for c in header if c not in truth.columns]:
         raise SubmissionError(f"{where} has the header {','.join(truth.columns)!r}; it must hold the competition's "
@@ -303,12 +298,7 @@ def read_solution(solution: str | Path | pd.DataFrame, fmt: str | SubmissionForm
         SubmissionError: one line saying what is wrong with the solution (its header, an id, a label).
     """
     spec = get_format(fmt)
-    where = "The solution" if isinstance(solution, pd.DataFrame) else f"The solution {solution}"
-    try:
-        cells = _text_cells(solution if isinstance(solution, pd.DataFrame) else
-                            Path(solution).read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise SubmissionError(f"{where} cannot be read as a CSV ({' '.join(str(exc).split())}).") from None
+    where, cells = _solution_cells(solution)
     cells = cells.drop(columns=[c for c in cells.columns if c == "Usage"])
     classes, header = list(spec.classes), spec.header
     index = {c: i for i, c in enumerate(classes)}
@@ -340,6 +330,16 @@ def read_solution(solution: str | Path | pd.DataFrame, fmt: str | SubmissionForm
     if len(duplicated):
         raise SubmissionError(f"{where} lists id(s) more than once: {listing(sorted(set(duplicated)), repr)}.")
     return truth[["id", "y"]].reset_index(drop=True)
+
+
+def _solution_cells(solution) -> tuple[str, pd.DataFrame]:
+    """How messages name the solution, and its text cells under its header."""
+    where = "The solution" if isinstance(solution, pd.DataFrame) else f"The solution {solution}"
+    try:
+        return where, _text_cells(solution if isinstance(solution, pd.DataFrame) else
+                                  Path(solution).read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise SubmissionError(f"{where} cannot be read as a CSV ({' '.join(str(exc).split())}).") from None
 
 
 def _text_cells(table: str | pd.DataFrame) -> pd.DataFrame:
