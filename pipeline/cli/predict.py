@@ -46,7 +46,7 @@ def predict(
     ensemble: Annotated[EnsembleMethod, Option(help="Blend runs with weights fitted on out-of-fold log-loss, or a "
                                                "plain mean.", rich_help_panel=PREDICTION)] = EnsembleMethod.fit,
     calibrate: Annotated[Calibrate, Option(metavar="HOW", help="temperature (of the submitted fold mean), pooled "
-                                           "or none; auto: temperature for probability formats.",
+                                           "or none; auto: temperature where a log-loss scores the probabilities.",
                                            rich_help_panel=PREDICTION)] = Calibrate.auto,
     partial: Annotated[bool, Option("--partial", help="Use the finished folds of an unfinished run.",
                                     rich_help_panel=PREDICTION)] = False,

@@ -46,8 +46,8 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str | None = None, ensembl
     it to that model's test predictions before the fold mean and the blend (kept only when it lowers the
     out-of-fold log-loss of the submitted blend; :func:`pipeline.predict.calibration.fit_fold_temperatures});
     ``pooled`` fits one temperature on the blend's out-of-fold predictions and applies it to the blended test
-    predictions (the earlier way, for comparison); ``auto`` is ``temperature`` for probability formats, where
-    log-loss is scored, and ``none`` for labels, which a temperature cannot change. The note
+    predictions (the earlier way, for comparison); ``auto`` is ``temperature`` for probability formats scored by
+    log-loss, and ``none`` otherwise (labels, ROC-AUC: a temperature changes no rank; other target kinds). The note
     ``<submission>.json`` records the runs, weights, TTA choice, calibration and out-of-fold scores.
 
     Returns ``{"path", "note", "rows", "blend", "calibration", "probs", "used", "tta", "tta_choice", "format",
@@ -78,7 +78,9 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str | None = None, ensembl
     blend = blend_runs(run_dirs, ensemble, tta) if has_oof else None
     columns, kind = comp.prob_columns(), comp.kind
     one_label = comp.target.kind == "single"
-    method = ("temperature" if spec.probability and one_label else "none") if calibrate == "auto" else calibrate
+    # auto: a temperature where a log-loss scores the probabilities written (it cannot change a rank, a label or AUC)
+    scored_by_log_loss = spec.probability and one_label and spec.metric == "log_loss"
+    method = ("temperature" if scored_by_log_loss else "none") if calibrate == "auto" else calibrate
     if method != "none" and not one_label:
         raise ConfigError(f"--calibrate {method} is a temperature for the log-loss of one label per image; "
                           f"competition {comp.name}'s target is {comp.target.kind}: drop --calibrate.")
