@@ -359,3 +359,13 @@ def test_blend_weights_of_another_kind_are_chosen_on_its_metric(tmp_path):
     rmse_of = {tuple(w): comp.kind.score(values, np.column_stack([noise, good]) @ w)["rmse"]
                for w in (np.array([0.0, 1.0]), np.array([0.5, 0.5]), weights)}
     assert rmse_of[tuple(weights)] <= min(rmse_of.values()) + 1e-9  # never worse than the good run alone
+
+
+def test_competitions_lists_each_target_kind_and_metric_and_a_spec_missing_its_range_is_one_line(tmp_path):
+    r = invoke("competitions")
+    assert r.exit_code == 0 and "course (single target, accuracy, 2 classes)" in " ".join(r.output.split())
+    spec = tmp_path / "no-range.toml"
+    spec.write_text(KINDS["regression"][0].replace("low = 1\n", "") + COMMON.format(column="Pawpularity"))
+    r = invoke("download", "--competition", spec, "--from", tmp_path, "--data-dir", tmp_path / "data")
+    assert r.exit_code != 0 and "needs its range, target.low < target.high" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "data").exists()
