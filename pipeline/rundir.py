@@ -48,7 +48,7 @@ from pipeline.fileio import write_csv, write_json
 SCHEMA = 1  # the layout of config.json; a later layout raises it and reads older ones by it
 _logger = logging.getLogger(__name__)
 METRIC_COLUMNS = ["fold", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_logloss",
-                  "lr", "images_per_s", "seconds"]
+                  "val_metric", "lr", "images_per_s", "seconds"]  # val_metric: the competition's metric
 
 
 class RunBusy(ConfigError):

@@ -151,12 +151,13 @@ def test_runs_shows_a_dash_for_what_an_unfinished_run_lacks(tiny_run, tmp_path):
     r = invoke("runs", "--runs-dir", runs)
     assert r.exit_code == 0 and "nan" not in r.output.lower()
     header, cells = _table_rows(r.output)
-    assert header == ["run", "arch", "recipe", "size", "epochs", "folds", "accuracy", "log-loss", "ROC-AUC", "time",
-                      "test preds", "created", "status"]
+    assert header == ["run", "arch", "recipe", "size", "epochs", "folds", "metric", "score", "accuracy", "log-loss",
+                      "ROC-AUC", "time", "test preds", "created", "status"]
     rows = {row[0]: dict(zip(header, row, strict=True)) for row in cells}
     assert list(rows) == ["done", "a-half"]  # one line per run, best first, the unfinished last
     half, done = rows["a-half"], rows["done"]
-    assert [half[h] for h in ("accuracy", "log-loss", "ROC-AUC", "time")] == ["-", "-", "-", "-"]
+    assert [half[h] for h in ("score", "accuracy", "log-loss", "ROC-AUC", "time")] == ["-", "-", "-", "-", "-"]
+    assert done["metric"] == half["metric"] == "accuracy" and done["score"] == done["accuracy"]  # the metric first
     assert all(done[h] not in ("", "-") for h in ("accuracy", "log-loss", "ROC-AUC", "time"))
     seconds = json.loads((tiny_run / "cv.json").read_text())["seconds"]
     assert done["time"] == _duration(seconds) and done["log-loss"].startswith("0.")

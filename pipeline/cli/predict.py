@@ -46,7 +46,7 @@ def predict(
     ensemble: Annotated[EnsembleMethod, Option(help="Blend runs with weights fitted on out-of-fold log-loss, or a "
                                                "plain mean.", rich_help_panel=PREDICTION)] = EnsembleMethod.fit,
     calibrate: Annotated[Calibrate, Option(metavar="HOW", help="temperature (of the submitted fold mean), pooled "
-                                           "or none; auto: temperature for probability formats.",
+                                           "or none; auto: temperature where a log-loss scores the probabilities.",
                                            rich_help_panel=PREDICTION)] = Calibrate.auto,
     partial: Annotated[bool, Option("--partial", help="Use the finished folds of an unfinished run.",
                                     rich_help_panel=PREDICTION)] = False,
@@ -95,8 +95,19 @@ def predict(
     for u in result["used"]:
         console.print(f"run {escape(u['run'])} ({u['chosen']}): {_folds_used(u)}, {_tta_words(tta_used)}",
                       highlight=False)
-    blend = result["blend"]
-    if blend is not None and len(blend.runs) > 1:
+    blend, metric = result["blend"], result["metric"]
+    if blend is not None and not result["one_label"]:  # the competition's metric, then what was fitted on it
+        rows = [(name, w, blend.run_scores[name]) for name, w in zip(blend.runs, blend.weights, strict=True)]
+        shown = "; ".join(f"{name} (weight {w:.3f}) {_value(s, metric)}" for name, w, s in rows) + "; " \
+            if len(rows) > 1 else ""
+        console.print(f"out-of-fold {metric} ({_tta_words(tta_used)}, as the test set is predicted): {shown}"
+                      f"{'blend ' if rows[1:] else ''}{_value(blend.blend_score, metric)}", highlight=False)
+        fitted = result["fitted"]
+        if fitted is not None:
+            said = "fitted" if fitted.applied else "not kept (no better)"
+            console.print(f"{fitted.method} {said} on the out-of-fold predictions: {metric} "
+                          f"{fitted.oof_metric_before:.4f} -> {fitted.oof_metric_after:.4f}", highlight=False)
+    elif blend is not None and len(blend.runs) > 1:
         table = Table(title=f"out-of-fold scores ({blend.method} blend; {_tta_words(tta_used)}, as the test set is "
                             "predicted)")
         for col in ("run", "weight", "accuracy", "log-loss"):
@@ -153,6 +164,13 @@ def _catalogued(runs: list[Path], runs_dir: Path, test_dir: Path, work_dir: Path
     return test, run_dirs
 
 
+def _value(scores: dict, metric: str) -> str:
+    from pipeline.metrics import metric_value
+
+    value = metric_value(scores, metric)
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _folds_used(u: dict) -> str:
     """``the models of folds 0-4 of 5``, with ``(a run of 2 of the split's 5 folds)`` or
     ``(partial: folds 2, 3 unfinished)`` where that is so."""
@@ -190,7 +208,7 @@ def validate(
     from pipeline.predict.predict import submission_format
     from pipeline.predict.validation import check_submission
 
-    spec = submission_format(data_competition(test.parent), format.value if format else None)
+    spec = submission_format(data_competition(test.parent), format.value if format else None, test.parent)
     result = check_submission(submission, read_test_ids(test, numeric=spec.numeric_ids), spec)
     for w in result.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
@@ -224,7 +242,10 @@ def score_cmd(
     from pipeline.predict.validation import score_submission
 
     comp = data_competition(test.parent)
-    s = score_submission(submission, solution, None if comp.submission.format else format_for(comp))
+    s = score_submission(submission, solution, None if comp.submission.format else format_for(comp, test.parent))
+    if "accuracy" not in s:  # another target than one label: its metric alone
+        console.print(f"{submission}: {comp.metric} {s[comp.metric]:.4f} on {s['n']} images")
+        return
     more = "".join(f", {name} {s[key]:.4f}" for key, name in (("log_loss", "log-loss"), ("roc_auc", "ROC-AUC"),
                                                                  ("f1_macro", "macro F1")) if s.get(key) is not None)
     console.print(f"{submission}: accuracy {s['accuracy']:.4f} on {s['n']} images{more}")

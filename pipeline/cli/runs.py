@@ -88,7 +88,7 @@ def _run_cell(column: str, value) -> str:
     """One cell of the runs table: scores with four decimals, counts as integers, ``-`` where there is none."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"  # an unfinished run has no scores; a run without config.json has no settings
-    if column in ("accuracy", "log_loss", "roc_auc"):
+    if column in ("score", "accuracy", "log_loss", "roc_auc"):
         return f"{value:.4f}"
     if column == "seconds":
         return _duration(value)

@@ -267,12 +267,14 @@ def _print_cv(cv: dict, run_dir: Path) -> None:
     title = f"cross-validation of {cv['run']} (out-of-fold, without TTA)"
     table = Table(title=title + (f"; the competition scores {metric}" if metric else ""))
     f1 = any(v.get("f1_macro") is not None for v in [cv["overall"], *cv["folds"].values()])
-    for col in ("fold", "n", "accuracy", "log-loss", "ROC-AUC", *(["macro F1"] if f1 else []), "best epoch"):
+    usual = ("accuracy", "log_loss", "roc_auc", "f1_macro", "f1_micro")
+    own = [metric] if metric and metric not in usual else []  # another kind's metric (qwk, rmse, ...) first
+    for col in ("fold", "n", *own, "accuracy", "log-loss", "ROC-AUC", *(["macro F1"] if f1 else []), "best epoch"):
         table.add_column(col, justify="right")
     rows = [*cv["folds"].items(), ("all", cv["overall"])]
     for k, v in rows:
         cells = ["-" if v.get(key) is None else f"{v[key]:.4f}"
-                 for key in ("accuracy", "log_loss", "roc_auc", *(["f1_macro"] if f1 else []))]
+                 for key in (*own, "accuracy", "log_loss", "roc_auc", *(["f1_macro"] if f1 else []))]
         best = f"{v.get('best_epoch', '')}" + (f" ({v['weights']})" if "weights" in v else "")
         table.add_row(str(k), str(v["n"]), *cells, best)
     console.print(table)

@@ -130,6 +130,9 @@ def _check_values(comp: Competition, bad) -> None:
     for where, value, allowed in choices:
         if value not in allowed:
             raise bad(f"field {where}", f"must be one of {', '.join(allowed)}, got {value!r}")
+    if comp.submission.label not in comp.kind.label_kinds:
+        raise bad("field submission.label", f"{comp.submission.label!r} does not write a {comp.target.kind} "
+                  f"target; use {' or '.join(map(repr, comp.kind.label_kinds))}")
     if comp.classes is None and comp.classes_from not in ("labels", "folders") and target_classes(comp) is None:
         raise bad("field 'classes'", "is missing: list the classes, or set classes_from = 'labels' or 'folders'")
     if comp.train.labels in ("csv", "pixels", "coco"):
@@ -153,8 +156,9 @@ def _check_values(comp: Competition, bad) -> None:
         raise bad("field test.csv", "is missing: pixel images need the test pixels file (and test.id = 'row')")
     if comp.test.id == "row" and comp.train.labels != "pixels":
         raise bad("field test.id", "'row' is for pixel files (train.labels = 'pixels')")
-    if comp.submission.format is not None and comp.submission.format not in ("course", "kaggle", "redux"):
-        raise bad("field submission.format", f"must be course, kaggle or redux, got {comp.submission.format!r}")
+    if comp.submission.format is not None and not NAME.fullmatch(comp.submission.format):
+        raise bad("field submission.format", f"must be a short name (letters, digits, '-'), got "
+                  f"{comp.submission.format!r}")
     columns = comp.submission.columns
     if not columns or (comp.submission.label not in ("probabilities", "columns") and len(columns) != 2):
         raise bad("field submission.columns", "must name the id column and the label column")

@@ -142,12 +142,21 @@ class Competition:
 
     @property
     def binary(self) -> bool:
-        return self.n_classes == 2
+        """One label out of two classes (one logit, P(positive) columns)."""
+        return self.target.kind in ("single", "topk") and self.n_classes == 2
+
+    @property
+    def kind(self):
+        """The target kind (:mod:`pipeline.targets`): its loss, columns, scores, post-processing and writer."""
+        from pipeline.targets import kind_of
+
+        return kind_of(self)
 
     @property
     def outputs(self) -> int:
-        """The model's outputs: one logit for two classes (the log-odds of the positive one), else one per class."""
-        return 1 if self.binary else self.n_classes
+        """The model's outputs: one logit for two classes (the log-odds of the positive one), else one per class;
+        one per label (multilabel); one for a number or a grade."""
+        return self.kind.outputs
 
     @property
     def positive(self) -> str:
@@ -156,10 +165,10 @@ class Competition:
 
     def prob_columns(self, view: str | None = None) -> list[str]:
         """The probability columns of a prediction table: ``prob_<positive>`` for two classes, else
-        ``prob_<class>`` per class; ``@<view>`` for a TTA view (``prob_dog@hflip``: no class name holds ``@``)."""
+        ``prob_<class>`` per class (per label for multilabel; ``prob_grade`` and ``prob_<target column>`` for the
+        scaled grade or value); ``@<view>`` for a TTA view (``prob_dog@hflip``: no class name holds ``@``)."""
         at = f"{VIEW_MARK}{view}" if view else ""
-        names = [self.positive] if self.binary else list(self.classes)
-        return [f"prob_{c}{at}" for c in names]
+        return [f"prob_{c}{at}" for c in self.kind.names()]
 
     def policy_columns(self, policy: str | None = None) -> list[list[str]]:
         """The prediction columns a TTA policy averages: the image's, then each view's."""

@@ -56,7 +56,7 @@ class Labeller:
             classes = comp.class_order(n for v in self.table.values() for n in (v.split(sep) if sep else [v]) if n)
         if classes is None and comp.classes_from == "folders":
             classes = comp.class_order(nfc(Path(f).parent.name) for f in files if self._is_train(Path(f)))
-        least = 1 if comp.target.kind == "regression" else 2
+        least = 1 if comp.target.kind in ("multilabel", "regression") else 2
         if not classes or len(classes) < least:
             raise DataError(f"Competition {comp.name} found fewer than two classes in the data ({list(classes or [])}):"
                             " check that the download holds its training images and labels.")

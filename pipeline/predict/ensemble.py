@@ -14,7 +14,7 @@ from sklearn.metrics import log_loss
 from pipeline.choices import ENSEMBLE_METHODS
 from pipeline.competitions.spec import run_competition
 from pipeline.errors import ConfigError, DataError
-from pipeline.metrics import score, table_probs
+from pipeline.metrics import signed, table_probs
 from pipeline.rundir import RunDir
 
 
@@ -73,12 +73,21 @@ def mixed(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return probs @ weights if probs.ndim == 2 else np.einsum("nrk,r->nk", probs, weights)
 
 
-def fit_weights(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Non-negative weights summing to 1 that minimise the blend's log-loss on OOF predictions.
+def fit_weights(labels: np.ndarray, probs: np.ndarray, comp=None) -> np.ndarray:
+    """Non-negative weights summing to 1 that minimise the blend's log-loss on OOF predictions (another target
+    kind than one label: its smooth loss, then the candidate with the best OOF metric of the competition).
 
     The result is never worse than the best single run: each run alone is a candidate.
     """
     n_runs = probs.shape[1]
+    if comp is not None and comp.target.kind != "single":
+        kind = comp.kind
+
+        def loss(w):
+            return kind.blend_loss(labels, mixed(probs, w))
+
+        candidates = _candidates(loss, n_runs)
+        return min(candidates, key=lambda w: signed(comp.metric, kind.metric(labels, mixed(probs, w))))
     clipped = np.clip(probs, 1e-7, 1 - 1e-7)
     classes = [0, 1] if probs.ndim == 2 else list(range(probs.shape[2]))
 
@@ -87,12 +96,17 @@ def fit_weights(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
         blend = np.clip(blend, 1e-7, 1 - 1e-7) if blend.ndim == 1 else blend / blend.sum(axis=1, keepdims=True)
         return log_loss(labels, blend, labels=classes)
 
+    return min(_candidates(loss, n_runs), key=loss)
+
+
+def _candidates(loss, n_runs: int) -> list[np.ndarray]:
+    """Each run alone, the equal blend, and the weights that minimise ``loss`` (SLSQP on the simplex)."""
     candidates = [np.eye(n_runs)[i] for i in range(n_runs)] + [np.full(n_runs, 1 / n_runs)]
     fit = minimize(loss, candidates[-1], method="SLSQP", bounds=[(0, 1)] * n_runs,
                    constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}])
     if fit.success:
         candidates.append(np.clip(fit.x, 0, None) / np.clip(fit.x, 0, None).sum())
-    return min(candidates, key=loss)
+    return candidates
 
 
 def blend_runs(run_dirs: list[Path], method: str = "fit", tta: str = "none") -> Blend:
@@ -101,9 +115,11 @@ def blend_runs(run_dirs: list[Path], method: str = "fit", tta: str = "none") -> 
     if method not in ENSEMBLE_METHODS:
         raise ConfigError(f"--ensemble must be one of {', '.join(ENSEMBLE_METHODS)}, got {method!r}.")
     labels, probs, folds = aligned_oof(run_dirs, tta, with_folds=True)
-    weights = fit_weights(labels, probs) if method == "fit" and len(run_dirs) > 1 else \
+    comp = run_competition(RunDir(run_dirs[0]).config())
+    weights = fit_weights(labels, probs, comp) if method == "fit" and len(run_dirs) > 1 else \
         np.full(len(run_dirs), 1 / len(run_dirs))
     blend = mixed(probs, weights)
+    score = comp.kind.score
     return Blend(runs=[Path(r).name for r in run_dirs], weights=[float(w) for w in weights], method=method,
                  run_scores={Path(r).name: score(labels, probs[:, i]) for i, r in enumerate(run_dirs)},
                  blend_score=score(labels, blend), labels=labels, oof=blend, probs=probs, folds=folds)

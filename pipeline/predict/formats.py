@@ -14,7 +14,7 @@ Validating, writing and scoring a submission is :mod:`pipeline.predict.validatio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -26,6 +26,8 @@ from pipeline.errors import SubmissionError
 from pipeline.fileio import read_id_csv
 
 HEADER = ["id", "label"]
+SAMPLE = "sample_submission.csv"  # the competition's sample submission, as the data folder holds it
+SINGLE_LABELS = ("01", "probability", "class", "probabilities")  # written here; other label kinds by their kind
 FLOAT_FORMAT = "%.6f"
 _MAX_LISTED = 5
 
@@ -53,46 +55,99 @@ class SubmissionFormat:
     sort: str = "number"
     numeric_ids: bool = True
     metric: str = "accuracy"  # what the competition scores it by
+    comp: object = field(default=None, compare=False, repr=False)  # the competition (kinds other than one label)
+    order: tuple = field(default=(), compare=False, repr=False)  # the sample submission's ids: the rows' order
 
     @property
     def probability(self) -> bool:
         """Labels are probabilities (scored by log-loss or ROC-AUC), not decisions."""
-        return self.label in ("probability", "probabilities")
+        return self.label in ("probability", "probabilities", "columns")
 
     @property
     def header(self) -> list[str]:
-        return [self.columns[0], *self.classes] if self.label == "probabilities" else list(self.columns)
+        if self.label == "probabilities" or (self.label == "columns" and len(self.columns) < 2):
+            return [self.columns[0], *self.classes]
+        return list(self.columns)
 
     @property
     def prob_columns(self) -> list[str]:
-        """The prediction columns it is written from: ``prob_<positive>`` for two classes, else one per class."""
+        """The prediction columns it is written from: ``prob_<positive>`` for two classes, else one per class
+        (another target kind: its own, :meth:`pipeline.competitions.spec.Competition.prob_columns`)."""
+        if self.comp is not None and self.label not in SINGLE_LABELS:
+            return self.comp.prob_columns()
         return [f"prob_{self.positive}"] if len(self.classes) == 2 else [f"prob_{c}" for c in self.classes]
 
 
-FORMATS: dict[str, SubmissionFormat] = {
-    f.name: f
-    for f in (
-        SubmissionFormat("course", "猫狗大战 course competition: id,label with 1 = dog, 0 = cat"),
-        SubmissionFormat("kaggle", 'Kaggle "Dogs vs. Cats" (2013): id,label with 1 = dog, 0 = cat', strips_bom=True),
-        SubmissionFormat("redux", 'Kaggle "Dogs vs. Cats Redux": id,label with label = P(dog), clipped',
-                         label="probability", strips_bom=True, metric="log_loss"),
-    )
-}
+def _named_formats() -> dict[str, SubmissionFormat]:
+    """The formats the built-in specs name (``submission.format``: course, kaggle, redux), by that name."""
+    from pipeline.competitions.spec import builtin_competitions, load_competition
+
+    named = {c.submission.format: format_for(c) for c in map(load_competition, builtin_competitions().values())
+             if c.submission.format}
+    return dict(sorted(named.items()))
 
 
-def format_for(comp) -> SubmissionFormat:
-    """The submission format of a competition (:class:`pipeline.competitions.Competition`)."""
+def _as_named(comp):
+    """A competition recorded (data/competition.json) before the cats-versus-dogs formats were read off their
+    specs held the format's name alone: it gets the submission layout of the built-in spec of that name."""
+    import dataclasses
+
+    from pipeline.competitions.spec import builtin_competitions, load_competition
+
     sub = comp.submission
-    if sub.format is not None:
-        return FORMATS[sub.format]
+    if sub.format is None or sub.positive is not None:
+        return comp
+    named = [c for c in map(load_competition, builtin_competitions().values()) if c.submission.format == sub.format]
+    return dataclasses.replace(comp, submission=named[0].submission) if named else comp
+
+
+def format_for(comp, data_dir: str | Path | None = None) -> SubmissionFormat:
+    """The submission format of a competition (:class:`pipeline.competitions.Competition`): with ``data_dir``, its
+    sample submission there (``sample_submission.csv``), when the competition ships one, fixes the header and the
+    rows' order (RANZCR's sample has 9 of the 11 training columns: exactly those are written)."""
+    comp = _as_named(comp)
+    sub = comp.submission
     if sub.label in ("01", "probability") and comp.n_classes != 2:  # a record written before the classes were checked
         raise SubmissionError(f"Competition {comp.name} writes one {sub.label!r} label per image, which is for two "
                               f"classes, but it has {comp.n_classes}: set submission.label to 'class' or "
                               "'probabilities' in its spec and download it again.")
-    header = ",".join([sub.columns[0], "<one column per class>"] if sub.label == "probabilities" else sub.columns)
-    return SubmissionFormat(name=comp.name, description=f"{comp.title}: {header}", label=sub.label, strips_bom=True,
-                            columns=tuple(sub.columns), classes=tuple(comp.classes), positive=comp.positive,
-                            sort=sub.sort, numeric_ids=comp.test.numeric, metric=comp.metric)
+    columns, order = tuple(sub.columns), ()
+    sample = _sample(comp, data_dir)
+    if sample is not None:
+        columns, order = tuple(sample.columns), tuple(sample.iloc[:, 0])
+        if sub.label == "probabilities":
+            columns = columns[:1]
+    if sub.label == "probabilities" or (sub.label == "columns" and len(columns) < 2):
+        header = ",".join([columns[0], "<one column per class>"])
+    else:
+        header = ",".join(columns)
+    unknown = [c for c in columns[1:] if sub.label == "columns" and c not in comp.classes]
+    if unknown:
+        raise SubmissionError(f"Competition {comp.name}'s submission has the column {unknown[0]!r}, which is not one "
+                              f"of its labels ({listing(list(comp.classes))}): check the spec's target.columns.")
+    positive = comp.positive if len(comp.classes) > 1 else comp.classes[0]
+    # Kaggle's checker strips a byte-order mark; the course site's (no Kaggle slug) may not
+    return SubmissionFormat(name=sub.format or comp.name, description=f"{comp.title}: {header}", label=sub.label,
+                            strips_bom=comp.kaggle is not None or sub.format is None,
+                            columns=columns, classes=tuple(comp.classes), positive=positive,
+                            sort=sub.sort, numeric_ids=comp.test.numeric, metric=comp.metric, comp=comp, order=order)
+
+
+def _sample(comp, data_dir) -> pd.DataFrame | None:
+    """The competition's sample submission in the data folder (its ids as text), or None."""
+    if data_dir is None:
+        return None
+    path = Path(data_dir) / SAMPLE
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SubmissionError(f"{path} cannot be read as a CSV ({exc}); copy the competition's sample submission "
+                              "again or remove it.") from None
+
+
+FORMATS: dict[str, SubmissionFormat] = _named_formats()  # course, kaggle, redux: read off their specs
 
 
 def get_format(name: str | SubmissionFormat) -> SubmissionFormat:
@@ -158,7 +213,7 @@ def read_test_ids(test_csv: str | Path, numeric: bool = True) -> list:
 
 
 def make_submission(probs: pd.DataFrame, fmt: str | SubmissionFormat, *, threshold: float = 0.5,
-                    eps: float = 0.005) -> pd.DataFrame:
+                    eps: float = 0.005, fitted=None) -> pd.DataFrame:
     """Turn predictions into a submission frame in ``fmt``, its rows in the format's order.
 
     Args:
@@ -169,6 +224,8 @@ def make_submission(probs: pd.DataFrame, fmt: str | SubmissionFormat, *, thresho
             classes); in (0, 1).
         eps: probabilities are clipped to [eps, 1 - eps] (one probability), or each class to at least
             eps / (K - 1) and the rows made to sum to 1 (one column per class); in [0, 0.5).
+        fitted: the post-processing fitted on the out-of-fold predictions (:class:`pipeline.targets.base.Fitted`:
+            thresholds, cut points), for the label kinds of other targets than one label.
     """
     spec = get_format(fmt)
     if not 0 < threshold < 1:
@@ -184,9 +241,15 @@ def make_submission(probs: pd.DataFrame, fmt: str | SubmissionFormat, *, thresho
         raise SubmissionError("Some predicted probabilities are missing or outside [0, 1]; check the model output.")
     ids = _ids(probs.id, spec)
     frame = pd.DataFrame({spec.header[0]: ids})
-    for column, written in _labels(values, spec, threshold, eps).items():
-        frame[column] = written
-    if spec.sort == "number":
+    written = _labels(values, spec, threshold, eps) if spec.label in SINGLE_LABELS else \
+        spec.comp.kind.written(values.to_numpy(), spec, fitted)
+    for column, cells in written.items():
+        frame[column] = cells
+    if spec.order:
+        position = {str(i): n for n, i in enumerate(spec.order)}
+        frame = frame.iloc[np.argsort(frame[spec.header[0]].astype(str).map(position).fillna(len(position))
+                                      .to_numpy(), kind="stable")]
+    elif spec.sort == "number":
         frame = frame.sort_values(spec.header[0], kind="stable")
     elif spec.sort == "text":
         frame = frame.iloc[np.argsort(frame[spec.header[0]].astype(str).to_numpy(), kind="stable")]

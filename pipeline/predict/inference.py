@@ -26,7 +26,6 @@ from pipeline.train.preflight import cache_shortfall
 from pipeline.train.recipe import Recipe
 from pipeline.train.runtime import Runtime, default_workers, resolve_device, setup_device
 from pipeline.train.settings import RunSettings
-from pipeline.train.task import Task
 
 _logger = logging.getLogger(__name__)
 NEUTRAL = 0.5  # P(positive) for a test photo that cannot be read (K classes: 1/K each): every id is scored
@@ -105,7 +104,7 @@ def predict_run(run_dir: Path, test_csv: Path, *, tta: str | None = None, device
         for k, (rows, p) in probs.items():
             for column, values in zip(fold_columns(k, columns), p.T if p.ndim == 2 else [p], strict=True):
                 result.loc[readable.index[rows], column] = values
-    neutral = NEUTRAL if comp.binary else 1 / comp.n_classes
+    neutral = NEUTRAL if comp.binary or comp.target.kind != "single" else 1 / comp.n_classes
     for i, column in enumerate(columns):
         fold_cols = [fold_columns(k, columns)[i] for k in folds]
         result.insert(1 + i, column, result.reindex(columns=fold_cols).mean(axis=1).fillna(neutral))
@@ -168,7 +167,7 @@ def _predict_folds(run: RunDir, comp, ckpts: dict[int, Path], paths: pd.Series, 
     loader = make_loader(dataset, recipe.batch_size * 2 if batch_size is None else batch_size, shuffle=False,
                          seed=0, workers=workers if workers is not None else default_workers(dev), runtime=rt,
                          keep_workers=True)  # every fold and TTA view in turn: one start-up
-    amp, task, out = Amp(dev, dtype), Task(comp.n_classes), {}
+    amp, task, out = Amp(dev, dtype), comp.kind.task(), {}
     views = (None, *comp.tta_views(tta))
     for k, ckpt in track(ckpts.items(), total=len(ckpts), description=f"predict {run.name}", enabled=progress):
         model = build_model(recipe.arch, recipe.img_size, num_classes=comp.outputs)

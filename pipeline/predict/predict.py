@@ -12,11 +12,12 @@ from pipeline.choices import CALIBRATIONS
 from pipeline.competitions.spec import RECORD, data_competition, run_competition
 from pipeline.errors import ConfigError
 from pipeline.fileio import write_json
-from pipeline.metrics import score, table_probs
+from pipeline.metrics import table_probs
 from pipeline.predict.calibration import EnsembleCalibration, fit_ensemble_temperature, fit_temperature
 from pipeline.predict.ensemble import blend_predictions, blend_runs
 from pipeline.predict.formats import (
     FORMATS,
+    SINGLE_LABELS,
     SubmissionFormat,
     default_submission_name,
     format_for,
@@ -46,8 +47,8 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str | None = None, ensembl
     it to that model's test predictions before the fold mean and the blend (kept only when it lowers the
     out-of-fold log-loss of the submitted blend; :func:`pipeline.predict.calibration.fit_fold_temperatures});
     ``pooled`` fits one temperature on the blend's out-of-fold predictions and applies it to the blended test
-    predictions (the earlier way, for comparison); ``auto`` is ``temperature`` for probability formats, where
-    log-loss is scored, and ``none`` for labels, which a temperature cannot change. The note
+    predictions (the earlier way, for comparison); ``auto`` is ``temperature`` for probability formats scored by
+    log-loss, and ``none`` otherwise (labels, ROC-AUC: a temperature changes no rank; other target kinds). The note
     ``<submission>.json`` records the runs, weights, TTA choice, calibration and out-of-fold scores.
 
     Returns ``{"path", "note", "rows", "blend", "calibration", "probs", "used", "tta", "tta_choice", "format",
@@ -65,7 +66,7 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str | None = None, ensembl
     if len({r.resolve() for r in run_dirs}) != len(run_dirs):
         raise ConfigError("The same run was given twice with --run.")
     comp = _one_competition(run_dirs, Path(test_csv))
-    spec = submission_format(comp, fmt)
+    spec = submission_format(comp, fmt, Path(test_csv).parent)
     test_ids = read_test_ids(test_csv, numeric=spec.numeric_ids)
     has_oof = all(RunDir(r).oof_path.exists() for r in run_dirs)
     if len(run_dirs) > 1 and not has_oof:
@@ -77,8 +78,14 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str | None = None, ensembl
     preds = [predict_run(r, test_csv, tta=tta, device=device, batch_size=batch_size, progress=progress,
                          partial=partial, save=save_runs) for r in run_dirs]
     blend = blend_runs(run_dirs, ensemble, tta) if has_oof else None
-    columns = comp.prob_columns()
-    method = ("temperature" if spec.probability else "none") if calibrate == "auto" else calibrate
+    columns, kind = comp.prob_columns(), comp.kind
+    one_label = comp.target.kind == "single"
+    # auto: a temperature where a log-loss scores the probabilities written (it cannot change a rank, a label or AUC)
+    scored_by_log_loss = spec.probability and one_label and spec.metric == "log_loss"
+    method = ("temperature" if scored_by_log_loss else "none") if calibrate == "auto" else calibrate
+    if method != "none" and not one_label:
+        raise ConfigError(f"--calibrate {method} is a temperature for the log-loss of one label per image; "
+                          f"competition {comp.name}'s target is {comp.target.kind}: drop --calibrate.")
     if method != "none" and blend is None:
         raise ConfigError(f"--calibrate {method} is fitted on out-of-fold predictions, which a partial run lacks; "
                           "finish the run or pass --calibrate none.")
@@ -94,8 +101,10 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str | None = None, ensembl
         calibrated = calibration.apply(table_probs(probs, [columns]))
         probs = probs.assign(**dict(zip(columns, [calibrated] if calibrated.ndim == 1 else calibrated.T,
                                         strict=True)))
-    submitted_oof = score(blend.labels, submitted) if blend else None
-    sub = make_submission(probs, spec, threshold=threshold, eps=eps)
+    submitted_oof = kind.scores(blend.labels, submitted) if blend else None
+    # thresholds, cut points, the new class's threshold: fitted on the out-of-fold predictions made as submitted
+    fitted = kind.fit(blend.labels, submitted, spec.metric) if blend and spec.label not in SINGLE_LABELS else None
+    sub = make_submission(probs, spec, threshold=threshold, eps=eps, fitted=fitted)
     if out is None:
         out = Path(submissions_dir) / default_submission_name([r.name for r in run_dirs])
     path = write_submission(sub, out, test_ids, spec, force=force)
@@ -103,12 +112,13 @@ def predict(*, runs: list[Path], test_csv: Path, tta: str | None = None, ensembl
             "runs": [str(r) for r in run_dirs], "tta": tta, "tta_choice": vars(choice) if choice else None,
             "ensemble": blend.method if blend else None, "weights": blend.weights if blend else [1.0],
             "oof": blend.blend_score if blend else None, "submitted_oof": submitted_oof,
-            "calibration": _calibration_note(calibration),
+            "calibration": _calibration_note(calibration), "fitted": fitted.to_dict() if fitted else None,
             "threshold": threshold, "eps": eps, "created": datetime.now().isoformat(timespec="seconds")}
     note_file = write_json(note_path(path), note)
     return {"path": path, "note": note_file, "rows": len(sub), "blend": blend, "calibration": calibration,
             "probs": probs, "used": runs_used(run_dirs, named=bool(runs)), "tta": tta, "tta_choice": choice,
-            "format": spec.name, "submitted_oof": submitted_oof}
+            "format": spec.name, "submitted_oof": submitted_oof, "fitted": fitted, "metric": spec.metric,
+            "one_label": one_label}
 
 
 def _calibration_note(calibration) -> dict | None:
@@ -153,10 +163,11 @@ def _one_competition(run_dirs: list[Path], test_csv: Path):
     return data
 
 
-def submission_format(comp, fmt: str | None) -> SubmissionFormat:
-    """The format a submission for ``comp`` is written in: its own, or (cats versus dogs) one of the three
-    cats-versus-dogs formats named by --format."""
-    own = format_for(comp)
+def submission_format(comp, fmt: str | None, data_dir: Path | None = None) -> SubmissionFormat:
+    """The format a submission for ``comp`` is written in: its own (its sample submission's header and row order
+    when ``data_dir`` holds one), or (cats versus dogs) one of the three cats-versus-dogs formats named by
+    --format."""
+    own = format_for(comp, data_dir)
     if fmt is None or fmt == own.name or fmt == comp.name:
         return own
     if fmt in FORMATS and comp.classes == ("cat", "dog"):

@@ -49,13 +49,15 @@ def choose_tta(run_dirs: list[Path], comp: Competition, metric: str, ensemble: s
         metric: what the submission is scored by (accuracy, log_loss, roc_auc, f1_micro, f1_macro).
         ensemble: how the runs are blended (``fit`` or ``mean``), refitted for every candidate set.
     """
-    metric = METRIC_KEYS.get(metric, metric)
+    if comp.target.kind == "single":
+        metric = METRIC_KEYS.get(metric, metric)
     lower = metric in LOWER_IS_BETTER
     candidates = available_views(run_dirs, comp)
 
     def evaluate(views: list[str]) -> dict:
         scores = blend_runs(run_dirs, ensemble, tta_name(views)).blend_score
-        return {"views": tta_name(views), "metric": metric_value(scores, metric), "log_loss": scores["log_loss"]}
+        tie = scores["log_loss"] if scores.get("log_loss") is not None else scores.get("rmse", 0.0)
+        return {"views": tta_name(views), "metric": metric_value(scores, metric), "log_loss": tie}
 
     def better(new: dict, old: dict) -> bool:
         if new["metric"] is None or old["metric"] is None:  # ROC-AUC of a fold set with one class: log-loss alone

@@ -100,7 +100,7 @@ def submit(file: str | Path, source: str | None = None, *, test_csv: str | Path 
         src, spec = get_source(source), FORMATS[SUBMIT_SOURCES[source]]
     else:
         comp = data_competition(Path(test_csv).parent)
-        src, spec = Source.of(comp), format_for(comp)
+        src, spec = Source.of(comp), format_for(comp, Path(test_csv).parent)
         source = comp.name
     fmt = spec.name
     if not file.is_file():

@@ -34,7 +34,7 @@ from sklearn.metrics import f1_score, log_loss, roc_auc_score
 from pipeline.errors import SubmissionError
 from pipeline.fileio import write_text
 from pipeline.metrics import score
-from pipeline.predict.formats import HEADER, SubmissionFormat, csv_text, get_format, listing
+from pipeline.predict.formats import HEADER, SINGLE_LABELS, SubmissionFormat, csv_text, get_format, listing
 
 _INTEGER = re.compile(r"[0-9]+")
 _PADDED = re.compile(r"0[0-9]+")
@@ -172,6 +172,8 @@ def _id_problems(ids: pd.Series, spec: SubmissionFormat, problems: list[str], ex
 
 
 def _label_problems(cells: pd.DataFrame, spec: SubmissionFormat) -> list[str]:
+    if spec.label not in SINGLE_LABELS:  # another target kind's cells: its own checks (pipeline.targets)
+        return spec.comp.kind.cell_problems(cells, spec)
     labels = cells[1]
     if spec.label == "01":
         bad = labels[(labels != "") & ~labels.isin(["0", "1"])]
@@ -228,6 +230,8 @@ def score_submission(sub: str | Path | pd.DataFrame, solution: str | Path | pd.D
             accepted, and log-loss is reported when any label lies strictly between 0 and 1.
     """
     spec = get_format(fmt or "redux")
+    if spec.label not in SINGLE_LABELS:
+        return _kind_score(sub, solution, spec)
     truth = read_solution(solution, spec)
     problems = validate_submission(sub, truth.id.tolist(), spec)
     if problems:
@@ -252,6 +256,38 @@ def score_submission(sub: str | Path | pd.DataFrame, solution: str | Path | pd.D
     return {k: v for k, v in score(y, pred[classes].to_numpy(float)).items() if v is not None}
 
 
+def _kind_score(sub, solution, spec: SubmissionFormat) -> dict:
+    """The competition's metric of a submission of another target than one label, against a solution in the
+    competition's own header (0/1 label columns, names, grades or values), as MLE-bench's graders compute it."""
+    from pipeline.metrics import map_at_k, mean_roc_auc, names_f1, qwk, rmse
+
+    where, truth = _solution_cells(solution)
+    header = spec.header
+    if [c for c in header if c not in truth.columns]:
+        raise SubmissionError(f"{where} has the header {','.join(truth.columns)!r}; it must hold the competition's "
+                              f"own columns {','.join(header)}.")
+    ids = truth[header[0]].astype(int) if spec.numeric_ids else truth[header[0]]
+    problems = validate_submission(sub, ids.tolist(), spec)
+    if problems:
+        raise SubmissionError(f"The submission does not match the solution: {' '.join(problems)}")
+    cells = _text_cells(sub if isinstance(sub, pd.DataFrame) else Path(sub).read_text(encoding="utf-8-sig"))
+    pred = cells.set_index(cells[header[0]].astype(int) if spec.numeric_ids else cells[header[0]]).loc[ids]
+    y, p, kind = truth[header[1]], pred[header[1]], spec.comp.target.kind
+    if spec.label == "columns":
+        value = mean_roc_auc(truth[header[1:]].astype(float).to_numpy(), pred[header[1:]].astype(float).to_numpy())
+    elif spec.label == "integer":
+        value = qwk(y.astype(int), p.astype(int))
+    elif spec.label == "number":
+        value = rmse(y.astype(float), p.astype(float))
+    elif kind == "topk":
+        value = map_at_k(y.tolist(), p.str.split(" ").tolist(), spec.comp.target.k)
+    else:
+        sep = spec.comp.target.separator or " "
+        value = names_f1([t.replace(sep, " ") for t in y], [t.replace(sep, " ") for t in p],
+                         "macro" if spec.metric == "f1_macro" else "micro")
+    return {"n": len(truth), spec.metric: value}
+
+
 def read_solution(solution: str | Path | pd.DataFrame, fmt: str | SubmissionFormat) -> pd.DataFrame:
     """The true labels as ``id`` (an int where the format's ids are numbers) and ``y`` (the class index; of two
     classes 1 is the positive one), from ``id,label`` (a class name, or 0/1 of two classes) or from the
@@ -262,12 +298,7 @@ def read_solution(solution: str | Path | pd.DataFrame, fmt: str | SubmissionForm
         SubmissionError: one line saying what is wrong with the solution (its header, an id, a label).
     """
     spec = get_format(fmt)
-    where = "The solution" if isinstance(solution, pd.DataFrame) else f"The solution {solution}"
-    try:
-        cells = _text_cells(solution if isinstance(solution, pd.DataFrame) else
-                            Path(solution).read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise SubmissionError(f"{where} cannot be read as a CSV ({' '.join(str(exc).split())}).") from None
+    where, cells = _solution_cells(solution)
     cells = cells.drop(columns=[c for c in cells.columns if c == "Usage"])
     classes, header = list(spec.classes), spec.header
     index = {c: i for i, c in enumerate(classes)}
@@ -299,6 +330,16 @@ def read_solution(solution: str | Path | pd.DataFrame, fmt: str | SubmissionForm
     if len(duplicated):
         raise SubmissionError(f"{where} lists id(s) more than once: {listing(sorted(set(duplicated)), repr)}.")
     return truth[["id", "y"]].reset_index(drop=True)
+
+
+def _solution_cells(solution) -> tuple[str, pd.DataFrame]:
+    """How messages name the solution, and its text cells under its header."""
+    where = "The solution" if isinstance(solution, pd.DataFrame) else f"The solution {solution}"
+    try:
+        return where, _text_cells(solution if isinstance(solution, pd.DataFrame) else
+                                  Path(solution).read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise SubmissionError(f"{where} cannot be read as a CSV ({' '.join(str(exc).split())}).") from None
 
 
 def _text_cells(table: str | pd.DataFrame) -> pd.DataFrame:

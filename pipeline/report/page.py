@@ -41,6 +41,15 @@ def table(header: list[str], rows: list[list], text_columns: frozenset[int] = fr
     return f'<table class="{css}"><thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table>'
 
 
+def run_page_head(name: str) -> str:
+    """The start of a run's report page, up to its configuration heading (``name``: escaped already)."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Run {name}</title><style>{CSS}</style></head>
+<body>
+<h1>Run {name}</h1>
+<h2>Configuration</h2>"""
+
+
 def score_cell(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 

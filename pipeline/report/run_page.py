@@ -23,7 +23,8 @@ from pipeline.fileio import write_text
 from pipeline.metrics import confused_pairs, most_confident_wrong, predicted_class, table_probs
 from pipeline.predict.calibration import fit_temperature
 from pipeline.report.figures import plot_calibration, plot_confusion, plot_curves, plot_roc
-from pipeline.report.page import CSS, img_data, img_file, score_cell, table, thumbnails
+from pipeline.report.kind_page import VIEWS, build_kind_report
+from pipeline.report.page import img_data, img_file, run_page_head, score_cell, table, thumbnails
 from pipeline.rundir import RunDir
 
 _logger = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ def _config_table(config: dict, cv: dict) -> str:
     c, settings, env = config["recipe"], config["settings"], config.get("environment", {})
     device = env.get("device", settings.get("device")) + (f" ({env['gpu']})" if "gpu" in env else "")
     comp = run_competition(config)
-    items = [("competition", f"{comp.name} ({comp.n_classes} classes, scored by {comp.metric})"),
+    what = f"{comp.n_classes} classes" if comp.target.kind == "single" else f"{comp.target.kind} target"
+    items = [("competition", f"{comp.name} ({what}, scored by {comp.metric})"),
              ("arch", c["arch"]), ("image size", c["img_size"]), ("epochs", c["epochs"]),
              ("batch size", c["batch_size"]), ("learning rate", c["lr"]),
              ("folds", f"{len(config['folds'])} of {config.get('n_folds', '?')}"), ("seed", c.get("seed")),
@@ -168,6 +170,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, n_wrong
     out_dir = Path(out_dir) if out_dir else RunDir(run_dir).report_dir
     config, metrics, oof, cv = read_run(run_dir)
     comp = run_competition(config)
+    if comp.target.kind in VIEWS:  # multilabel, ordinal, regression: their own page
+        return build_kind_report(run_dir, out_dir, config, metrics, oof, cv, comp)
     labels = oof.label.to_numpy().astype(int)
     probs = table_probs(oof, [comp.prob_columns()])
     predicted = predicted_class(probs)
@@ -183,11 +187,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, n_wrong
     pictures = "\n".join(f"<h2>{html.escape(title)}</h2>\n{img_file(out_dir / file, title)}"
                         + (f"\n{_calibration_note(labels, probs)}" if file == "calibration.png" else "")
                         for file, title in figures(comp).items())
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Run {name}</title><style>{CSS}</style></head>
-<body>
-<h1>Run {name}</h1>
-<h2>Configuration</h2>
+    page = f"""{run_page_head(name)}
 {_config_table(config, cv)}
 <h2>Cross-validation (out-of-fold, without TTA)</h2>
 {_cv_table(cv, comp)}

@@ -12,8 +12,8 @@ from pipeline.errors import ConfigError
 from pipeline.rundir import RunDir, all_runs
 from pipeline.train.recipe import DEFAULT_RECIPE
 
-RUN_COLUMNS = ["run", "arch", "recipe", "img_size", "epochs", "folds", "accuracy", "log_loss", "roc_auc", "seconds",
-               "test_probs", "created", "status"]
+RUN_COLUMNS = ["run", "arch", "recipe", "img_size", "epochs", "folds", "metric", "score", "accuracy", "log_loss",
+               "roc_auc", "seconds", "test_probs", "created", "status"]
 
 
 def _nan_if_none(value) -> float:
@@ -32,7 +32,7 @@ def _run_row(run: RunDir) -> dict:
     why = run.readable()
     if why:  # listed, with why, so that one broken folder does not hide the others
         return {"run": run.name, "status": f"unreadable: {why}", "test_probs": run.test_probs_path.exists(),
-                **dict.fromkeys(("accuracy", "log_loss", "roc_auc", "seconds"), math.nan)}
+                **dict.fromkeys(("score", "accuracy", "log_loss", "roc_auc", "seconds"), math.nan)}
     config = run.config()
     c = config["recipe"]
     finished = run.is_finished()
@@ -44,6 +44,9 @@ def _run_row(run: RunDir) -> dict:
         folds += f" of {n_folds}"  # a run of some folds only: its CV covers part of the training set
     return {"run": run.name, "arch": c.get("arch"), "recipe": recipe_name(config.get("recipe_source")),
             "img_size": c.get("img_size"), "epochs": c.get("epochs"), "folds": folds,
+            # the competition's metric first (cv.json: the first of its overall scores)
+            "metric": cv.get("metric") or (config.get("competition") or {}).get("metric"),
+            "score": _nan_if_none(overall.get(cv.get("metric"))) if cv.get("metric") else math.nan,
             **{k: _nan_if_none(overall.get(k)) for k in ("accuracy", "log_loss", "roc_auc")},
             "seconds": _nan_if_none(cv.get("seconds")), "test_probs": run.test_probs_path.exists(),
             "created": config.get("created"), "status": _status(run, finished)}
@@ -65,12 +68,13 @@ def list_runs(runs_dir: str | Path, sort: str = "logloss") -> pd.DataFrame:
             (which have none) come last; ties go to the lower log-loss, then the name.
 
     Returns:
-        Columns ``run, arch, recipe, img_size, epochs, folds, accuracy, log_loss, roc_auc, seconds,
-        test_probs, created, status``: ``recipe`` is the recipe the run was started from (``lenet`` when
-        none was named: the defaults), ``folds`` reads ``finished/trained`` (``1/1 of 5`` for a run of one
-        fold of five), ``seconds`` is the training wall time from cv.json, ``test_probs`` whether
-        ``pipeline predict`` has saved the run's test predictions. Unfinished runs have NaN scores and
-        status ``unfinished`` (``pipeline runs`` shows NaN and None as ``-``).
+        Columns ``run, arch, recipe, img_size, epochs, folds, metric, score, accuracy, log_loss, roc_auc,
+        seconds, test_probs, created, status`` (``metric``: the competition's, ``score``: its CV value):
+        ``recipe`` is the recipe the run was started from (``lenet`` when none was named: the defaults),
+        ``folds`` reads ``finished/trained`` (``1/1 of 5`` for a run of one fold of five), ``seconds`` is the
+        training wall time from cv.json, ``test_probs`` whether ``pipeline predict`` has saved the run's test
+        predictions. Unfinished runs have NaN scores and status ``unfinished`` (``pipeline runs`` shows NaN and
+        None as ``-``).
 
     Raises:
         ConfigError: for an unknown ``sort``.

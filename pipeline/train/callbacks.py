@@ -150,9 +150,10 @@ class Ema(Callback):
 
     def on_validation_end(self, state: FitState) -> None:
         val = self.validate(self.ema.module)
-        state.row |= {"ema_val_loss": val["val_loss"], "ema_val_acc": val["val_acc"]}
-        if val["val_loss"] < state.val_loss:
-            state.val_loss, state.candidate = val["val_loss"], self.ema.module
+        state.row |= {"ema_val_loss": val["val_loss"], "ema_val_acc": val["val_acc"]} | \
+            ({"ema_val_metric": val["val_metric"]} if "val_metric" in val else {})
+        if state.select(val) < state.val_loss:  # the validation loss, or the competition's metric
+            state.val_loss, state.candidate = state.select(val), self.ema.module
 
     def state_dict(self) -> dict:
         return {"module": self.ema.module.state_dict(), "steps": self.steps}
@@ -181,19 +182,21 @@ class WeightAverage(Callback):
 
     def __init__(self, kind: str, n: int, validate):
         self.kind, self.n, self.validate = kind, n, validate
-        self.kept: list[dict] = []  # {"epoch", "val_loss", "weights"} (weights on the CPU)
+        self.kept: list[dict] = []  # {"epoch", "val_loss", "weights"} (weights on the CPU; val_loss: state.select's)
+        self.select = None  # the validation loss, or the competition's metric as a figure to minimise
 
     def on_epoch_end(self, state: FitState) -> None:
         if self.kind == "swa" and state.epoch < state.epochs - self.n:
             return
         weights = {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()}
-        self.kept.append({"epoch": state.epoch, "val_loss": float(state.row["val_loss"]), "weights": weights})
+        self.kept.append({"epoch": state.epoch, "val_loss": float(state.select(state.row)), "weights": weights})
         order = sorted(self.kept, key=lambda e: e["val_loss"]) if self.kind == "soup" else self.kept
         self.kept = sorted(order[:self.n] if self.kind == "soup" else order[-self.n:], key=lambda e: e["epoch"])
 
     def on_fit_end(self, state: FitState) -> None:
         if len(self.kept) < 2:
             return
+        self.select = state.select
         model = evaluation_copy(state.model)
         if self.kind == "swa":
             members = self.kept
@@ -223,7 +226,7 @@ class WeightAverage(Callback):
 
     def _loss(self, model: nn.Module, members: list[dict]) -> float:
         model.load_state_dict(_mean([e["weights"] for e in members]))
-        return float(self.validate(model)["val_loss"])
+        return float(self.select(self.validate(model)))
 
     def state_dict(self) -> dict:
         return {"kept": self.kept}

@@ -94,6 +94,9 @@ class FitState:
     bad_epochs: int = 0
     stop: bool = False
     averaged: dict | None = None  # set at fit end when averaged weights validate better (state.candidate holds them)
+    # the figure to minimise that epochs are compared on, from validate's dict (pipeline.metrics.selection): the
+    # validation loss, or the competition's metric; val_loss and best_loss above hold it
+    select: Any = field(default=lambda val: val["val_loss"])
 
 
 class Callback:
@@ -208,11 +211,13 @@ def evaluate(model: nn.Module, loader, normalize, amp: Amp, runtime: Runtime | N
         if hflip:
             p = (p + task.probs(amp.logits(model, torch.flip(x, dims=[3])))) / 2
         y = y.to(logits.device, non_blocking=True)
-        losses.append(task.loss(logits, y if task.binary else y.clamp(min=0), reduction="none"))
+        if loader.dataset.labels is not None:
+            losses.append(task.loss(logits, y if task.binary else y.clamp(min=0), reduction="none"))
         probs.append(p)
         rows.append(idx)
     rows_np = torch.cat(rows).numpy()
-    probs_np, losses_np = (torch.cat(t).cpu().numpy() for t in (probs, losses))
+    probs_np = torch.cat(probs).cpu().numpy()
+    losses_np = torch.cat(losses).cpu().numpy() if losses else np.full(len(rows_np), np.nan, dtype=np.float32)
     rows_np, probs_np, losses_np = (runtime or Runtime(amp.device, amp.dtype)).gather_rows(rows_np, probs_np, losses_np)
     labelled = loader.dataset.labels is not None
     loss = float(losses_np.astype(np.float64).sum() / len(rows_np)) if labelled else float("nan")
@@ -263,7 +268,7 @@ def fit(state: FitState, train_loader, validate, normalize, callbacks: list[Call
         state.row = {"fold": state.fold, "epoch": epoch, **train, **val,
                      "lr": max(g["lr"] for g in state.optimizer.param_groups),  # the head's, under layer decay
                      "seconds": time.perf_counter() - state.epoch_start}
-        state.val_loss, state.candidate = val["val_loss"], state.model
+        state.val_loss, state.candidate = state.select(val), state.model
         _call(callbacks, "on_validation_end", state)
         state.improved = state.val_loss < state.best_loss - MIN_DELTA
         if state.improved:

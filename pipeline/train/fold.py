@@ -21,13 +21,12 @@ from pipeline.data.images import (
     make_loader,
 )
 from pipeline.fileio import write_csv
-from pipeline.metrics import score
+from pipeline.metrics import metric_value, selection
 from pipeline.models import build_model, normalization
 from pipeline.rundir import RunDir
 from pipeline.train.budget import oof_passes, time_batches
 from pipeline.train.callbacks import Checkpointer, EarlyStopping, Ema, FreezeBatchNorm, MetricsLog, WeightAverage
 from pipeline.train.engine import Amp, Callback, FitState, evaluate, fit, train_step
-from pipeline.train.mixing import make_mix
 from pipeline.train.optim import build_optimizer
 from pipeline.train.placement import Placed, place_model
 from pipeline.train.preflight import out_of_memory
@@ -35,7 +34,6 @@ from pipeline.train.pseudo import of_fold, soft_labels
 from pipeline.train.recipe import Recipe
 from pipeline.train.runtime import Runtime, default_workers, local_processes
 from pipeline.train.settings import RunSettings
-from pipeline.train.task import Task
 from pipeline.train.tracking import Tracker
 
 
@@ -61,14 +59,28 @@ def fold_data(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, fol
     flips = (comp.augment.hflip, comp.augment.vflip, comp.augment.rot90)
     transform = SizedTransforms(recipe.augment, flips) if recipe.sizes else \
         build_train_transform(recipe.img_size, recipe.augment, flips)
-    train_ds = ImageDataset(train_paths, soft_labels(train_rows.label, pseudo, comp), base, transform, cache)
-    val_ds = ImageDataset(val_rows.path, val_rows.label, base, build_eval_transform(recipe.img_size), cache)
+    train_ds = ImageDataset(train_paths, targets(train_rows.label, pseudo, comp), base, transform, cache)
+    val_ds = ImageDataset(val_rows.path, targets(val_rows.label, None, comp), base,
+                          build_eval_transform(recipe.img_size), cache)
     workers = settings.workers if settings.workers is not None else default_workers(rt.device, local_processes())
     batch = recipe.batch_size // rt.world
     train_loader = make_loader(train_ds, batch, shuffle=True, seed=recipe.seed * 31 + fold, workers=workers,
                                runtime=rt, sizes=recipe.size_for_epoch if recipe.sizes else None)
     val_loader = make_loader(val_ds, batch * 2, shuffle=False, seed=0, workers=workers, runtime=rt)
     return FoldData(val_rows, train_ds, val_ds, train_loader, val_loader)
+
+
+def targets(labels: pd.Series, pseudo: pd.DataFrame | None, comp: Competition) -> np.ndarray:
+    """The training targets of the catalogue's labels (and of the pseudo-labelled photos after them): the class
+    indices of one label (:func:`pipeline.train.pseudo.soft_labels`), else the target kind's encoding (label
+    indicators, the scaled grade or value) followed by the pseudo-labels' prediction columns."""
+    if comp.kind.class_indices:  # one label (or an ordinal grade as a class)
+        return soft_labels(labels, pseudo, comp)
+    encoded = comp.kind.encode(labels.to_numpy())
+    if pseudo is None:
+        return encoded
+    soft = pseudo[comp.prob_columns()].to_numpy(dtype=np.float32)
+    return np.concatenate([encoded, soft if encoded.ndim == 2 else soft[:, 0]])
 
 
 @dataclass
@@ -82,7 +94,7 @@ class FoldModel:
     optimizer: torch.optim.Optimizer
     scheduler: object
     mix: object | None
-    task: Task
+    task: object  # the target kind's loss, activation and correct count (pipeline.targets)
 
 
 def fold_model(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, steps_per_epoch: int,
@@ -97,9 +109,9 @@ def fold_model(fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, st
     if rt.distributed and rt.rank:  # each process its own dropout draws; the first keeps the one-process stream
         torch.manual_seed(int(np.random.SeedSequence([recipe.seed, fold, rt.rank]).generate_state(1)[0]))
     optimizer, scheduler = build_optimizer(recipe, placed.model, steps_per_epoch, rt.device)
-    mix = make_mix(comp.n_classes, recipe.mixup, recipe.cutmix, recipe.mix_prob, recipe.label_smoothing)
+    kind = comp.kind
     return FoldModel(placed, BatchNormalizer(*normalization(placed.model), rt.device, placed.channels_last),
-                     Amp(rt.device, rt.dtype), optimizer, scheduler, mix, Task(comp.n_classes))
+                     Amp(rt.device, rt.dtype), optimizer, scheduler, kind.mix(recipe), kind.task())
 
 
 def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: RunSettings, folds: pd.DataFrame,
@@ -115,13 +127,15 @@ def train_fold(run: RunDir, fold: int, rt: Runtime, recipe: Recipe, settings: Ru
     m = fold_model(fold, rt, recipe, settings, len(data.train_loader), comp)
     model, normalize, amp = m.placed.model, m.normalize, m.amp
     state = FitState(fold=fold, epochs=recipe.epochs, model=model, net=m.placed.net, optimizer=m.optimizer,
-                     scheduler=m.scheduler, amp=amp, runtime=rt, task=m.task)
+                     scheduler=m.scheduler, amp=amp, runtime=rt, task=m.task, select=selection(comp))
+    labels, kind = data.val_rows.label.to_numpy(), comp.kind
 
     def validate(weights: nn.Module) -> dict:
         rt.sync_buffers(weights)  # every process evaluates (and the main one saves) the same weights
         preds = evaluate(weights, data.val_loader, normalize, amp, rt, task=m.task)
-        val = score(data.val_ds.labels[preds.rows], preds.probs)
-        return {"val_loss": preds.loss, "val_acc": val["accuracy"], "val_logloss": val["log_loss"]}
+        val = kind.score(labels[preds.rows], preds.probs)
+        return {"val_loss": preds.loss, "val_acc": val.get("accuracy", float("nan")),
+                "val_logloss": val.get("log_loss", float("nan")), "val_metric": metric_value(val, comp.metric)}
 
     callbacks = fold_callbacks(run, fold, rt, recipe, model, validate, shown, tracker)
     try:
@@ -198,7 +212,7 @@ def _out_of_fold(run: RunDir, fold: int, rt: Runtime, m: FoldModel, data: FoldDa
         if tracker is not None:
             tracker.fold_done(fold, oof)
     rt.barrier()
-    return score(oof.label.to_numpy(), preds.probs) | {"best_epoch": int(best["epoch"]) + 1}  # from 1, as the log
+    return comp.kind.score(oof.label.to_numpy(), preds.probs) | {"best_epoch": int(best["epoch"]) + 1}  # from 1
 
 
 def _columns(probs: np.ndarray) -> list[np.ndarray]:

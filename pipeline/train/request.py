@@ -168,7 +168,7 @@ def _new_run(request: TrainRequest, settings: RunSettings, rt: Runtime, processe
     settings.run_name = settings.run_name or f"{recipe.arch}-{datetime.now():%Y%m%d-%H%M%S}"
     folds = read_folds(settings.data_dir)
     comp = data_competition(settings.data_dir)
-    if folds.label.max() >= comp.n_classes or folds.label.min() < 0:
+    if comp.target.kind in ("single", "topk") and (folds.label.max() >= comp.n_classes or folds.label.min() < 0):
         raise DataError(f"{Path(settings.data_dir) / 'folds.csv'} has labels beyond the {comp.n_classes} classes of "
                         f"competition {comp.name}: download the data again (`pipeline download --competition ...`).")
     _check_folds_match_catalogue(folds, settings.data_dir)
@@ -223,7 +223,8 @@ def _check_folds_match_catalogue(folds: pd.DataFrame, data_dir: str | Path) -> N
     train = read_train(data_dir)
     ours = folds.set_index("path").label
     theirs = train.set_index("path").label.reindex(ours.index)
-    differ = int((theirs != ours).sum())  # a photo train.csv lacks reads NaN there, and differs
+    lacked = ~ours.index.isin(train.path)  # a photo train.csv lacks; a multilabel image without labels reads NaN
+    differ = int((lacked | (theirs.fillna("").astype(str) != ours.fillna("").astype(str))).sum())
     if differ:
         raise DataError(f"{Path(data_dir) / 'folds.csv'} does not match {Path(data_dir) / 'train.csv'}: {differ} "
                         "photo(s) missing from train.csv or labelled differently; rebuild the folds with "

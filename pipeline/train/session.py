@@ -25,7 +25,7 @@ from pipeline.data.cache import open_cache
 from pipeline.data.images import base_size_for
 from pipeline.errors import ConfigError, Interrupted, PipelineError
 from pipeline.fileio import write_csv, write_json, write_text
-from pipeline.metrics import score, table_probs
+from pipeline.metrics import table_probs
 from pipeline.progress import clock, say
 from pipeline.rundir import RunDir
 from pipeline.train.budget import oof_passes, plan_epochs
@@ -249,11 +249,12 @@ def write_cv(run: RunDir, selected: list[int], seconds: float | None = None) -> 
     for k, part in zip(selected, parts, strict=True):
         # mmap: only the epoch is needed, not the weights
         best = torch.load(run.best(k), map_location="cpu", weights_only=False, mmap=True)
-        per_fold[str(k)] = score(part.label, table_probs(part, columns)) | {"best_epoch": int(best["epoch"]) + 1} | \
+        per_fold[str(k)] = comp.kind.scores(part.label, table_probs(part, columns)) | \
+            {"best_epoch": int(best["epoch"]) + 1} | \
             ({"weights": best["weights"]} if best.get("weights", "model") != "model" else {})
     # epochs_from: best_epoch counts from 1, as the epoch log and the report do (runs without it counted from 0)
     cv = {"run": run.name, "metric": comp.metric, "epochs_from": 1, "folds": per_fold,
-          "overall": score(oof.label, table_probs(oof, columns))}
+          "overall": comp.kind.scores(oof.label, table_probs(oof, columns))}
     if seconds is not None:
         cv["seconds"] = seconds  # the run's training time over all its sessions, start-up and restarts included
     write_json(run.cv_path, cv)

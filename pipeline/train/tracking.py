@@ -36,9 +36,15 @@ from pipeline.metrics import most_confident_wrong
 from pipeline.train.engine import Callback, FitState
 
 _logger = logging.getLogger(__name__)
-SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_logloss", "lr", "images_per_s", "ema_val_loss",
-           "ema_val_acc")
-METRICS = ("accuracy", "log_loss", "roc_auc", "f1_macro")  # cv.json's figures (f1_macro: K classes only)
+SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_logloss", "val_metric", "lr", "images_per_s",
+           "ema_val_loss", "ema_val_acc", "ema_val_metric")
+# cv.json's figures (f1_macro: K classes only), and the competition's own metric (cv.json's "metric") first
+METRICS = ("accuracy", "log_loss", "roc_auc", "f1_macro")
+
+
+def cv_metrics(cv: dict) -> tuple[str, ...]:
+    """The figures of cv.json a tracker logs: the competition's metric first, then the usual ones."""
+    return tuple(dict.fromkeys((cv.get("metric", "accuracy"), *METRICS)))
 EXTRA = {"tensorboard": 'pip install -e ".[tensorboard]" (or pip install tensorboard)',
          "mlflow": 'pip install -e ".[mlflow]" (or pip install mlflow)'}
 
@@ -100,6 +106,8 @@ class TensorBoardTracker(Tracker):
         writer.flush()
 
     def fold_done(self, fold: int, oof: pd.DataFrame) -> None:
+        if not self.comp.kind.class_indices or self.comp.target.kind == "ordinal":
+            return  # the wrong photos of one label; other targets: their report page
         writer = self._writer(fold)
         classes = self.comp.classes
         for _, row in most_confident_wrong(oof, 8, self.comp.prob_columns()).iterrows():
@@ -120,7 +128,7 @@ class TensorBoardTracker(Tracker):
                    for k, v in self.recipe.to_dict().items()}
         overall = cv["overall"]
         with SummaryWriter(log_dir=str(self.run.tensorboard_dir)) as writer:
-            writer.add_hparams(hparams, {f"cv/{k}": overall[k] for k in METRICS
+            writer.add_hparams(hparams, {f"cv/{k}": overall[k] for k in cv_metrics(cv)
                                          if overall.get(k) is not None}, run_name="hparams")
 
     def close(self) -> None:
@@ -222,10 +230,10 @@ class MlflowTracker(Tracker):
             if (int(row["fold"]), int(row["epoch"])) not in self.logged:
                 self._log_row(row)
         for fold, scores in cv["folds"].items():
-            for key in METRICS:
+            for key in cv_metrics(cv):
                 if scores.get(key) is not None:
                     self.client.log_metric(self.run_id, f"cv/fold{fold}_{key}", scores[key])
-        for key in METRICS:
+        for key in cv_metrics(cv):
             if cv["overall"].get(key) is not None:
                 self.client.log_metric(self.run_id, f"cv/{key}", cv["overall"][key])
         if report is not None and report.exists():
