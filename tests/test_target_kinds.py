@@ -70,6 +70,7 @@ sort = "text"
 """, "even", lambda d: {n: int(f(d)) for n, f in LABELS.items()}),
     "multilabel-names": ("""name = "digits-names"
 metric = "f1_micro"
+classes_from = "labels"
 [target]
 kind = "multilabel"
 separator = " "
@@ -367,11 +368,11 @@ def test_blend_weights_of_another_kind_are_chosen_on_its_metric(tmp_path):
 
 def test_competitions_lists_each_target_kind_and_metric_and_a_spec_missing_its_range_is_one_line(tmp_path):
     r = invoke("competitions")
-    assert r.exit_code == 0 and "course (single target, accuracy, 2 classes)" in " ".join(r.output.split())
+    assert r.exit_code == 0 and "course (single, accuracy, 2 classes)" in " ".join(r.output.split())
     spec = tmp_path / "no-range.toml"
     spec.write_text(KINDS["regression"][0].replace("low = 1\n", "") + COMMON.format(column="Pawpularity"))
     r = invoke("download", "--competition", spec, "--from", tmp_path, "--data-dir", tmp_path / "data")
-    assert r.exit_code != 0 and "needs its range, target.low < target.high" in r.output
+    assert r.exit_code != 0 and "target.low and target.high must both be set" in " ".join(r.output.split())
     assert "Traceback" not in r.output and not (tmp_path / "data").exists()
 
 

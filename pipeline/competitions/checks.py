@@ -76,8 +76,8 @@ def check_spec(raw: dict, source: str) -> Competition:
         submission=SubmissionLayout(**{k: tuple(v) if k == "columns" else v
                                        for k, v in raw.get("submission", {}).items()}),
         augment=Augment(**raw.get("augment", {})))
+    _check_target(comp, bad)  # before _check_values asks the target kind which submission labels it writes
     _check_values(comp, bad)
-    _check_target(comp, bad)
     if comp.classes is None and target_classes(comp) is not None:
         comp = dataclasses.replace(comp, classes=target_classes(comp))
     check_classes(comp, bad)
@@ -203,6 +203,9 @@ def _check_target(comp: Competition, bad) -> None:
                   "labels are: one 0/1 column per label, or names joined by a separator in train.label_column")
     if t.kind != "multilabel" and (t.columns or t.separator):
         raise bad("field target.columns", f"and target.separator are for multilabel targets, not {t.kind!r}")
+    if t.kind == "regression" and (t.low is None or t.high is None):
+        raise bad("field target.low", "and target.high must both be set: a regression target needs its range (the "
+                  "predictions are clipped to it)")
     if t.low is not None and t.high is not None and not t.low < t.high:
         raise bad("field target.low", f"must be below target.high, got {t.low} and {t.high}")
     if t.kind == "topk" and t.k < 1:
