@@ -43,6 +43,8 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
+from pipeline.compute.evaluation import Amp  # noqa: E402
+from pipeline.compute.runtime import Runtime, default_workers  # noqa: E402
 from pipeline.data.cache import DecodedCache  # noqa: E402
 from pipeline.data.images import (  # noqa: E402
     IMAGENET_MEAN,
@@ -54,10 +56,9 @@ from pipeline.data.images import (  # noqa: E402
     make_loader,
 )
 from pipeline.models import build_model, normalization  # noqa: E402
-from pipeline.train.engine import Amp, train_step  # noqa: E402
+from pipeline.recipe import Recipe  # noqa: E402
+from pipeline.train.engine import train_step  # noqa: E402
 from pipeline.train.optim import build_optimizer  # noqa: E402
-from pipeline.train.recipe import Recipe  # noqa: E402
-from pipeline.train.runtime import Runtime, default_workers  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dogs-vs-cats-mini"
 SAMPLE_DATA = REPO / "pipeline" / "sample"

@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.competitions.spec import Competition  # noqa: E402
+from pipeline.targets.task import Task  # noqa: E402
 from pipeline.train import fold as fold_module  # noqa: E402
 from pipeline.train.request import TrainRequest  # noqa: E402
 from pipeline.train.session import train  # noqa: E402
-from pipeline.train.task import Task  # noqa: E402
 
 
 def run(data_dir: Path, runs_dir: Path, name: str, recipe: str, folds: list[int] | None, two: bool) -> tuple:

@@ -88,9 +88,10 @@ def synthetic(device: torch.device, n: int, size: int, channels_last: bool = Tru
 
 def steps(model, x, y, dtype, device, n: int, compile: bool = False) -> tuple[list[float], float]:
     """``n`` training steps of ``model`` on one batch; the losses and the seconds of all but the first."""
-    from pipeline.train.engine import Amp, train_step
+    from pipeline.compute.evaluation import Amp
+    from pipeline.recipe import Recipe
+    from pipeline.train.engine import train_step
     from pipeline.train.optim import build_optimizer
-    from pipeline.train.recipe import Recipe
 
     opt, sched = build_optimizer(Recipe(arch="lenet", img_size=32).resolved(), model, max(n, 2), device)
     amp, net = Amp(device, dtype), (torch.compile(model) if compile else model)
@@ -111,7 +112,7 @@ def sync(device: torch.device) -> None:
 
 
 def check_device(device: torch.device) -> dict:
-    from pipeline.train.runtime import Runtime
+    from pipeline.compute.runtime import Runtime
 
     rt = Runtime.from_env(device.type, "auto")
     out = {"precision_auto": str(rt.dtype).removeprefix("torch."), "channels_last": rt.channels_last}
@@ -123,8 +124,8 @@ def check_device(device: torch.device) -> dict:
 
 
 def check_step(device: torch.device, dtype: torch.dtype, quick: bool) -> dict:
+    from pipeline.compute.runtime import BF16_CAPABILITY
     from pipeline.models import build_model
-    from pipeline.train.runtime import BF16_CAPABILITY
 
     if device.type == "cuda" and dtype == torch.bfloat16 and \
             torch.cuda.get_device_capability(device) < BF16_CAPABILITY:
@@ -156,9 +157,9 @@ def check_channels_last(device: torch.device, dtype: torch.dtype, quick: bool) -
 
 
 def check_compile(device: torch.device, dtype: torch.dtype, quick: bool) -> dict:
+    from pipeline.compute.runtime import check_compile, gpu_capability
     from pipeline.errors import ConfigError
     from pipeline.models import build_model
-    from pipeline.train.runtime import check_compile, gpu_capability
 
     try:
         check_compile(device.type, gpu_capability(device), torch.cuda.get_device_name(device)
@@ -248,13 +249,14 @@ def check_throughput(device: torch.device, dtype: torch.dtype, work: Path, data:
     and the two together (the pipeline's data path), each over a steady window."""
     import pandas as pd
 
+    from pipeline.compute.evaluation import Amp
+    from pipeline.compute.runtime import Runtime, default_workers
     from pipeline.data.cache import open_cache
     from pipeline.data.images import BatchNormalizer, ImageDataset, base_size_for, build_train_transform, make_loader
     from pipeline.models import build_model, normalization
-    from pipeline.train.engine import Amp, train_step
+    from pipeline.recipe import Recipe
+    from pipeline.train.engine import train_step
     from pipeline.train.optim import build_optimizer
-    from pipeline.train.recipe import Recipe
-    from pipeline.train.runtime import Runtime, default_workers
 
     size, batch, n = (32, 8, 4) if quick else (224, 64, 40)
     folds = pd.read_csv(prepare_data(work, data, quick) / "folds.csv")
@@ -322,7 +324,7 @@ def main() -> int:
             "nothing to check here.")
         return 0
     device = torch.device(args.device, 0) if args.device == "cuda" else torch.device("cpu")
-    from pipeline.train.runtime import resolve_precision
+    from pipeline.compute.runtime import resolve_precision
 
     dtype = resolve_precision("auto", device) if device.type == "cuda" else torch.bfloat16
     rows: list[dict] = []

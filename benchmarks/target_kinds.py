@@ -133,7 +133,7 @@ def speed(rounds: int = 30, steps: int = 10) -> None:
 
     from pipeline.models import build_model
     from pipeline.targets.multilabel import MultiLabelTask
-    from pipeline.train.task import Task
+    from pipeline.targets.task import Task
     from tests import competition_data as layouts
 
     tr_x, tr_y, _, _ = layouts.split()

@@ -14,7 +14,7 @@ SCHEDULES = ("cosine", "onecycle")
 AUGMENT_PRESETS = ("none", "light", "strong")
 PSEUDO_THRESHOLD = 0.95  # default: the probability of its predicted class a test photo needs for --pseudo
 AVERAGES = ("none", "swa", "soup")  # weight averaging along a fold's epochs (pipeline.train.callbacks.WeightAverage)
-# test-time augmentation: each policy averages the image and these views of it (pipeline.train.task.view_of);
+# test-time augmentation: each policy averages the image and these views of it (pipeline.compute.views.view_of);
 # --tta also takes views joined by "+" (hflip+zoom), and auto: the views that lower the out-of-fold metric
 VIEWS = ("hflip", "vflip", "rot90", "rot180", "rot270", "zoom", "zoom-hflip")
 TTA_POLICIES = {"none": (), "hflip": ("hflip",), "flips": ("hflip", "vflip", "rot180"),

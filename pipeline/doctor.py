@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from pipeline import __version__
-from pipeline.train.runtime import available_cores, choose_precision
+from pipeline.compute.runtime import available_cores, choose_precision
 
 LIBRARIES = ("torch", "torchvision", "timm", "albumentations", "numpy", "pandas", "scikit-learn", "scipy", "pillow",
              "typer", "rich")

@@ -1,7 +1,7 @@
 """Named TOML files: a built-in name picks a file shipped with the package, anything else is a path.
 
-Competition specs (``pipeline/competitions/specs``), recipes (``pipeline/train/recipes``) and search spaces
-(``pipeline/train/recipes/spaces``) are all found and read here: one line for an unknown name (with the closest
+Competition specs (``pipeline/competitions/specs``), recipes (``pipeline/recipes``) and search spaces
+(``pipeline/recipes/spaces``) are all found and read here: one line for an unknown name (with the closest
 built-in one) and for a file that is not valid TOML.
 """
 

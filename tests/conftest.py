@@ -20,7 +20,7 @@ import pytest
 
 from pipeline.data.catalog import scan, write_catalog
 from pipeline.data.folds import write_folds
-from pipeline.train.recipe import FIELDS
+from pipeline.recipe import FIELDS
 from pipeline.train.request import TrainRequest
 from pipeline.train.session import train
 

@@ -14,12 +14,13 @@ from sklearn.metrics import log_loss
 from torch import nn
 
 from pipeline.competitions.spec import load_competition
+from pipeline.compute.evaluation import Amp
+from pipeline.compute.runtime import Runtime
 from pipeline.predict.calibration import averaging_temperature, fit_ensemble_temperature, fit_temperature, tempered
 from pipeline.predict.tta import choose_tta
 from pipeline.rundir import RunDir
 from pipeline.train.callbacks import Checkpointer, WeightAverage
-from pipeline.train.engine import Amp, FitState
-from pipeline.train.runtime import Runtime
+from pipeline.train.engine import FitState
 
 COURSE = load_competition("course")
 
@@ -240,10 +241,10 @@ def blended(tiny_run, data_copy, tmp_path) -> dict:
 
 
 def test_pseudo_labelled_photos_join_every_training_fold_and_never_a_validation_fold(blended):
+    from pipeline.compute.settings import RunSettings
+    from pipeline.recipe import Recipe
     from pipeline.train.fold import fold_data
-    from pipeline.train.recipe import Recipe
     from pipeline.train.session import train
-    from pipeline.train.settings import RunSettings
     from tests.conftest import tiny_config
 
     runs, data = blended["runs"], blended["data"]
@@ -312,9 +313,9 @@ def test_a_pseudo_source_that_cannot_serve_is_one_line_and_leaves_no_run(source,
 
 
 def test_k_class_pseudo_labels_train_as_soft_rows_beside_one_hot_real_ones():
-    from pipeline.train.mixing import make_mix
+    from pipeline.targets.mixing import make_mix
+    from pipeline.targets.task import Task
     from pipeline.train.pseudo import soft_labels
-    from pipeline.train.task import Task
 
     comp = load_competition("cifar-10")
     columns = comp.prob_columns()
@@ -348,7 +349,7 @@ def test_a_pseudo_threshold_outside_half_to_one_is_one_line(threshold, tmp_path)
 @pytest.mark.parametrize(("field", "value"), [("average", "ema"), ("average_epochs", 1), ("average_epochs", -3)])
 def test_an_average_the_recipe_cannot_take_is_one_line(field, value):
     from pipeline.errors import ConfigError
-    from pipeline.train.recipe import Recipe
+    from pipeline.recipe import Recipe
 
     with pytest.raises(ConfigError, match=field.replace("_", "-")):
         Recipe(**{field: value}).resolved()

@@ -9,12 +9,13 @@ import math
 import pytest
 import torch
 
+from pipeline.compute.evaluation import Amp
+from pipeline.compute.runtime import BF16_CAPABILITY, Runtime
 from pipeline.models import build_model
 from pipeline.predict.inference import predict_run
-from pipeline.train.engine import Amp, train_step
+from pipeline.recipe import Recipe
+from pipeline.train.engine import train_step
 from pipeline.train.optim import build_optimizer
-from pipeline.train.recipe import Recipe
-from pipeline.train.runtime import BF16_CAPABILITY, Runtime
 from pipeline.train.session import train
 from tests.conftest import tiny_config
 

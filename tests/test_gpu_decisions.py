@@ -15,16 +15,16 @@ from torch import nn
 
 import pipeline.train.engine as engine
 import pipeline.train.preflight as preflight
+from pipeline.compute.evaluation import Amp
+from pipeline.compute.placement import sync_batchnorm
+from pipeline.compute.runtime import Runtime, backends_for, batch_per_process, choose_precision, parallel_mode
 from pipeline.data.images import ImageDataset, drop_last_batch, make_loader
 from pipeline.errors import ConfigError
 from pipeline.models import build_model, load_weights, memory_estimate, strip_wrappers
+from pipeline.recipe import Recipe
 from pipeline.rundir import RunDir
-from pipeline.train.engine import Amp
 from pipeline.train.optim import build_optimizer, fused_adamw
-from pipeline.train.placement import sync_batchnorm
-from pipeline.train.recipe import Recipe
 from pipeline.train.request import prepare_run
-from pipeline.train.runtime import Runtime, backends_for, batch_per_process, choose_precision, parallel_mode
 from pipeline.train.session import train, wait_for_folds
 from tests.conftest import tiny_config
 

@@ -13,16 +13,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+import pipeline.compute.runtime as runtime
 import pipeline.train.fold as fold_module
-import pipeline.train.runtime as runtime
-from pipeline.data.images import make_loader
-from pipeline.errors import ConfigError
-from pipeline.fileio import human_size
-from pipeline.models import build_model, memory_estimate
-from pipeline.rundir import RunDir
-from pipeline.train.placement import evaluation_copy, place_model, sync_batchnorm
-from pipeline.train.request import prepare_run
-from pipeline.train.runtime import (
+from pipeline.compute.placement import evaluation_copy, place_model, sync_batchnorm
+from pipeline.compute.runtime import (
     Runtime,
     check_compile,
     choose_channels_last,
@@ -32,6 +26,12 @@ from pipeline.train.runtime import (
     setup_device,
     visible_gpus,
 )
+from pipeline.data.images import make_loader
+from pipeline.errors import ConfigError
+from pipeline.fileio import human_size
+from pipeline.models import build_model, memory_estimate
+from pipeline.rundir import RunDir
+from pipeline.train.request import prepare_run
 from pipeline.train.session import train
 from tests.conftest import tiny_config
 

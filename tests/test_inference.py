@@ -7,14 +7,14 @@ import pytest
 import torch
 from sklearn.metrics import log_loss
 
+from pipeline.compute.evaluation import Amp, evaluate
+from pipeline.compute.runtime import Runtime
 from pipeline.data.images import BatchNormalizer, ImageDataset, base_size_for, build_eval_transform, make_loader
 from pipeline.errors import ConfigError
 from pipeline.models import build_model
 from pipeline.predict.calibration import averaging_temperature
 from pipeline.predict.ensemble import aligned_oof, blend_predictions, blend_runs, fit_weights
 from pipeline.predict.inference import predict_run
-from pipeline.train.engine import Amp, evaluate
-from pipeline.train.runtime import Runtime
 
 
 def test_fold_mean_and_saved_probabilities(tiny_run, sample_data, tmp_path):

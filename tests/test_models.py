@@ -2,10 +2,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.compute.evaluation import Amp
+from pipeline.compute.runtime import resolve_device
 from pipeline.errors import ConfigError
 from pipeline.models import build_model, check_arch, load_weights
-from pipeline.train.engine import Amp, train_step
-from pipeline.train.runtime import resolve_device
+from pipeline.train.engine import train_step
 
 
 @pytest.mark.parametrize("arch,size", [("lenet", 32), ("lenet", 64), ("resnet34", 64), ("resnet50", 64)])

@@ -10,10 +10,10 @@ import torch
 from pipeline.data.images import SeededSampler
 from pipeline.errors import ConfigError
 from pipeline.models import build_model
+from pipeline.recipe import Recipe, build_recipe, load_recipe_file, named_recipes
+from pipeline.targets.mixing import BinaryMix
 from pipeline.train.callbacks import FreezeBatchNorm
-from pipeline.train.mixing import BinaryMix
 from pipeline.train.optim import build_optimizer
-from pipeline.train.recipe import Recipe, build_recipe, load_recipe_file, named_recipes
 from pipeline.train.session import train
 from tests.conftest import WEIGHTS, tiny_config
 from tests.images import sample_image

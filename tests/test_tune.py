@@ -13,11 +13,11 @@ import pytest
 
 from pipeline.competitions.spec import load_competition, record_competition
 from pipeline.errors import ConfigError
+from pipeline.recipe import load_recipe_file
 from pipeline.report import list_runs
 from pipeline.rundir import RunDir
 from pipeline.tomlfiles import NamedFiles
 from pipeline.train.engine import FitState
-from pipeline.train.recipe import load_recipe_file
 from pipeline.train.request import TrainRequest
 from pipeline.train.session import train
 from pipeline.tune.show import load_study, show_study

@@ -49,22 +49,27 @@ def cut(name: str, depth: int) -> str:
     return ".".join(name.split(".")[:depth])
 
 
+def part_edges(package: str = "pipeline", depth: int = 2) -> tuple[dict[str, Path], Counter]:
+    """The package's modules (name -> file) and how many imports go from one part to another."""
+    files = {module_name(p, REPO): p for p in sorted((REPO / package).rglob("*.py"))}
+    edges: Counter = Counter()
+    for name, path in files.items():
+        for target in imports_of(path, name, package):
+            while target not in files and "." in target:  # `from pkg import name`: the module is pkg
+                target = target.rsplit(".", 1)[0]
+            a, b = cut(name, depth), cut(target, depth)
+            if a != b and target in files:
+                edges[(a, b)] += 1
+    return files, edges
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="pipeline")
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--top", type=int, default=10)
     args = parser.parse_args(argv)
-    root = REPO / args.root
-    files = {module_name(p, REPO): p for p in sorted(root.rglob("*.py"))}
-    edges: Counter = Counter()
-    for name, path in files.items():
-        for target in imports_of(path, name, args.root):
-            while target not in files and "." in target:  # `from pkg import name`: the module is pkg
-                target = target.rsplit(".", 1)[0]
-            a, b = cut(name, args.depth), cut(target, args.depth)
-            if a != b and target in files:
-                edges[(a, b)] += 1
+    files, edges = part_edges(args.root, args.depth)
     parts = sorted({cut(n, args.depth) for n in files})
     print(f"{len(files)} modules in {len(parts)} parts, {sum(p.read_text().count(chr(10)) for p in files.values())} "
           f"lines; {len(edges)} part-to-part imports")

@@ -37,8 +37,8 @@ from pipeline.cli.app import (
     friendly,
     given,
 )
-from pipeline.train.recipe import Recipe
-from pipeline.train.settings import RunSettings
+from pipeline.compute.settings import RunSettings
+from pipeline.recipe import Recipe
 
 Optimizer = choice("Optimizer", OPTIMIZERS)
 Schedule = choice("Schedule", SCHEDULES)
@@ -208,12 +208,12 @@ def train(
     import time
 
     started = time.time()
+    from pipeline.compute.runtime import resolve_nproc, visible_gpus
     from pipeline.report import build_report
     from pipeline.rundir import RunDir
     from pipeline.train.budget import parse_duration
     from pipeline.train.launch import launch
     from pipeline.train.request import TrainRequest, requested_settings
-    from pipeline.train.runtime import resolve_nproc, visible_gpus
     from pipeline.train.session import train as run_training
 
     request = TrainRequest(
@@ -250,7 +250,7 @@ def train(
 @friendly
 def recipes(name: Annotated[str | None, typer.Argument(help="A recipe to print whole (its TOML file).")] = None):
     """List the named recipes (train --recipe NAME), or print one."""
-    from pipeline.train.recipe import named_recipes, recipe_file, recipe_summary
+    from pipeline.recipe import named_recipes, recipe_file, recipe_summary
 
     if name is not None:
         path = recipe_file(name)

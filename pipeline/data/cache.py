@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -36,7 +37,7 @@ from filelock import FileLock
 
 from pipeline.data.images import decode_resized
 from pipeline.errors import DataError
-from pipeline.fileio import write_csv
+from pipeline.fileio import human_size, write_csv
 from pipeline.progress import track
 
 _logger = logging.getLogger(__name__)
@@ -266,3 +267,22 @@ def open_cache(data_dir: str | Path, paths, base_size: int, *, enabled: bool = T
     if report.failed:
         _logger.warning("%d images could not be cached and will fail when read", len(report.failed))
     return cache
+
+
+def cache_room(data_dir: str | Path, base: int, n_images: int) -> tuple[int, int, Path]:
+    """``(bytes needed, bytes free, folder probed)`` for ``n_images`` more photos at ``base`` px in the decoded-image
+    cache of ``data_dir`` (the nearest existing folder on its way is the one asked)."""
+    cache_dir = Path(data_dir) / "cache"
+    probe = next(p for p in (cache_dir, *cache_dir.parents) if p.exists())
+    return DecodedCache.bytes_for(base, n_images), shutil.disk_usage(probe).free, probe
+
+
+def cache_shortfall(data_dir: str | Path, paths, base: int) -> str | None:
+    """Why the test photos cannot go into the decoded-image cache (the disk has less room than the photos not
+    cached yet need), or None when they fit. Prediction then decodes them on the fly."""
+    missing = DecodedCache(Path(data_dir) / "cache", base).uncached(paths)
+    need, free, probe = cache_room(data_dir, base, missing)
+    if need <= free:
+        return None
+    return (f"the image cache needs {human_size(need)} more for {missing} test photos at {base} px but {probe} has "
+            f"{human_size(free)} free: decoding them on the fly instead (slower; free some space to cache them)")

@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 
 from pipeline.competitions.spec import run_competition
+from pipeline.compute.runtime import resolve_device
 from pipeline.data.catalog import read_test
 from pipeline.data.images import base_size_for, decode_resized
 from pipeline.models import build_model
+from pipeline.recipe import Recipe
 from pipeline.rundir import RunDir
-from pipeline.train.recipe import Recipe
-from pipeline.train.runtime import resolve_device
 
 SAMPLE = 16  # photos decoded, and the batch timed
 TIMED = 3  # passes of the batch timed

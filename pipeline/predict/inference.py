@@ -12,20 +12,19 @@ import pandas as pd
 import torch
 
 from pipeline.competitions.spec import run_competition
-from pipeline.data.cache import open_cache
+from pipeline.compute.evaluation import Amp, evaluate
+from pipeline.compute.placement import place_model
+from pipeline.compute.runtime import Runtime, default_workers, resolve_device, setup_device
+from pipeline.compute.settings import RunSettings
+from pipeline.data.cache import cache_shortfall, open_cache
 from pipeline.data.catalog import parse_ids, read_test
 from pipeline.data.images import BatchNormalizer, ImageDataset, base_size_for, build_eval_transform, make_loader
 from pipeline.errors import ConfigError
 from pipeline.fileio import file_digest, read_id_csv, write_csv, write_json
 from pipeline.models import build_model, normalization
 from pipeline.progress import track
+from pipeline.recipe import Recipe
 from pipeline.rundir import RunDir
-from pipeline.train.engine import Amp, evaluate
-from pipeline.train.placement import place_model
-from pipeline.train.preflight import cache_shortfall
-from pipeline.train.recipe import Recipe
-from pipeline.train.runtime import Runtime, default_workers, resolve_device, setup_device
-from pipeline.train.settings import RunSettings
 
 _logger = logging.getLogger(__name__)
 NEUTRAL = 0.5  # P(positive) for a test photo that cannot be read (K classes: 1/K each): every id is scored

@@ -9,8 +9,8 @@ import pandas as pd
 
 from pipeline.choices import RUN_SORTS as SORTS
 from pipeline.errors import ConfigError
+from pipeline.recipe import DEFAULT_RECIPE
 from pipeline.rundir import RunDir, all_runs
-from pipeline.train.recipe import DEFAULT_RECIPE
 
 RUN_COLUMNS = ["run", "arch", "recipe", "img_size", "epochs", "folds", "metric", "score", "accuracy", "log_loss",
                "roc_auc", "seconds", "test_probs", "created", "status"]

@@ -152,14 +152,14 @@ class Ordinal(Scalar):
     def task(self):
         if not self.class_indices:
             return super().task()
-        from pipeline.train.task import Task
+        from pipeline.targets.task import Task
 
         return Task(self.grades)
 
     def mix(self, recipe):
         if not self.class_indices:
             return super().mix(recipe)
-        from pipeline.train.mixing import make_mix
+        from pipeline.targets.mixing import make_mix
 
         return make_mix(self.grades, recipe.mixup, recipe.cutmix, recipe.mix_prob, recipe.label_smoothing)
 

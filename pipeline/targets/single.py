@@ -28,12 +28,12 @@ class Single(Kind):
         return [self.comp.positive] if self.binary else list(self.comp.classes)
 
     def task(self):
-        from pipeline.train.task import Task
+        from pipeline.targets.task import Task
 
         return Task(self.comp.n_classes)
 
     def mix(self, recipe):
-        from pipeline.train.mixing import make_mix
+        from pipeline.targets.mixing import make_mix
 
         return make_mix(self.comp.n_classes, recipe.mixup, recipe.cutmix, recipe.mix_prob, recipe.label_smoothing)
 

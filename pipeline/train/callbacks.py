@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.compute.placement import evaluation_copy
+from pipeline.compute.runtime import Runtime
 from pipeline.fileio import atomic_path
 from pipeline.train.engine import MIN_DELTA, Callback, FitState
-from pipeline.train.placement import evaluation_copy
-from pipeline.train.runtime import Runtime
 
 _logger = logging.getLogger(__name__)
 

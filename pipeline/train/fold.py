@@ -11,6 +11,10 @@ import torch
 from torch import nn
 
 from pipeline.competitions.spec import Competition, run_competition
+from pipeline.compute.evaluation import Amp, evaluate
+from pipeline.compute.placement import Placed, place_model
+from pipeline.compute.runtime import Runtime, default_workers, local_processes
+from pipeline.compute.settings import RunSettings
 from pipeline.data.images import (
     BatchNormalizer,
     ImageDataset,
@@ -23,17 +27,14 @@ from pipeline.data.images import (
 from pipeline.fileio import write_csv
 from pipeline.metrics import metric_value, selection
 from pipeline.models import build_model, normalization
+from pipeline.recipe import Recipe
 from pipeline.rundir import RunDir
 from pipeline.train.budget import oof_passes, time_batches
 from pipeline.train.callbacks import Checkpointer, EarlyStopping, Ema, FreezeBatchNorm, MetricsLog, WeightAverage
-from pipeline.train.engine import Amp, Callback, FitState, evaluate, fit, train_step
+from pipeline.train.engine import Callback, FitState, fit, train_step
 from pipeline.train.optim import build_optimizer
-from pipeline.train.placement import Placed, place_model
 from pipeline.train.preflight import out_of_memory
 from pipeline.train.pseudo import of_fold, soft_labels
-from pipeline.train.recipe import Recipe
-from pipeline.train.runtime import Runtime, default_workers, local_processes
-from pipeline.train.settings import RunSettings
 from pipeline.train.tracking import Tracker
 
 

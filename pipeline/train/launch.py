@@ -15,9 +15,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.errors import ConfigError, Interrupted, PipelineError
-from pipeline.train.request import TrainRequest, end_session, prepare_run, requested_settings
-from pipeline.train.runtime import (
+from pipeline.compute.runtime import (
     Runtime,
     available_cores,
     gpu_names,
@@ -26,6 +24,8 @@ from pipeline.train.runtime import (
     resolve_device,
     resolve_precision,
 )
+from pipeline.errors import ConfigError, Interrupted, PipelineError
+from pipeline.train.request import TrainRequest, end_session, prepare_run, requested_settings
 from pipeline.train.session import announce, train
 
 _logger = logging.getLogger(__name__)

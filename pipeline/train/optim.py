@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from pipeline.train.recipe import Recipe
+from pipeline.recipe import Recipe
 
 
 def build_optimizer(recipe: Recipe, model: nn.Module, steps_per_epoch: int, device: torch.device | None = None):

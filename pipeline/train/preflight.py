@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 import torch
 
-from pipeline.data.cache import DecodedCache
+from pipeline.compute.settings import RunSettings
+from pipeline.data.cache import cache_room
 from pipeline.data.images import base_size_for
 from pipeline.errors import ConfigError
 from pipeline.fileio import human_size
 from pipeline.models import memory_estimate, pretrained_problem
-from pipeline.train.recipe import Recipe
-from pipeline.train.settings import RunSettings
+from pipeline.recipe import Recipe
 
 # What the estimate does not see on a GPU: the CUDA context (0.3-0.5 GiB), cuDNN's workspace and kernels, and
 # the caching allocator's fragmentation. A run that passes the check with less room than this fails at step 1.
@@ -39,7 +37,7 @@ def check_fits(recipe: Recipe, settings: RunSettings, device: torch.device, dtyp
         settings: the run settings (the cache and the data folder).
         device, dtype: where and in which precision each training process runs.
         n_images: photos the cache holds.
-        batch: images one process puts through a step (:func:`pipeline.train.runtime.batch_per_process`).
+        batch: images one process puts through a step (:func:`pipeline.compute.runtime.batch_per_process`).
     """
     base = base_size_for(recipe.img_size)
     if settings.cache:
@@ -56,24 +54,6 @@ def check_fits(recipe: Recipe, settings: RunSettings, device: torch.device, dtyp
                           f"{human_size(need)} for one training step of {recipe.arch} in each process, but {where} "
                           f"has {human_size(have)} available; lower --batch-size or --img-size.")
 
-
-def cache_room(data_dir: str | Path, base: int, n_images: int) -> tuple[int, int, Path]:
-    """``(bytes needed, bytes free, folder probed)`` for ``n_images`` more photos at ``base`` px in the decoded-image
-    cache of ``data_dir`` (the nearest existing folder on its way is the one asked)."""
-    cache_dir = Path(data_dir) / "cache"
-    probe = next(p for p in (cache_dir, *cache_dir.parents) if p.exists())
-    return DecodedCache.bytes_for(base, n_images), shutil.disk_usage(probe).free, probe
-
-
-def cache_shortfall(data_dir: str | Path, paths, base: int) -> str | None:
-    """Why the test photos cannot go into the decoded-image cache (the disk has less room than the photos not
-    cached yet need), or None when they fit. Prediction then decodes them on the fly."""
-    missing = DecodedCache(Path(data_dir) / "cache", base).uncached(paths)
-    need, free, probe = cache_room(data_dir, base, missing)
-    if need <= free:
-        return None
-    return (f"the image cache needs {human_size(need)} more for {missing} test photos at {base} px but {probe} has "
-            f"{human_size(free)} free: decoding them on the fly instead (slower; free some space to cache them)")
 
 
 def available_memory(device: torch.device) -> tuple[int, str]:

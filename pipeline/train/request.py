@@ -19,16 +19,7 @@ import torch
 from pipeline import __version__
 from pipeline.choices import PSEUDO_THRESHOLD
 from pipeline.competitions.spec import data_competition
-from pipeline.data.catalog import read_train
-from pipeline.data.folds import read_folds
-from pipeline.errors import ConfigError, DataError
-from pipeline.fileio import write_csv
-from pipeline.models import check_weights
-from pipeline.rundir import SCHEMA, RunDir, all_runs, find_run, photo_keys
-from pipeline.train.preflight import check_fits, check_pretrained, recipe_warnings
-from pipeline.train.pseudo import pseudo_labels
-from pipeline.train.recipe import build_recipe, check_fields, load_recipe_file
-from pipeline.train.runtime import (
+from pipeline.compute.runtime import (
     Runtime,
     batch_per_process,
     check_compile,
@@ -36,7 +27,16 @@ from pipeline.train.runtime import (
     parallel_mode,
     restarting,
 )
-from pipeline.train.settings import RunSettings
+from pipeline.compute.settings import RunSettings
+from pipeline.data.catalog import read_train
+from pipeline.data.folds import read_folds
+from pipeline.errors import ConfigError, DataError
+from pipeline.fileio import write_csv
+from pipeline.models import check_weights
+from pipeline.recipe import build_recipe, check_fields, load_recipe_file
+from pipeline.rundir import SCHEMA, RunDir, all_runs, find_run, photo_keys
+from pipeline.train.preflight import check_fits, check_pretrained, recipe_warnings
+from pipeline.train.pseudo import pseudo_labels
 from pipeline.train.tracking import check_tracker
 
 _logger = logging.getLogger(__name__)

@@ -21,20 +21,7 @@ import pandas as pd
 import torch
 
 from pipeline.competitions.spec import run_competition
-from pipeline.data.cache import open_cache
-from pipeline.data.images import base_size_for
-from pipeline.errors import ConfigError, Interrupted, PipelineError
-from pipeline.fileio import write_csv, write_json, write_text
-from pipeline.metrics import table_probs
-from pipeline.progress import clock, say
-from pipeline.rundir import RunDir
-from pipeline.train.budget import oof_passes, plan_epochs
-from pipeline.train.display import Display, Estimate, RunClock
-from pipeline.train.engine import Callback
-from pipeline.train.fold import time_fold, train_fold
-from pipeline.train.recipe import Recipe
-from pipeline.train.request import TrainRequest, end_session, prepare_run, requested_settings, run_seconds
-from pipeline.train.runtime import (
+from pipeline.compute.runtime import (
     Runtime,
     batch_per_process,
     gpu_names,
@@ -43,7 +30,20 @@ from pipeline.train.runtime import (
     processes_line,
     restarting,
 )
-from pipeline.train.settings import RunSettings
+from pipeline.compute.settings import RunSettings
+from pipeline.data.cache import open_cache
+from pipeline.data.images import base_size_for
+from pipeline.errors import ConfigError, Interrupted, PipelineError
+from pipeline.fileio import write_csv, write_json, write_text
+from pipeline.metrics import table_probs
+from pipeline.progress import clock, say
+from pipeline.recipe import Recipe
+from pipeline.rundir import RunDir
+from pipeline.train.budget import oof_passes, plan_epochs
+from pipeline.train.display import Display, Estimate, RunClock
+from pipeline.train.engine import Callback
+from pipeline.train.fold import time_fold, train_fold
+from pipeline.train.request import TrainRequest, end_session, prepare_run, requested_settings, run_seconds
 from pipeline.train.tracking import Tracker, make_tracker
 
 _logger = logging.getLogger(__name__)

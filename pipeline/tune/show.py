@@ -61,7 +61,7 @@ def trials_frame(study) -> pd.DataFrame:
 def best_recipe(study, runs_dir: str | Path) -> tuple[dict, object]:
     """The recipe fields of the study's best complete trial (as its run trained them, epochs cut by the budget
     included; rebuilt from the study when the run folder is elsewhere) and the trial."""
-    from pipeline.train.recipe import build_recipe
+    from pipeline.recipe import build_recipe
 
     if not any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
         raise ConfigError(f"No trial of study {study.study_name!r} has completed yet: there is no best recipe.")

@@ -7,7 +7,7 @@ A TOML file of recipe fields. A table samples the field; a plain value fixes it 
     epochs = {low = 10, high = 40, step = 10}     # an integer field: whole numbers
     img_size = 96                                 # fixed
 
-Each built-in recipe has its default space beside it (``pipeline/train/recipes/spaces/<recipe>.toml``); a recipe
+Each built-in recipe has its default space beside it (``pipeline/recipes/spaces/<recipe>.toml``); a recipe
 file ``big.toml`` may have ``big.space.toml`` beside it; ``--space FILE`` replaces either.
 """
 
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from pipeline.recipe import FIELDS, RECIPES_DIR, Recipe, check_fields, load_recipe_file, named_recipes
 from pipeline.tomlfiles import NamedFiles, read_toml
-from pipeline.train.recipe import FIELDS, RECIPES_DIR, Recipe, check_fields, load_recipe_file, named_recipes
 
 SPACES = NamedFiles(RECIPES_DIR / "spaces", "search space", "Search space", "a space file")
 KEYS = ("low", "high", "log", "step", "choices")  # what a sampled field's table may hold

@@ -248,7 +248,7 @@ def run_workers(job: TuneJob, started: float) -> list[int]:
     import sys
     import tempfile
 
-    from pipeline.train.runtime import visible_gpus
+    from pipeline.compute.runtime import visible_gpus
 
     gpus = visible_gpus() if job.settings.get("device", "auto") != "cpu" else 0
     job.runs_dir.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 A recipe reproduces a score on any machine: exactly on the CPU (given the thread count), and on a GPU up to the
 last digits that its precision, TF32 and cuDNN's autotuning move (``--deterministic`` repeats a GPU run bit for bit
 on the same GPU). Where and how it runs is ``settings.RunSettings``.
-Named recipes ship in ``pipeline/train/recipes/<name>.toml``; a recipe file holds recipe fields only,
+Named recipes ship in ``pipeline/recipes/<name>.toml``; a recipe file holds recipe fields only,
 and options given on the command line override it. The resolved recipe is saved in the run.
 """
 

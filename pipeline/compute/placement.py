@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.train.runtime import Runtime
+from pipeline.compute.runtime import Runtime
 
 
 @dataclass
@@ -35,7 +35,7 @@ def place_model(model: nn.Module, rt: Runtime, *, channels_last: bool = True, dd
     Args:
         model: a freshly built (or loaded) plain module.
         rt: the process's runtime (its ``channels_last`` comes from the setting and the GPU's capability:
-            :func:`pipeline.train.runtime.choose_channels_last`).
+            :func:`pipeline.compute.runtime.choose_channels_last`).
         channels_last: use channels_last memory for models with convolutions (where ``rt`` allows it).
         ddp: wrap in DistributedDataParallel (every process trains this model together); under nccl
             BatchNorm layers become SyncBatchNorm first (:func:`sync_batchnorm`).

@@ -1,8 +1,8 @@
 """Where and how a run trains: the run settings, saved in the run's config.json beside its recipe.
 
-A recipe (:mod:`pipeline.train.recipe`) says what is learned; these settings say where and how it runs
+A recipe (:mod:`pipeline.recipe`) says what is learned; these settings say where and how it runs
 (device, precision, loader processes, folders, how processes share the work). The process that runs them
-is :class:`pipeline.train.runtime.Runtime`.
+is :class:`pipeline.compute.runtime.Runtime`.
 """
 
 from __future__ import annotations

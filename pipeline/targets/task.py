@@ -1,5 +1,5 @@
 """What the model's outputs mean: for two classes one logit (the log-odds of the positive class) with binary
-cross-entropy, for K classes K logits with cross-entropy; and the test-time views (mirrors, turns) of a batch.
+cross-entropy, for K classes K logits with cross-entropy (the test-time views are :mod:`pipeline.compute.views`).
 
 Two classes keep one logit: the cats-versus-dogs figures (and every run made so far) are one-logit models, and
 a second logit adds nothing a sigmoid does not give.
@@ -9,31 +9,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
-from pipeline.choices import VIEWS
-
-ZOOM = 0.875  # the zoom view keeps the centre 7/8 of each side (as a 224 crop of a 256 resize), scaled back up
-
-
-def view_of(x: torch.Tensor, view: str | None) -> torch.Tensor:
-    """The batch as ``view`` shows it: mirrored (``hflip``), upside down (``vflip``), turned (``rot90``...), or its
-    centre scaled up to the full size (``zoom``, ``zoom-hflip``: then mirrored)."""
-    if view is None:
-        return x
-    if view == "hflip":
-        return torch.flip(x, dims=[3])
-    if view == "vflip":
-        return torch.flip(x, dims=[2])
-    if view in ("zoom", "zoom-hflip"):
-        h, w = x.shape[-2:]
-        dh, dw = round(h * (1 - ZOOM) / 2), round(w * (1 - ZOOM) / 2)
-        zoomed = nn.functional.interpolate(x[..., dh:h - dh, dw:w - dw], size=(h, w), mode="bilinear",
-                                           align_corners=False)
-        return torch.flip(zoomed, dims=[3]) if view == "zoom-hflip" else zoomed
-    turns = {"rot90": 1, "rot180": 2, "rot270": 3}
-    if view not in turns:
-        raise ValueError(f"unknown view {view!r}; use one of {', '.join(VIEWS)}")
-    return torch.rot90(x, turns[view], dims=(2, 3))
 
 
 class Task:
