@@ -19,14 +19,15 @@ from tests.conftest import tiny_config
 from tests.mlebench_scores import score
 from tests.test_cli import invoke
 
-# (floor, lower is better). A LeNet of 3 epochs at 32 px on one fold of the 1,437 training digits, scored on the 360
-# held-out digits; measured on this machine (seed 0, 2 loaded cores): see /work/notes/e2e.md. Chance: kappa 0 for a
-# constant grade; mean column ROC-AUC 0.5; micro F1 of always the commonest label set ~0.2 (PP2021: "healthy" or a
-# "scab" row; iMet: "13"); RMSE of the mean Pawpularity ~26 (8 + 9 d, d uniform: 9 x 2.87); MAP@5 of one fixed
-# ranking of the ten identities (1 + 1/2 + 1/3 + 1/4 + 1/5) / 10 = 0.23. The floors sit well above chance and below
-# what was measured.
+# (floor, lower is better). A LeNet of 3 epochs at 32 px on fold 0 of the 1,437 training digits, scored on the 360
+# held-out digits (seed 0, 2 loaded cores; /work/notes/e2e.md). Chance: kappa 0 for a constant grade; mean column
+# ROC-AUC 0.5; micro F1 of always the commonest single label 0.25 (PP2021 and iMet: it is in 3 digits of 10, which hold
+# 14 labels: 2 x 0.3 / (2 x 0.3 + 0.7 + 1.1)); RMSE of the mean Pawpularity ~26 (8 + 9 d, d uniform: 9 x 2.87); MAP@5
+# of one fixed ranking of the ten identities (1 + 1/2 + 1/3 + 1/4 + 1/5) / 10 = 0.23. RANZCR's columns are the digit
+# modulo 3 and 4, the hardest to learn in 3 epochs: 0.643 held-out (0.650 CV), 0.80 CV after 6 epochs (2.5 min on
+# the loaded machine, too long for the default suite), hence its lower floor.
 FLOORS = {"aptos2019-blindness-detection": (0.7, False), "plant-pathology-2020-fgvc7": (0.85, False),
-          "ranzcr-clip-catheter-line-classification": (0.85, False), "plant-pathology-2021-fgvc8": (0.6, False),
+          "ranzcr-clip-catheter-line-classification": (0.6, False), "plant-pathology-2021-fgvc8": (0.6, False),
           "petfinder-pawpularity-score": (17.0, True), "whale-categorization-playground": (0.6, False),
           "imet-2020-fgvc7": (0.6, False)}
 # RANZCR by default (groups, ids with dots, the sample's 9 of the 11 training columns); the others with --run-slow
