@@ -25,6 +25,7 @@ from pipeline.report import build_report
 from pipeline.train.session import train
 from tests import competition_data as layouts
 from tests.conftest import tiny_config
+from tests.mlebench_scores import map_at_5
 from tests.test_cli import invoke
 
 LABELS = {"even": lambda d: d % 2 == 0, "big": lambda d: d >= 5, "round": lambda d: d in (0, 6, 8, 9),
@@ -134,10 +135,6 @@ def write_layout(root: Path, kind: str) -> tuple[Path, Path, pd.DataFrame]:
     return spec, files, truth
 
 
-def _map5(truth: list[str], rows: list[list[str]]) -> float:
-    return float(np.mean([1 / (r[:5].index(t) + 1) if t in r[:5] else 0.0 for t, r in zip(truth, rows, strict=True)]))
-
-
 def check_file(kind: str, sub: pd.DataFrame, truth: pd.DataFrame) -> float:
     """The file's format checked cell by cell, and its metric computed here, independently of the pipeline."""
     sub = sub.set_index("image_id").loc[truth.image_id]  # every test id, once
@@ -163,7 +160,7 @@ def check_file(kind: str, sub: pd.DataFrame, truth: pd.DataFrame) -> float:
     rows = sub.Id.str.split(" ").tolist()
     assert all(1 <= len(r) <= 5 and len(set(r)) == len(r) for r in rows)
     assert {n for r in rows for n in r} <= {_identity(d) for d in range(10)}
-    return _map5([_identity(d) for d in digits], rows)
+    return map_at_5([_identity(d) for d in digits], rows)
 
 
 # measured once on this machine (seed 0, 3 epochs on fold 0, loaded 2-core CPU): see /work/notes/kinds.md; the
