@@ -8,10 +8,9 @@ written out as PNGs, and the catalogue (``test.csv``, ``competition.json``) and 
 working folder.
 
 Only the test part of the folder is read: the entries whose name says ``test`` (``test.zip``, ``test/``,
-``test.csv``), or every entry when none does. ZIP and TAR archives are unpacked with the standard library
-(``shutil.unpack_archive``, which skips members named outside the target); a .7z one with
-:func:`pipeline.data.archives.extract_archive`, imported only then, since py7zr is a training-time dependency the
-Kaggle image lacks.
+``test.csv``), or every entry when none does. Archives are unpacked as ``pipeline download`` unpacks them
+(:func:`pipeline.data.archives.extract_archive`: every member checked first, once per unchanged archive); py7zr,
+which the Kaggle image lacks, is imported only for a .7z.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.competitions.spec import Competition, TrainLayout, record_competition
+from pipeline.data.archives import archive_stem, extract_archive, is_archive
 from pipeline.data.catalog import scan
 from pipeline.errors import DataError
 from pipeline.fileio import write_csv
@@ -29,8 +29,7 @@ from pipeline.fileio import write_csv
 _logger = logging.getLogger(__name__)
 
 NO_TRAINING_IMAGE = "\0"  # a glob no path matches: every image of the test part is a test image or none
-ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip", ".7z")
-UNPACKED = ".unpacked"  # marker of a finished unpacking: the archive's size and time
+UNPACKED = ".unpacked"  # marker of pixel images written: the pixel file's size and time
 
 
 def catalogue_test(input_dir: str | Path, comp: Competition, work_dir: str | Path, *, workers: int | None = None,
@@ -61,7 +60,8 @@ def catalogue_test(input_dir: str | Path, comp: Competition, work_dir: str | Pat
     else:
         entries = sorted(p for p in input_dir.iterdir() if not p.name.startswith("."))
         tests = [p for p in entries if "test" in p.name.lower()] or entries
-        roots = [_unpacked(p, work / "unpacked") if p.is_file() and _archive_stem(p) else p for p in tests]
+        roots = [extract_archive(p, work / "unpacked" / archive_stem(p)) if p.is_file() and is_archive(p) else p
+                 for p in tests]
         roots = [r for r in roots if r.is_dir()]
     if not roots:
         raise DataError(f"{input_dir} holds no folder or archive of test images (competition {comp.name}).")
@@ -72,36 +72,6 @@ def catalogue_test(input_dir: str | Path, comp: Competition, work_dir: str | Pat
     test_csv = write_csv(work / "test.csv", catalog.test)
     record_competition(work, comp)
     return test_csv
-
-
-def _archive_stem(path: Path) -> str | None:
-    """The name of an archive without its suffix; None for a file that is no archive (pipeline.data.archives reads
-    names so too, but importing it imports py7zr)."""
-    name = path.name.lower()
-    return next((path.name[:-len(s)] for s in ARCHIVES if name.endswith(s)), None)
-
-
-def _unpacked(archive: Path, into: Path) -> Path:
-    """``archive`` unpacked into ``into/<stem>`` (once: a second call with the same archive returns at once)."""
-    target = into / _archive_stem(archive)
-    stamp = f"{archive.stat().st_size} {archive.stat().st_mtime_ns}"
-    if (target / UNPACKED).is_file() and (target / UNPACKED).read_text() == stamp:
-        return target
-    if archive.suffix.lower() == ".7z":
-        from pipeline.data.archives import extract_archive
-
-        return extract_archive(archive, target)
-    staging = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        tar = archive.suffix.lower() != ".zip"  # tarfile's "data" filter refuses links and names outside the target
-        shutil.unpack_archive(archive, staging, **({"filter": "data"} if tar else {}))
-    except (shutil.ReadError, OSError, ValueError) as exc:
-        raise DataError(f"{archive} cannot be unpacked ({exc}).") from None
-    (staging / UNPACKED).write_text(stamp)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    return target
 
 
 def _pixel_test(comp: Competition, input_dir: Path, out: Path, progress: bool) -> list[Path]:
