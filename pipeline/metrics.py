@@ -48,10 +48,17 @@ def mean_roc_auc(truth, probs) -> float | None:
 
 
 def f1(truth, predicted, average: str, n_labels: int) -> float:
-    """Micro or macro F1: of class indices (n,), or of (n, L) 0/1 label indicators (multi-label)."""
-    truth = np.asarray(truth)
+    """Micro or macro F1: of class indices (n,), or of (n, L) 0/1 label indicators (multi-label), there over the
+    labels present in the truth or the predictions (as a MultiLabelBinarizer fitted on both sides sees them: the
+    Plant Pathology 2021 and iMet graders' way; 0 when none is)."""
+    truth, predicted = np.asarray(truth), np.asarray(predicted)
+    if truth.ndim == 2:
+        seen = truth.any(axis=0) | predicted.any(axis=0)
+        if not seen.any():
+            return 0.0
+        truth, predicted = truth[:, seen], predicted[:, seen]
     labels = None if truth.ndim == 2 else list(range(n_labels))
-    return float(skm.f1_score(truth, np.asarray(predicted), average=average, labels=labels, zero_division=0))
+    return float(skm.f1_score(truth, predicted, average=average, labels=labels, zero_division=0))
 
 
 def names_f1(truth: list[str], predicted: list[str], average: str = "micro") -> float:

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline.metrics import mean_roc_auc
+from pipeline.metrics import f1, mean_roc_auc
 from pipeline.targets.base import Fitted, Kind, keep_better
 
 GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
@@ -97,8 +97,10 @@ class MultiLabel(Kind):
     def score(self, labels, probs, thresholds=None) -> dict:
         truth, p = self.truth(labels), _matrix(probs)
         predicted = self.decide(p, thresholds)
+        n_labels = truth.shape[1]
         return {"n": len(truth), "mean_roc_auc": mean_roc_auc(truth, p),
-                "f1_micro": _f1(truth, predicted, "micro"), "f1_macro": _f1(truth, predicted, "macro"),
+                "f1_micro": f1(truth, predicted, "micro", n_labels),
+                "f1_macro": f1(truth, predicted, "macro", n_labels),
                 "accuracy": float((predicted == truth).all(axis=1).mean()), "log_loss": self.blend_loss(truth, p)}
 
     def blend_loss(self, labels, probs) -> float:
@@ -125,7 +127,7 @@ class MultiLabel(Kind):
         t = np.full(p.shape[1], 0.5)
 
         def value(th):
-            return _f1(truth, self.decide(p, th), average)
+            return f1(truth, self.decide(p, th), average, truth.shape[1])
 
         before = value(t)
         for _ in range(2):
@@ -177,14 +179,3 @@ def _tokens(text) -> list[int]:
 def _matrix(probs) -> np.ndarray:
     p = np.asarray(probs, dtype=np.float64)
     return p[:, None] if p.ndim == 1 else p
-
-
-def _f1(truth: np.ndarray, predicted: np.ndarray, average: str) -> float:
-    """F1 over the labels present in the truth or the predictions (as a MultiLabelBinarizer fitted on both sides
-    sees them: the Plant Pathology 2021 and iMet graders' way)."""
-    from sklearn.metrics import f1_score
-
-    seen = truth.any(axis=0) | predicted.any(axis=0)
-    if not seen.any():
-        return 0.0
-    return float(f1_score(truth[:, seen], predicted[:, seen], average=average, zero_division=0))
